@@ -1,0 +1,103 @@
+"""What the core asks the shell to do: data, never callbacks.
+
+A :class:`Decision` is the new run state plus the commands that go with it.
+The store commits the state *and* the job commands in one transaction (a timer
+can never exist without its state); ``Emit`` commands are published after the
+commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import TypeAlias
+
+from squidmesh_core.ids import JobId, RunId
+from squidmesh_core.jsonvalue import EMPTY_OBJECT, JsonObject
+from squidmesh_core.state import Job, RunState
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleJob:
+    """Insert ``job`` (due at ``job.due_at``)."""
+
+    job: Job
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RescheduleJob:
+    """Move the scheduled job ``job_id`` to ``due_at``."""
+
+    job_id: JobId
+    due_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelJob:
+    """Drop the scheduled job ``job_id``: it must never be delivered."""
+
+    job_id: JobId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FinishJob:
+    """The attempt of the started job ``job_id`` ended; drop the job and its lease."""
+
+    job_id: JobId
+
+
+class Topic(StrEnum):
+    """Names of the observable events the core emits (see docs/architecture.md)."""
+
+    RUN_CREATED = "run.created"
+    RUN_REPLAYED = "run.replayed"
+    RUN_TRANSITION = "run.transition"
+    STEP_STARTED = "step.started"
+    STEP_COMPLETED = "step.completed"
+    STEP_FAILED = "step.failed"
+    STEP_RETRY_SCHEDULED = "step.retry_scheduled"
+    STEP_CANCELLED = "step.cancelled"
+    LEASE_RECLAIMED = "lease.reclaimed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Emit:
+    """Publish an observable event after the commit."""
+
+    topic: Topic
+    run_id: RunId
+    workflow: str
+    step: str | None = None
+    attempt: int | None = None
+    attributes: JsonObject = field(default_factory=lambda: EMPTY_OBJECT)
+
+
+Command: TypeAlias = ScheduleJob | RescheduleJob | CancelJob | FinishJob | Emit
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """The new state of a run and the commands that must accompany it.
+
+    ``state.version`` is one more than the version the decision was based on
+    (1 for a new run); stores use it for optimistic concurrency.
+    """
+
+    state: RunState
+    commands: tuple[Command, ...] = ()
+
+    @property
+    def expected_version(self) -> int:
+        """The stored version this decision must replace (0 for a new run)."""
+        return self.state.version - 1
+
+    @property
+    def jobs_scheduled(self) -> tuple[Job, ...]:
+        """Jobs this decision inserts."""
+        return tuple(c.job for c in self.commands if isinstance(c, ScheduleJob))
+
+    @property
+    def emitted(self) -> tuple[Emit, ...]:
+        """Events to publish after the commit."""
+        return tuple(c for c in self.commands if isinstance(c, Emit))

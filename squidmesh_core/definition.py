@@ -1,0 +1,185 @@
+"""Workflow definitions: immutable values describing triggers, steps and routes.
+
+A :class:`WorkflowDefinition` is only ever produced by
+:func:`squidmesh_core.validation.build_workflow`, so holding one means every
+rule in that module holds. The helpers here answer the questions ``decide``
+asks (which step comes next, what a step depends on) without validating again.
+
+Two shapes share one type (see ``mode``):
+
+* **transitions**: one entry step; each step routes ``ok`` and optionally
+  ``error`` to another step or to ``complete``. Exactly one step is active at a time.
+* **dependencies**: steps declare ``after=[...]``; roots start together, a step
+  starts once everything it depends on has completed, the run completes when
+  every step has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+
+from squidmesh_core.payload import EMPTY_CONTRACT, FieldSpec, PayloadContract
+from squidmesh_core.retry import Retry
+
+COMPLETE = "complete"
+"""The terminal pseudo-target of a transition: the run completes."""
+
+StepHandler = Callable[..., object]  # type: ignore[explicit-any]  # user signatures vary; the shell checks them
+"""A user step: called by the shell with ``(input, ctx)``. The core never calls it."""
+
+
+class TriggerKind(StrEnum):
+    """How a run gets started."""
+
+    MANUAL = "manual"
+    CRON = "cron"
+
+
+class StepKind(StrEnum):
+    """What a step does."""
+
+    ACTION = "action"
+    WAIT = "wait"
+    LOG = "log"
+
+
+class LogLevel(StrEnum):
+    """Levels a ``log`` step may use."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class Outcome(StrEnum):
+    """Which result of a step a transition follows."""
+
+    OK = "ok"
+    ERROR = "error"
+
+
+class WorkflowMode(StrEnum):
+    """The two workflow shapes."""
+
+    TRANSITIONS = "transitions"
+    DEPENDENCIES = "dependencies"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TriggerSpec:
+    """A declared trigger (as written; checked by ``build_workflow``)."""
+
+    name: str
+    kind: TriggerKind
+    payload: object = None
+    """A pydantic ``BaseModel`` subclass, or ``None`` for an empty contract."""
+    expression: str | None = None
+    """Cron expression (cron triggers only)."""
+    timezone: str | None = None
+    """IANA timezone of the cron expression (cron triggers only)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepSpec:
+    """A declared step (as written; checked by ``build_workflow``)."""
+
+    name: str
+    kind: StepKind
+    handler: StepHandler | None = None
+    """The user callable of an ``action`` step."""
+    input_keys: tuple[str, ...] | None = None
+    """If set, the step receives only these keys of its assembled input."""
+    output_key: str | None = None
+    """If set, the step's output is stored under this single key of the run context."""
+    retry: Retry | None = None
+    """Attempts and backoff; ``None`` means a single attempt."""
+    after: tuple[str, ...] = ()
+    """Steps that must complete first (dependency workflows)."""
+    duration: timedelta | None = None
+    """How long a ``wait`` step delays the next step."""
+    message: str | None = None
+    """What a ``log`` step logs."""
+    level: str = LogLevel.INFO
+    """The level a ``log`` step logs at."""
+    option_problems: tuple[str, ...] = ()
+    """Problems the DSL found while converting loose options (reported by validation)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransitionSpec:
+    """Route ``on`` outcome of ``from_step`` to ``to`` (a step or :data:`COMPLETE`)."""
+
+    from_step: str
+    on: Outcome
+    to: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowDefinition:
+    """A validated, immutable workflow."""
+
+    name: str
+    triggers: tuple[TriggerSpec, ...]
+    steps: tuple[StepSpec, ...]
+    transitions: tuple[TransitionSpec, ...]
+    mode: WorkflowMode
+    entry_steps: tuple[str, ...]
+    contracts: Mapping[str, PayloadContract] = field(default_factory=dict)
+    """Checked payload contract of each trigger, by trigger name."""
+    payload_fields: tuple[FieldSpec, ...] = ()
+    """Union of all triggers' fields (first declaration wins)."""
+
+    @property
+    def default_trigger(self) -> TriggerSpec:
+        """The first declared trigger."""
+        return self.triggers[0]
+
+    def trigger(self, name: str) -> TriggerSpec | None:
+        """The trigger called ``name``, if declared."""
+        return next((t for t in self.triggers if t.name == name), None)
+
+    def contract(self, trigger: str) -> PayloadContract:
+        """The payload contract of ``trigger`` (empty if it declares none)."""
+        return self.contracts.get(trigger, EMPTY_CONTRACT)
+
+    def step(self, name: str) -> StepSpec | None:
+        """The step called ``name``, if declared."""
+        return next((s for s in self.steps if s.name == name), None)
+
+    def step_names(self) -> tuple[str, ...]:
+        """Step names in declaration order."""
+        return tuple(s.name for s in self.steps)
+
+    def target(self, step: str, outcome: Outcome) -> str | None:
+        """Where ``outcome`` of ``step`` routes to, or ``None`` without such a route."""
+        return next(
+            (t.to for t in self.transitions if t.from_step == step and t.on is outcome), None
+        )
+
+    def dependents_ready(
+        self, completed: frozenset[str], started: frozenset[str]
+    ) -> tuple[str, ...]:
+        """Dependency steps whose dependencies all completed and that have not started."""
+        return tuple(
+            s.name
+            for s in self.steps
+            if s.name not in started and all(dep in completed for dep in s.after)
+        )
+
+    def ancestors(self, step: str) -> tuple[str, ...]:
+        """Every step ``step`` transitively depends on, in declaration order."""
+        found: set[str] = set()
+        spec = self.step(step)
+        frontier = list(spec.after) if spec else []
+        while frontier:
+            name = frontier.pop()
+            if name in found:
+                continue
+            found.add(name)
+            dep = self.step(name)
+            frontier.extend(dep.after if dep else ())
+        return tuple(n for n in self.step_names() if n in found)

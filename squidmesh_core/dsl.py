@@ -1,0 +1,263 @@
+"""The friendly constructors users write workflows with.
+
+Each helper returns a plain spec value; :func:`workflow` validates them all at
+once and raises :class:`InvalidWorkflowError` listing every problem, like a
+compiler. :func:`build_workflow` is the same check returning a ``Result``.
+
+Example::
+
+    payments = workflow(
+        "billing.payments",
+        triggers=[manual("charge", payload=Charge)],
+        steps=[step("charge", charge), wait("cool_down", timedelta(minutes=5)),
+               step("notify", notify, retry=Retry(max_attempts=3))],
+        transitions=chain("charge", "cool_down", "notify", COMPLETE),
+    )
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
+from itertools import pairwise
+
+from returns.result import Failure, Result, Success
+
+from squidmesh_core.definition import (
+    COMPLETE,
+    LogLevel,
+    Outcome,
+    StepHandler,
+    StepKind,
+    StepSpec,
+    TransitionSpec,
+    TriggerKind,
+    TriggerSpec,
+    WorkflowDefinition,
+)
+from squidmesh_core.retry import Backoff, Exponential, Fixed, Linear, Retry
+from squidmesh_core.validation import build_workflow
+
+
+def manual(name: str = "manual", *, payload: object = None) -> TriggerSpec:
+    """A trigger started by calling ``start_run``; ``payload`` is a pydantic model."""
+    return TriggerSpec(name=name, kind=TriggerKind.MANUAL, payload=payload)
+
+
+def cron(
+    name: str, expression: str, *, timezone: str = "Etc/UTC", payload: object = None
+) -> TriggerSpec:
+    """A trigger started on a cron schedule in ``timezone``."""
+    return TriggerSpec(
+        name=name, kind=TriggerKind.CRON, payload=payload, expression=expression, timezone=timezone
+    )
+
+
+def _after(after: Sequence[str] | str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    if isinstance(after, str):
+        return (), (f"after must be a list of step names, not the string {after!r}",)
+    deduped = tuple(dict.fromkeys(after))
+    return deduped, ()
+
+
+def step(
+    name: str,
+    handler: StepHandler,
+    *,
+    input: Sequence[str] | None = None,
+    output: str | None = None,
+    retry: Retry | Mapping[str, object] | None = None,
+    after: Sequence[str] | str = (),
+) -> StepSpec:
+    """A user step.
+
+    Args:
+        name: unique step name.
+        handler: async or plain callable (or class) receiving ``(input, ctx)``.
+        input: keep only these keys of the assembled input.
+        output: store the output under this key of the run context.
+        retry: a :class:`Retry`, or the same as a mapping
+            (``{"max_attempts": 3, "backoff": {"type": "exponential", "min": 1, "max": 30}}``,
+            durations in seconds; key order never matters).
+        after: dependencies (makes the workflow a dependency workflow).
+    """
+    deps, problems = _after(after)
+    policy: Retry | None
+    if isinstance(retry, Mapping):
+        parsed = retry_from_options(retry)
+        policy = parsed.value_or(None)
+        if isinstance(parsed, Failure):
+            problems = (*problems, f"invalid retry options: {parsed.failure()}")
+    else:
+        policy = retry
+    if isinstance(input, str):
+        problems = (*problems, "input must be a list of keys, not a string")
+        keys: tuple[str, ...] | None = ()
+    else:
+        keys = None if input is None else tuple(input)
+    return StepSpec(
+        name=name,
+        kind=StepKind.ACTION,
+        handler=handler,
+        input_keys=keys,
+        output_key=output,
+        retry=policy,
+        after=deps,
+        option_problems=problems,
+    )
+
+
+def wait(name: str, duration: timedelta, *, after: Sequence[str] | str = ()) -> StepSpec:
+    """A built-in step that delays the next step by ``duration`` without holding a worker."""
+    deps, problems = _after(after)
+    return StepSpec(
+        name=name, kind=StepKind.WAIT, duration=duration, after=deps, option_problems=problems
+    )
+
+
+def log(
+    name: str, message: str, *, level: str = LogLevel.INFO, after: Sequence[str] | str = ()
+) -> StepSpec:
+    """A built-in step that logs ``message`` at ``level`` with the run's context attached."""
+    deps, problems = _after(after)
+    return StepSpec(
+        name=name,
+        kind=StepKind.LOG,
+        message=message,
+        level=level,
+        after=deps,
+        option_problems=problems,
+    )
+
+
+def ok(from_step: str, to: str) -> TransitionSpec:
+    """Route a successful ``from_step`` to ``to`` (a step or ``COMPLETE``)."""
+    return TransitionSpec(from_step=from_step, on=Outcome.OK, to=to)
+
+
+def error(from_step: str, to: str) -> TransitionSpec:
+    """Route a failed ``from_step`` (after its retries) to ``to`` (a step or ``COMPLETE``)."""
+    return TransitionSpec(from_step=from_step, on=Outcome.ERROR, to=to)
+
+
+def chain(*names: str) -> tuple[TransitionSpec, ...]:
+    """``ok`` transitions linking each name to the next: ``chain("a", "b", COMPLETE)``."""
+    return tuple(ok(a, b) for a, b in pairwise(names))
+
+
+def workflow(
+    name: str,
+    *,
+    triggers: Iterable[TriggerSpec],
+    steps: Iterable[StepSpec],
+    transitions: Iterable[TransitionSpec | Iterable[TransitionSpec]] = (),
+) -> WorkflowDefinition:
+    """Declare and validate a workflow.
+
+    ``transitions`` may mix single transitions and groups (such as :func:`chain`).
+
+    Raises:
+        InvalidWorkflowError: listing every problem found.
+    """
+    flat: list[TransitionSpec] = []
+    for item in transitions:
+        if isinstance(item, TransitionSpec):
+            flat.append(item)
+        else:
+            flat.extend(item)
+    result = build_workflow(name, triggers=tuple(triggers), steps=tuple(steps), transitions=flat)
+    if isinstance(result, Failure):
+        raise result.failure().to_exception()
+    return result.unwrap()
+
+
+# ---------------------------------------------------------------- loose retry options
+
+
+def _seconds(value: object, what: str) -> Result[timedelta, str]:
+    if isinstance(value, timedelta):
+        return Success(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return Success(timedelta(seconds=value))
+    return Failure(f"{what} must be a number of seconds or a timedelta")
+
+
+def _number(value: object, what: str) -> Result[float, str]:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return Success(float(value))
+    return Failure(f"{what} must be a number")
+
+
+def backoff_from_options(options: Mapping[str, object]) -> Result[Backoff, str]:
+    """Build a backoff from a mapping; keys may come in any order.
+
+    >>> backoff_from_options({"max": 30, "type": "exponential", "min": 1}).unwrap().max.seconds
+    30
+    """
+    kind = options.get("type")
+    jitter = _number(options.get("jitter", 0.0), "jitter")
+    allowed = {
+        "exponential": {"type", "min", "max", "factor", "jitter"},
+        "linear": {"type", "min", "step", "max", "jitter"},
+        "fixed": {"type", "delay", "jitter"},
+    }
+    if not isinstance(kind, str) or kind not in allowed:
+        return Failure("backoff type must be 'exponential', 'linear' or 'fixed'")
+    extra = sorted(set(options) - allowed[kind])
+    if extra:
+        return Failure(f"unknown {kind} backoff options: {', '.join(extra)}")
+    if kind == "fixed":
+        return Result.do(
+            Fixed(delay=delay, jitter=j)
+            for delay in _seconds(options.get("delay"), "delay")
+            for j in jitter
+        )
+    if kind == "linear":
+        return Result.do(
+            Linear(min=low, step=step_, max=high, jitter=j)
+            for low in _seconds(options.get("min"), "min")
+            for step_ in _seconds(options.get("step", 0), "step")
+            for high in _seconds(options.get("max"), "max")
+            for j in jitter
+        )
+    return Result.do(
+        Exponential(min=low, max=high, factor=factor, jitter=j)
+        for low in _seconds(options.get("min"), "min")
+        for high in _seconds(options.get("max"), "max")
+        for factor in _number(options.get("factor", 2.0), "factor")
+        for j in jitter
+    )
+
+
+def retry_from_options(options: Mapping[str, object]) -> Result[Retry, str]:
+    """Build a :class:`Retry` from a mapping such as ``{"max_attempts": 3, "backoff": {...}}``."""
+    extra = sorted(set(options) - {"max_attempts", "backoff"})
+    if extra:
+        return Failure(f"unknown retry options: {', '.join(extra)}")
+    attempts = options.get("max_attempts")
+    if isinstance(attempts, bool) or not isinstance(attempts, int):
+        return Failure("max_attempts must be an integer")
+    raw_backoff = options.get("backoff")
+    if raw_backoff is None:
+        return Success(Retry(max_attempts=attempts))
+    if not isinstance(raw_backoff, Mapping):
+        return Failure("backoff must be a mapping")
+    return backoff_from_options(raw_backoff).map(
+        lambda backoff: Retry(max_attempts=attempts, backoff=backoff)
+    )
+
+
+__all__ = [
+    "COMPLETE",
+    "backoff_from_options",
+    "chain",
+    "cron",
+    "error",
+    "log",
+    "manual",
+    "ok",
+    "retry_from_options",
+    "step",
+    "wait",
+    "workflow",
+]

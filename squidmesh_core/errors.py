@@ -1,0 +1,207 @@
+"""Error values the core returns, and the few exceptions it raises.
+
+Expected outcomes are *values*: frozen dataclasses with a stable ``code``
+returned inside ``returns.result.Failure``. Callers branch on them with
+``match``. The codes are persisted and logged, so they never change.
+
+Faults and bugs are *exceptions*::
+
+    SquidmeshError                     base of everything SquidMesh raises
+     +-- InvalidWorkflowError          a workflow definition failed validation (also ValueError)
+     +-- InvariantViolatedError        the core met a state that cannot happen: a bug
+     +-- (shell) BackendError ...      defined in squidmesh_backends.errors
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, TypeAlias
+
+
+class SquidmeshError(Exception):
+    """Base class of every exception SquidMesh raises."""
+
+
+class InvariantViolatedError(SquidmeshError):
+    """The core met a state or event combination that cannot happen: a bug."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DefinitionProblem:
+    """One problem found while validating a workflow definition."""
+
+    code: str
+    """Stable snake_case identifier of the rule that failed."""
+    message: str
+    """Human-readable sentence naming the offending trigger, step or transition."""
+
+
+class InvalidWorkflowError(SquidmeshError, ValueError):
+    """A workflow definition is invalid; lists every problem at once."""
+
+    def __init__(self, workflow: str, problems: tuple[DefinitionProblem, ...]) -> None:
+        self.workflow = workflow
+        self.problems = problems
+        lines = "\n".join(f"- {p.message}" for p in problems)
+        super().__init__(f"workflow {workflow!r} is invalid:\n{lines}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DefinitionErrors:
+    """Every problem of one workflow definition (the ``Failure`` of ``build_workflow``)."""
+
+    code: ClassVar[str] = "invalid_workflow"
+    workflow: str
+    problems: tuple[DefinitionProblem, ...]
+
+    def to_exception(self) -> InvalidWorkflowError:
+        """Return the exception the friendly constructor raises."""
+        return InvalidWorkflowError(self.workflow, self.problems)
+
+
+# ---------------------------------------------------------------- ids and lookups
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvalidRunId:
+    """A run id that is not a canonical UUID string."""
+
+    code: ClassVar[str] = "invalid_run_id"
+    value: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvalidJobId:
+    """A job id that does not have the ``run/step/attempt`` shape."""
+
+    code: ClassVar[str] = "invalid_job_id"
+    value: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotFound:
+    """No run with this id exists."""
+
+    code: ClassVar[str] = "not_found"
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnknownWorkflow:
+    """No workflow with this name is registered."""
+
+    code: ClassVar[str] = "unknown_workflow"
+    workflow: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnknownTrigger:
+    """The workflow declares no trigger with this name."""
+
+    code: ClassVar[str] = "unknown_trigger"
+    workflow: str
+    trigger: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnknownStep:
+    """The workflow declares no step with this name."""
+
+    code: ClassVar[str] = "unknown_step"
+    workflow: str
+    step: str
+
+
+# ---------------------------------------------------------------- payloads
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FieldProblem:
+    """A payload field whose value does not fit its declared type."""
+
+    field: str
+    expected: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvalidPayload:
+    """A payload that does not satisfy the trigger's contract.
+
+    All categories are collected at once; an empty tuple means "no problem of
+    this kind". ``reason`` is set when the payload could not be read at all
+    (not an object, not storable JSON, too large).
+    """
+
+    code: ClassVar[str] = "invalid_payload"
+    workflow: str
+    trigger: str
+    missing: tuple[str, ...] = ()
+    unknown: tuple[str, ...] = ()
+    invalid: tuple[FieldProblem, ...] = ()
+    reason: str | None = None
+
+    def describe(self) -> str:
+        """One line summarising every problem."""
+        parts: list[str] = []
+        if self.reason:
+            parts.append(self.reason)
+        if self.missing:
+            parts.append("missing fields: " + ", ".join(self.missing))
+        if self.unknown:
+            parts.append("unknown fields: " + ", ".join(self.unknown))
+        if self.invalid:
+            parts.append(
+                "invalid fields: " + ", ".join(f"{p.field} ({p.message})" for p in self.invalid)
+            )
+        return f"invalid payload for {self.workflow}/{self.trigger}: " + "; ".join(parts)
+
+
+# ---------------------------------------------------------------- decisions
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvalidTransition:
+    """The event asks for a status change the status table does not allow."""
+
+    code: ClassVar[str] = "invalid_transition"
+    run_id: str
+    from_status: str
+    to_status: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StaleDelivery:
+    """A delivery or outcome for a job that is not (or no longer) live with that lease.
+
+    Duplicate, late and forged broker messages all end here; the shell treats
+    them as no-ops.
+    """
+
+    code: ClassVar[str] = "stale_delivery"
+    job_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvalidOutput:
+    """A step produced an output that cannot be stored (not a JSON object, too big, ...)."""
+
+    code: ClassVar[str] = "invalid_output"
+    step: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UndecodableRecord:
+    """A persisted primitive that does not decode into a core value."""
+
+    code: ClassVar[str] = "undecodable_record"
+    path: str
+    reason: str
+
+
+Rejected: TypeAlias = (
+    InvalidPayload | UnknownTrigger | InvalidTransition | StaleDelivery | InvalidOutput
+)
+"""Why ``decide`` refused an event. The state is unchanged in every case."""

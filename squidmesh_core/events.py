@@ -1,0 +1,86 @@
+"""Facts the core accepts: everything that can happen to a run.
+
+Each event is a past-tense fact reported by the shell. ``decide`` either turns
+it into a :class:`~squidmesh_core.commands.Decision` or refuses it with a typed
+``Rejected`` value. Events carry ids and data only, never callables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
+from squidmesh_core.jsonvalue import EMPTY_OBJECT, JsonObject
+from squidmesh_core.state import StepFailure
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRequested:
+    """Someone asked for a new run (the state passed to ``decide`` is ``None``)."""
+
+    run_id: RunId
+    payload: object
+    """The caller's payload, not yet validated."""
+    trigger: str | None = None
+    """Trigger name; ``None`` means the workflow's default (first) trigger."""
+    idempotency_key: IdempotencyKey | None = None
+    context: JsonObject = field(default_factory=lambda: EMPTY_OBJECT)
+    """Initial run context supplied by the shell (e.g. cron schedule metadata)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobDelivered:
+    """A worker holding lease ``lease_token`` received job ``job_id`` and is about to run it."""
+
+    job_id: JobId
+    lease_token: LeaseToken
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepSucceeded:
+    """The attempt of ``job_id`` finished with ``output`` (checked to be a JSON object)."""
+
+    job_id: JobId
+    lease_token: LeaseToken
+    output: object
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepFailed:
+    """The attempt of ``job_id`` failed with ``failure``."""
+
+    job_id: JobId
+    lease_token: LeaseToken
+    failure: StepFailure
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseExpired:
+    """The store found the lease ``lease_token`` on ``job_id`` expired: the worker is lost."""
+
+    job_id: JobId
+    lease_token: LeaseToken
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelRequested:
+    """Someone asked to cancel the run."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplayRequested:
+    """Someone asked for a new run, ``new_run_id``, from this run's payload."""
+
+    new_run_id: RunId
+
+
+Event: TypeAlias = (
+    RunRequested
+    | JobDelivered
+    | StepSucceeded
+    | StepFailed
+    | LeaseExpired
+    | CancelRequested
+    | ReplayRequested
+)

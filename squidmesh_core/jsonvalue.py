@@ -1,0 +1,177 @@
+"""JSON values: the only data shape that crosses the core's boundary.
+
+Payloads, step inputs and outputs, run context and error details are all JSON
+objects. This module owns the type and the one pure check that says whether a
+value from the outside may be stored.
+
+Rules kept here:
+
+1. Only ``None``, ``bool``, ``int``, ``float``, ``str``, lists and string-keyed
+   mappings are JSON values. Tuples are accepted on input and stored as lists.
+2. Floats must be finite; NaN and infinities are not JSON.
+3. Strings may not contain NUL characters or lone surrogates: the durable
+   stores cannot hold them, so they are refused before anything is written.
+4. Nesting and total encoded size are bounded by :class:`JsonLimits`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TypeAlias
+
+from returns.result import Failure, Result, Success
+
+JsonValue: TypeAlias = (
+    bool | int | float | str | Sequence["JsonValue"] | Mapping[str, "JsonValue"] | None
+)
+JsonObject: TypeAlias = Mapping[str, JsonValue]
+
+EMPTY_OBJECT: JsonObject = MappingProxyType({})
+"""A shared, read-only empty object (safe as a dataclass default)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JsonLimits:
+    """Bounds on values the core agrees to store."""
+
+    max_bytes: int = 1024 * 1024
+    """Largest accepted size of the value encoded as compact UTF-8 JSON (default 1 MiB)."""
+
+    max_depth: int = 64
+    """Deepest accepted nesting of lists and objects."""
+
+
+DEFAULT_LIMITS = JsonLimits()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JsonProblem:
+    """Why a value is not storable JSON: where (a path like ``$.items[2]``) and what."""
+
+    path: str
+    reason: str
+
+
+def _string_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "contains a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate"
+    return None
+
+
+def _encoded_size(text: str) -> int:
+    # Upper bound of the escaped size is not needed: quotes plus UTF-8 bytes is
+    # close enough for a limit measured in megabytes.
+    return len(text.encode("utf-8")) + 2
+
+
+def check_json(
+    value: object, *, limits: JsonLimits = DEFAULT_LIMITS
+) -> Result[JsonValue, JsonProblem]:
+    """Check that ``value`` is storable JSON and return it with tuples made lists.
+
+    Args:
+        value: any Python value.
+        limits: size and depth bounds.
+
+    Returns:
+        ``Success`` with the normalised value, or ``Failure(JsonProblem)`` naming
+        the first offending path.
+
+    >>> check_json({"a": [1, 2.5, "x"]}).unwrap()
+    {'a': [1, 2.5, 'x']}
+    >>> check_json({"a": float("nan")}).failure().reason
+    'is not a finite number'
+    """
+    budget = [limits.max_bytes]
+
+    def spend(n: int, path: str) -> JsonProblem | None:
+        budget[0] -= n
+        if budget[0] < 0:
+            return JsonProblem(
+                path=path, reason=f"exceeds the size limit of {limits.max_bytes} bytes"
+            )
+        return None
+
+    def walk(item: object, path: str, depth: int) -> Result[JsonValue, JsonProblem]:
+        if depth > limits.max_depth:
+            return Failure(
+                JsonProblem(path=path, reason=f"is nested deeper than {limits.max_depth} levels")
+            )
+        if item is None or isinstance(item, bool):
+            over = spend(5, path)
+            return Failure(over) if over else Success(item)
+        if isinstance(item, int):
+            over = spend(len(str(item)), path)
+            return Failure(over) if over else Success(item)
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return Failure(JsonProblem(path=path, reason="is not a finite number"))
+            over = spend(len(repr(item)), path)
+            return Failure(over) if over else Success(item)
+        if isinstance(item, str):
+            problem = _string_problem(item)
+            if problem:
+                return Failure(JsonProblem(path=path, reason=problem))
+            over = spend(_encoded_size(item), path)
+            return Failure(over) if over else Success(item)
+        if isinstance(item, Mapping):
+            out: dict[str, JsonValue] = {}
+            over = spend(2, path)
+            if over:
+                return Failure(over)
+            for key, sub in item.items():
+                if not isinstance(key, str):
+                    return Failure(JsonProblem(path=path, reason=f"has a non-string key {key!r}"))
+                key_problem = _string_problem(key)
+                if key_problem:
+                    return Failure(JsonProblem(path=path, reason=f"has a key that {key_problem}"))
+                over = spend(_encoded_size(key) + 2, path)
+                if over:
+                    return Failure(over)
+                checked = walk(sub, f"{path}.{key}", depth + 1)
+                if isinstance(checked, Failure):
+                    return checked
+                out[key] = checked.unwrap()
+            return Success(out)
+        if isinstance(item, list | tuple):
+            items: list[JsonValue] = []
+            over = spend(2, path)
+            if over:
+                return Failure(over)
+            for index, sub in enumerate(item):
+                checked = walk(sub, f"{path}[{index}]", depth + 1)
+                if isinstance(checked, Failure):
+                    return checked
+                items.append(checked.unwrap())
+                over = spend(1, path)
+                if over:
+                    return Failure(over)
+            return Success(items)
+        return Failure(
+            JsonProblem(path=path, reason=f"is a {type(item).__name__}, which is not JSON")
+        )
+
+    return walk(value, "$", 0)
+
+
+def check_json_object(
+    value: object, *, limits: JsonLimits = DEFAULT_LIMITS
+) -> Result[JsonObject, JsonProblem]:
+    """Like :func:`check_json`, but the value must be a JSON object (a mapping)."""
+    if not isinstance(value, Mapping):
+        return Failure(
+            JsonProblem(path="$", reason=f"is a {type(value).__name__}, expected an object")
+        )
+    return check_json(value, limits=limits).map(_as_object)
+
+
+def _as_object(value: JsonValue) -> JsonObject:
+    # check_json preserves the outer kind, so a mapping in gives a mapping out.
+    return value if isinstance(value, Mapping) else EMPTY_OBJECT

@@ -1,0 +1,188 @@
+"""Run state: frozen values describing one run, its step runs, attempts and live jobs.
+
+Vocabulary (one word, one meaning):
+
+* **Run**: one execution of a workflow, started by a trigger with a payload.
+* **StepRun** (:class:`StepRunState`): one step within a run; holds its attempts.
+* **Attempt**: one try of a step by a worker, fenced by a lease token.
+* **Job**: the durable, scheduled delivery of one attempt. It is *scheduled*
+  until a worker claims it and *started* once the attempt runs. A run's live
+  jobs are exactly the ``jobs`` tuple; a job leaves it when its attempt ends or
+  it is cancelled.
+
+All mappings inside are JSON objects and are never mutated: every change builds
+a new value with ``dataclasses.replace``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
+from squidmesh_core.jsonvalue import EMPTY_OBJECT, JsonObject
+
+SCHEMA_VERSION = 1
+"""Version of the persisted shape of :class:`RunState` (see ``codec``)."""
+
+
+class RunStatus(StrEnum):
+    """Lifecycle of a run; legal changes are listed in ``_table.RUN_TRANSITIONS``."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    PAUSED = "paused"
+    FAILED = "failed"
+    COMPLETED = "completed"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True for ``failed``, ``completed`` and ``cancelled``."""
+        return self in (RunStatus.FAILED, RunStatus.COMPLETED, RunStatus.CANCELLED)
+
+
+class StepStatus(StrEnum):
+    """Lifecycle of a step run; legal changes are listed in ``_table.STEP_TRANSITIONS``."""
+
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    RETRY_SCHEDULED = "retry_scheduled"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True for ``completed``, ``failed`` and ``cancelled``."""
+        return self in (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.CANCELLED)
+
+
+class AttemptStatus(StrEnum):
+    """Lifecycle of an attempt; legal changes are listed in ``_table.ATTEMPT_TRANSITIONS``."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    LOST = "lost"
+
+
+class JobStatus(StrEnum):
+    """A live job is waiting to be claimed (``scheduled``) or running its attempt (``started``)."""
+
+    SCHEDULED = "scheduled"
+    STARTED = "started"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepFailure:
+    """Why an attempt failed, with its retry semantics.
+
+    Steps return it inside ``Failure(...)``; the shell builds one from a raised
+    exception; the core builds one when a lease expires.
+    """
+
+    kind: str
+    """Stable category, e.g. ``exception``, ``worker_lost``, ``invalid_output``, ``http``."""
+    message: str
+    """Human-readable description."""
+    retryable: bool = True
+    """``False`` skips the retry policy and goes straight to error routing."""
+    retry_after: timedelta | None = None
+    """If set, the next attempt is due exactly this long after the failure."""
+    details: JsonObject = field(default_factory=lambda: EMPTY_OBJECT)
+    """Extra JSON facts (exception type, HTTP status, ...)."""
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, *, retryable: bool = True) -> StepFailure:
+        """A failure describing a raised exception (type and message are recorded)."""
+        return cls(
+            kind="exception",
+            message=str(exc) or type(exc).__name__,
+            retryable=retryable,
+            details={"type": f"{type(exc).__module__}.{type(exc).__qualname__}"},
+        )
+
+
+WORKER_LOST = "worker_lost"
+INVALID_OUTPUT = "invalid_output"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """A durable delivery of attempt ``attempt`` of ``step``, due at ``due_at``."""
+
+    id: JobId
+    run_id: RunId
+    step: str
+    attempt: int
+    due_at: datetime
+    status: JobStatus = JobStatus.SCHEDULED
+    lease_token: LeaseToken | None = None
+    """The fencing token of the claim whose delivery started the attempt."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """One try of a step."""
+
+    number: int
+    status: AttemptStatus
+    job_id: JobId
+    lease_token: LeaseToken
+    started_at: datetime
+    finished_at: datetime | None = None
+    error: StepFailure | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepRunState:
+    """One step within a run."""
+
+    step: str
+    status: StepStatus
+    scheduled_at: datetime
+    updated_at: datetime
+    input: JsonObject | None = None
+    """Input handed to the latest attempt (snapshot taken when it started)."""
+    output: JsonObject | None = None
+    """Output as merged into the run context (after ``output`` mapping)."""
+    error: StepFailure | None = None
+    """The latest failure of this step."""
+    attempts: tuple[Attempt, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunState:
+    """Everything known about one run. ``version`` increases by one per accepted decision."""
+
+    id: RunId
+    workflow: str
+    trigger: str
+    status: RunStatus
+    payload: JsonObject
+    context: JsonObject
+    created_at: datetime
+    updated_at: datetime
+    version: int = 1
+    steps: tuple[StepRunState, ...] = ()
+    jobs: tuple[Job, ...] = ()
+    last_error: StepFailure | None = None
+    replayed_from: RunId | None = None
+    idempotency_key: IdempotencyKey | None = None
+
+    def step_run(self, step: str) -> StepRunState | None:
+        """The step run of ``step``, if the step has been scheduled in this run."""
+        return next((s for s in self.steps if s.step == step), None)
+
+    def job(self, job_id: str) -> Job | None:
+        """The live job with this id, if any."""
+        return next((j for j in self.jobs if j.id == job_id), None)
+
+    @property
+    def current_steps(self) -> tuple[str, ...]:
+        """Steps that are scheduled, running or awaiting a retry."""
+        return tuple(s.step for s in self.steps if not s.status.terminal)
