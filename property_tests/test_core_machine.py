@@ -1,0 +1,285 @@
+"""The decider against the naive reference model, driven by generated event sequences.
+
+Faults are first-class rules: duplicate deliveries, deliveries with a foreign
+lease token, outcomes for finished jobs, expired leases, cancels at any moment
+and clock jumps in both directions.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from hypothesis import HealthCheck, assume, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from returns.result import Failure, Success
+
+from squidmesh_core import (
+    AttemptStatus,
+    CancelRequested,
+    Decision,
+    Emit,
+    Event,
+    JobDelivered,
+    JobId,
+    JobStatus,
+    LeaseExpired,
+    LeaseToken,
+    RunRequested,
+    RunState,
+    RunStatus,
+    ScheduleJob,
+    StepFailed,
+    StepStatus,
+    StepSucceeded,
+    WorkflowDefinition,
+    decide,
+)
+from squidmesh_core._table import (
+    attempt_transition_allowed,
+    run_transition_allowed,
+    step_transition_allowed,
+)
+from squidmesh_core.testing.reference import ReferenceModel, ReferenceRun
+from squidmesh_core.testing.strategies import (
+    BASE_TIME,
+    json_objects,
+    payloads,
+    run_ids,
+    step_failures,
+    workflows,
+)
+
+
+def check_table(before: RunState, after: RunState) -> None:
+    """Every status change of an accepted decision is in the tables."""
+    assert run_transition_allowed(before.status, after.status)
+    for new in after.steps:
+        old = before.step_run(new.step)
+        if old is not None:
+            assert step_transition_allowed(old.status, new.status)
+            for attempt in new.attempts:
+                prior = next((a for a in old.attempts if a.number == attempt.number), None)
+                if prior is not None:
+                    assert attempt_transition_allowed(prior.status, attempt.status)
+
+
+class CoreMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens = 0
+        self.finished_jobs: list[tuple[JobId, LeaseToken]] = []
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def token(self) -> LeaseToken:
+        self.tokens += 1
+        return LeaseToken(f"lease-{self.tokens}")
+
+    def apply(self, event: Event) -> Decision | None:
+        before = self.state
+        result = decide(self.definition, before, event, now=self.now)
+        match result:
+            case Success(decision):
+                check_table(before, decision.state)
+                assert decision.state.version == before.version + 1
+                if before.status.terminal:
+                    assert decision.state.status == before.status
+                    assert not any(isinstance(c, ScheduleJob) for c in decision.commands)
+                self.state = decision.state
+                return decision
+            case Failure(_):
+                assert decide(self.definition, before, event, now=self.now) == result
+                return None
+        raise AssertionError(result)
+
+    def jobs(self, status: JobStatus) -> list[JobId]:
+        return [j.id for j in self.state.jobs if j.status is status]
+
+    # -- rules -----------------------------------------------------------------------
+
+    @initialize(definition=workflows(jitter=False), run_id=run_ids, payload=payloads)
+    def start(self, definition: WorkflowDefinition, run_id: str, payload: dict[str, object]) -> None:
+        self.definition = definition
+        self.now = BASE_TIME
+        self.model = ReferenceModel(definition)
+        result = decide(definition, None, RunRequested(run_id=run_id, payload=payload), now=self.now)  # type: ignore[arg-type]
+        self.state = result.unwrap().state
+        self.run: ReferenceRun = self.model.start(self.state.id, self.now)
+
+    @precondition(lambda self: any(j.status is JobStatus.SCHEDULED for j in self.state.jobs))
+    @rule(data=st.data())
+    def deliver(self, data: st.DataObject) -> None:
+        self._deliver(data.draw(st.sampled_from(self.jobs(JobStatus.SCHEDULED))))
+
+    def _deliver(self, job_id: JobId) -> None:
+        token = self.token()
+        accepted = self.apply(JobDelivered(job_id=job_id, lease_token=token)) is not None
+        assert accepted == self.model.deliver(self.run, job_id, token, self.now)
+
+    @precondition(lambda self: any(j.status is JobStatus.STARTED for j in self.state.jobs))
+    @rule(data=st.data(), same_token=st.booleans())
+    def duplicate_delivery(self, data: st.DataObject, same_token: bool) -> None:
+        job_id = data.draw(st.sampled_from(self.jobs(JobStatus.STARTED)))
+        job = self.state.job(job_id)
+        assert job is not None and job.lease_token is not None
+        token = job.lease_token if same_token else self.token()
+        assert self.apply(JobDelivered(job_id=job_id, lease_token=token)) is None
+
+    @precondition(lambda self: any(j.status is JobStatus.STARTED for j in self.state.jobs))
+    @rule(data=st.data(), output=json_objects)
+    def succeed(self, data: st.DataObject, output: dict[str, object]) -> None:
+        self._succeed(data.draw(st.sampled_from(self.jobs(JobStatus.STARTED))), output)
+
+    def _succeed(self, job_id: JobId, output: dict[str, object]) -> None:
+        token = self._token_of(job_id)
+        accepted = self.apply(StepSucceeded(job_id=job_id, lease_token=token, output=output))
+        assert accepted is not None
+        assert self.model.succeed(self.run, job_id, token, output, self.now)
+        self.finished_jobs.append((job_id, token))
+
+    @precondition(lambda self: any(j.status is JobStatus.STARTED for j in self.state.jobs))
+    @rule(data=st.data())
+    def succeed_with_unstorable_output(self, data: st.DataObject) -> None:
+        job_id = data.draw(st.sampled_from(self.jobs(JobStatus.STARTED)))
+        token = self._token_of(job_id)
+        output = data.draw(st.sampled_from([{"x": float("nan")}, {"x": "a\x00b"}, ["not", "an", "object"]]))
+        assert self.apply(StepSucceeded(job_id=job_id, lease_token=token, output=output)) is not None
+        assert self.model.fail(self.run, job_id, token, retryable=False, retry_after=None, now=self.now)
+        self.finished_jobs.append((job_id, token))
+
+    @precondition(lambda self: any(j.status is JobStatus.STARTED for j in self.state.jobs))
+    @rule(data=st.data(), failure=step_failures)
+    def fail(self, data: st.DataObject, failure: object) -> None:
+        from squidmesh_core import StepFailure
+
+        assert isinstance(failure, StepFailure)
+        job_id = data.draw(st.sampled_from(self.jobs(JobStatus.STARTED)))
+        token = self._token_of(job_id)
+        assert self.apply(StepFailed(job_id=job_id, lease_token=token, failure=failure)) is not None
+        assert self.model.fail(
+            self.run,
+            job_id,
+            token,
+            retryable=failure.retryable,
+            retry_after=failure.retry_after,
+            now=self.now,
+        )
+        self.finished_jobs.append((job_id, token))
+
+    @precondition(lambda self: any(j.status is JobStatus.STARTED for j in self.state.jobs))
+    @rule(data=st.data())
+    def lease_expires(self, data: st.DataObject) -> None:
+        job_id = data.draw(st.sampled_from(self.jobs(JobStatus.STARTED)))
+        token = self._token_of(job_id)
+        assert self.apply(LeaseExpired(job_id=job_id, lease_token=token)) is not None
+        assert self.model.fail(
+            self.run, job_id, token, retryable=True, retry_after=None, now=self.now, lost=True
+        )
+        self.finished_jobs.append((job_id, token))
+
+    @precondition(lambda self: bool(self.finished_jobs))
+    @rule(data=st.data(), kind=st.sampled_from(["deliver", "succeed", "fail", "expire"]))
+    def stale_message(self, data: st.DataObject, kind: str) -> None:
+        job_id, token = data.draw(st.sampled_from(self.finished_jobs))
+        assume(self.state.job(job_id) is None)
+        events: dict[str, Event] = {
+            "deliver": JobDelivered(job_id=job_id, lease_token=token),
+            "succeed": StepSucceeded(job_id=job_id, lease_token=token, output={}),
+            "fail": StepFailed(job_id=job_id, lease_token=token, failure=data.draw(step_failures)),
+            "expire": LeaseExpired(job_id=job_id, lease_token=token),
+        }
+        assert self.apply(events[kind]) is None
+
+    @precondition(lambda self: any(j.status is JobStatus.STARTED for j in self.state.jobs))
+    @rule(data=st.data())
+    def outcome_with_foreign_token(self, data: st.DataObject) -> None:
+        job_id = data.draw(st.sampled_from(self.jobs(JobStatus.STARTED)))
+        assert self.apply(StepSucceeded(job_id=job_id, lease_token=self.token(), output={})) is None
+
+    @rule(roll=st.integers(min_value=0, max_value=7))
+    def cancel(self, roll: int) -> None:
+        # Cancelling ends most runs, so it fires on one roll in eight to leave room
+        # for long histories; every other roll is a no-op.
+        if roll:
+            return
+        accepted = self.apply(CancelRequested()) is not None
+        assert accepted == self.model.cancel(self.run, self.now)
+
+    @rule(seconds=st.integers(min_value=-3600, max_value=6 * 3600))
+    def clock_jumps(self, seconds: int) -> None:
+        self.now = self.now + timedelta(seconds=seconds)
+
+    def _token_of(self, job_id: JobId) -> LeaseToken:
+        job = self.state.job(job_id)
+        assert job is not None and job.lease_token is not None
+        return job.lease_token
+
+    # -- invariants --------------------------------------------------------------------
+
+    @invariant()
+    def agrees_with_model(self) -> None:
+        assert self.state.status.value == self.run.status
+        assert {s.step: s.status.value for s in self.state.steps} == self.run.steps
+        assert {s.step: [a.status.value for a in s.attempts] for s in self.state.steps} == self.run.attempts
+        assert {j.id: (j.due_at, j.lease_token) for j in self.state.jobs} == {
+            k: (v.due, v.token) for k, v in self.run.jobs.items()
+        }
+        assert dict(self.state.context) == self.run.context
+
+    @invariant()
+    def at_most_one_live_attempt_per_step(self) -> None:
+        for step_run in self.state.steps:
+            running = [a for a in step_run.attempts if a.status is AttemptStatus.RUNNING]
+            assert len(running) <= 1
+            if running:
+                assert step_run.status is StepStatus.RUNNING
+
+    @invariant()
+    def attempt_numbers_only_grow(self) -> None:
+        for step_run in self.state.steps:
+            assert [a.number for a in step_run.attempts] == list(range(1, len(step_run.attempts) + 1))
+
+    @invariant()
+    def terminal_runs_schedule_nothing(self) -> None:
+        if self.state.status.terminal:
+            assert all(j.status is JobStatus.STARTED for j in self.state.jobs)
+
+    @invariant()
+    def active_runs_have_a_live_job(self) -> None:
+        if not self.state.status.terminal:
+            assert self.state.jobs
+
+    def check_all(self) -> None:
+        self.agrees_with_model()
+        self.at_most_one_live_attempt_per_step()
+        self.attempt_numbers_only_grow()
+        self.terminal_runs_schedule_nothing()
+        self.active_runs_have_a_live_job()
+
+    def teardown(self) -> None:
+        """Deliver and succeed every job: the run must end within a bounded number of events."""
+        if not hasattr(self, "state"):
+            return
+        for _ in range(200):
+            if self.state.status.terminal and not self.state.jobs:
+                return
+            job = min(self.state.jobs, key=lambda j: (j.due_at, j.id))
+            self.now = max(self.now, job.due_at)
+            if job.status is JobStatus.SCHEDULED:
+                self._deliver(job.id)
+            else:
+                self._succeed(job.id, {"drained": job.step})
+            self.check_all()
+        raise AssertionError(f"run did not finish: {self.state.status} {self.state.jobs}")
+
+
+CoreMachine.TestCase.settings = settings(
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestCoreMachine = CoreMachine.TestCase
+
+
