@@ -18,16 +18,15 @@ from squidmesh_core import (
     AttemptStatus,
     CancelRequested,
     Decision,
-    Emit,
     Event,
     JobDelivered,
     JobId,
     JobStatus,
     LeaseExpired,
     LeaseToken,
+    RunId,
     RunRequested,
     RunState,
-    RunStatus,
     ScheduleJob,
     StepFailed,
     StepStatus,
@@ -65,6 +64,11 @@ def check_table(before: RunState, after: RunState) -> None:
 
 
 class CoreMachine(RuleBasedStateMachine):
+    definition: WorkflowDefinition
+    state: RunState
+    model: ReferenceModel
+    run: ReferenceRun
+
     def __init__(self) -> None:
         super().__init__()
         self.tokens = 0
@@ -80,7 +84,7 @@ class CoreMachine(RuleBasedStateMachine):
         before = self.state
         result = decide(self.definition, before, event, now=self.now)
         match result:
-            case Success(decision):
+            case Success(Decision() as decision):
                 check_table(before, decision.state)
                 assert decision.state.version == before.version + 1
                 if before.status.terminal:
@@ -99,11 +103,15 @@ class CoreMachine(RuleBasedStateMachine):
     # -- rules -----------------------------------------------------------------------
 
     @initialize(definition=workflows(jitter=False), run_id=run_ids, payload=payloads)
-    def start(self, definition: WorkflowDefinition, run_id: str, payload: dict[str, object]) -> None:
+    def start(
+        self, definition: WorkflowDefinition, run_id: RunId, payload: dict[str, object]
+    ) -> None:
         self.definition = definition
         self.now = BASE_TIME
         self.model = ReferenceModel(definition)
-        result = decide(definition, None, RunRequested(run_id=run_id, payload=payload), now=self.now)  # type: ignore[arg-type]
+        result = decide(
+            definition, None, RunRequested(run_id=run_id, payload=payload), now=self.now
+        )
         self.state = result.unwrap().state
         self.run: ReferenceRun = self.model.start(self.state.id, self.now)
 
@@ -143,9 +151,15 @@ class CoreMachine(RuleBasedStateMachine):
     def succeed_with_unstorable_output(self, data: st.DataObject) -> None:
         job_id = data.draw(st.sampled_from(self.jobs(JobStatus.STARTED)))
         token = self._token_of(job_id)
-        output = data.draw(st.sampled_from([{"x": float("nan")}, {"x": "a\x00b"}, ["not", "an", "object"]]))
-        assert self.apply(StepSucceeded(job_id=job_id, lease_token=token, output=output)) is not None
-        assert self.model.fail(self.run, job_id, token, retryable=False, retry_after=None, now=self.now)
+        output = data.draw(
+            st.sampled_from([{"x": float("nan")}, {"x": "a\x00b"}, ["not", "an", "object"]])
+        )
+        assert (
+            self.apply(StepSucceeded(job_id=job_id, lease_token=token, output=output)) is not None
+        )
+        assert self.model.fail(
+            self.run, job_id, token, retryable=False, retry_after=None, now=self.now
+        )
         self.finished_jobs.append((job_id, token))
 
     @precondition(lambda self: any(j.status is JobStatus.STARTED for j in self.state.jobs))
@@ -212,8 +226,10 @@ class CoreMachine(RuleBasedStateMachine):
 
     def _token_of(self, job_id: JobId) -> LeaseToken:
         job = self.state.job(job_id)
-        assert job is not None and job.lease_token is not None
-        return job.lease_token
+        assert job is not None
+        token = job.lease_token
+        assert token is not None
+        return token
 
     # -- invariants --------------------------------------------------------------------
 
@@ -221,7 +237,9 @@ class CoreMachine(RuleBasedStateMachine):
     def agrees_with_model(self) -> None:
         assert self.state.status.value == self.run.status
         assert {s.step: s.status.value for s in self.state.steps} == self.run.steps
-        assert {s.step: [a.status.value for a in s.attempts] for s in self.state.steps} == self.run.attempts
+        assert {
+            s.step: [a.status.value for a in s.attempts] for s in self.state.steps
+        } == self.run.attempts
         assert {j.id: (j.due_at, j.lease_token) for j in self.state.jobs} == {
             k: (v.due, v.token) for k, v in self.run.jobs.items()
         }
@@ -238,7 +256,9 @@ class CoreMachine(RuleBasedStateMachine):
     @invariant()
     def attempt_numbers_only_grow(self) -> None:
         for step_run in self.state.steps:
-            assert [a.number for a in step_run.attempts] == list(range(1, len(step_run.attempts) + 1))
+            assert [a.number for a in step_run.attempts] == list(
+                range(1, len(step_run.attempts) + 1)
+            )
 
     @invariant()
     def terminal_runs_schedule_nothing(self) -> None:
@@ -281,5 +301,3 @@ CoreMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestCoreMachine = CoreMachine.TestCase
-
-

@@ -287,6 +287,23 @@ def _started_job(run: RunState, job_id: str, token: str) -> Result[Job, StaleDel
     return Success(job)
 
 
+def _due_after_waits(
+    definition: WorkflowDefinition, run: RunState, step: str, now: datetime
+) -> datetime:
+    """When a dependency step may start: now, or later if it depends on ``wait`` steps.
+
+    A ``wait`` dependency holds its dependents until its own completion plus its duration.
+    """
+    due = now
+    for dep in _spec(definition, step).after:
+        spec = _spec(definition, dep)
+        done = run.step_run(dep)
+        if spec.kind is StepKind.WAIT and spec.duration and done is not None:
+            finished = max((a.finished_at for a in done.attempts if a.finished_at), default=now)
+            due = max(due, finished + spec.duration)
+    return due
+
+
 def _converge_cancel(draft: _Draft) -> None:
     draft.cancel_scheduled()
     draft.set_run_status(RunStatus.CANCELLED)
@@ -446,7 +463,8 @@ def _succeed(
         problem = checked.failure()
         failure = StepFailure(
             kind=INVALID_OUTPUT,
-            message=f"step output {problem.path.replace('$', 'output', 1)} {problem.reason}",
+            message=f"step {job.step!r} returned unstorable output: "
+            f"output{problem.path[1:]} {problem.reason}",
             retryable=False,
         )
         return Success(
@@ -483,8 +501,8 @@ def _succeed(
     if run.status is RunStatus.CANCELLING:
         _converge_cancel(draft)
         return Success(draft.finish())
-    delay = spec.duration if spec.kind is StepKind.WAIT and spec.duration else _ZERO
     if definition.mode is WorkflowMode.TRANSITIONS:
+        delay = spec.duration if spec.kind is StepKind.WAIT and spec.duration else _ZERO
         target = definition.target(job.step, Outcome.OK)
         if target is None:
             raise InvariantViolatedError(f"step {job.step} has no ok route")
@@ -500,7 +518,7 @@ def _succeed(
         return Success(draft.finish())
     started = frozenset(s.step for s in draft.run.steps)
     for ready in definition.dependents_ready(completed, started):
-        draft.schedule(ready, 1, now + delay)
+        draft.schedule(ready, 1, _due_after_waits(definition, draft.run, ready, now))
     draft.set_run_status(_active_status(draft.run))
     return Success(draft.finish())
 

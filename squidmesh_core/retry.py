@@ -16,6 +16,7 @@ Rules:
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -127,11 +128,10 @@ def base_delay(backoff: Backoff | None, failed_attempt: int) -> timedelta:
         case Linear(min=low, step=step, max=high):
             return min(low + step * n, high)
         case Exponential(min=low, max=high, factor=factor):
-            # Compare in float seconds first so huge exponents cannot overflow timedelta.
-            grown = low.total_seconds() * factor ** min(n, 1024)
-            if grown >= high.total_seconds():
+            # Compare logarithms first so huge attempt numbers cannot overflow.
+            if low >= high or n * math.log(factor) >= math.log(high / low):
                 return high
-            return min(timedelta(seconds=grown), high)
+            return min(low * factor**n, high)
 
 
 def backoff_delay(

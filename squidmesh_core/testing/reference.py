@@ -39,6 +39,7 @@ class ReferenceRun:
     attempts: dict[str, list[str]] = field(default_factory=dict)
     jobs: dict[str, ModelJob] = field(default_factory=dict)
     context: dict[str, object] = field(default_factory=dict)
+    finished: dict[str, datetime] = field(default_factory=dict)
 
 
 class ReferenceModel:
@@ -89,10 +90,9 @@ class ReferenceModel:
         if isinstance(backoff, Linear):
             return min(backoff.min + backoff.step * n, backoff.max)
         if isinstance(backoff, Exponential):
-            growth = backoff.factor**n
-            if backoff.min.total_seconds() * growth >= backoff.max.total_seconds():
+            if backoff.max / backoff.min <= backoff.factor ** min(n, 64):
                 return backoff.max
-            return min(backoff.min * growth, backoff.max)
+            return min(backoff.min * backoff.factor**n, backoff.max)
         raise AssertionError(backoff)
 
     def _owned(self, run: ReferenceRun, job_id: str, token: str) -> ModelJob | None:
@@ -132,6 +132,7 @@ class ReferenceModel:
         del run.jobs[job_id]
         run.attempts[job.step][-1] = "succeeded"
         run.steps[job.step] = "completed"
+        run.finished[job.step] = now
         if run.status in TERMINAL:
             return True
         key = self.output_key[job.step]
@@ -140,8 +141,8 @@ class ReferenceModel:
             self._cancel_waiting_jobs(run)
             run.status = "cancelled"
             return True
-        delay = self.wait.get(job.step) or timedelta(0)
         if not self.dependency_mode:
+            delay = self.wait.get(job.step) or timedelta(0)
             target = self.ok[job.step]
             if target == "complete":
                 run.status = "completed"
@@ -155,7 +156,12 @@ class ReferenceModel:
             return True
         for name in self.order:
             if name not in run.steps and all(d in done for d in self.after[name]):
-                self._schedule(run, name, 1, now + delay)
+                due = now
+                for dep in self.after[name]:
+                    pause = self.wait.get(dep)
+                    if pause is not None:
+                        due = max(due, run.finished[dep] + pause)
+                self._schedule(run, name, 1, due)
         self._settle_active(run)
         return True
 

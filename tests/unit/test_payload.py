@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Annotated
+
+import pytest
+from pydantic import BaseModel
+from returns.result import Failure, Success
+
+from squidmesh_core import FieldProblem, InvalidPayload, JsonLimits, Now, Today
+from squidmesh_core.payload import EMPTY_CONTRACT, describe_contract, validate_payload
+
+NOW = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+
+
+class Invoice(BaseModel):
+    account_id: str
+    amount: int
+    currency: str = "EUR"
+    ratio: float = 1.0
+    due: date | None = None
+    digest_date: Annotated[str, Today()]
+    received_at: Annotated[str, Now()]
+
+
+def check(raw: object, *, limits: JsonLimits | None = None) -> object:
+    contract = describe_contract(Invoice).unwrap()
+    return validate_payload(
+        contract, raw, workflow="w", trigger="t", now=NOW, limits=limits or JsonLimits()
+    )
+
+
+def test_defaults_are_resolved_and_types_normalised() -> None:
+    assert check({"account_id": "acc", "amount": 5, "due": "2026-04-01"}) == Success(
+        {
+            "account_id": "acc",
+            "amount": 5,
+            "currency": "EUR",
+            "ratio": 1.0,
+            "due": "2026-04-01",
+            "digest_date": "2026-03-04",
+            "received_at": "2026-03-04T05:06:07+00:00",
+        }
+    )
+
+
+def test_given_values_win_over_dynamic_defaults() -> None:
+    result = check({"account_id": "a", "amount": 1, "digest_date": "2020-01-01"})
+    assert result.unwrap()["digest_date"] == "2020-01-01"  # type: ignore[attr-defined]
+
+
+def test_int_is_accepted_for_float() -> None:
+    assert check({"account_id": "a", "amount": 1, "ratio": 2}).unwrap()["ratio"] == 2.0  # type: ignore[attr-defined]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    result = check({"amount": "5", "zeta": 1, "alpha": 2, "due": "soon"})
+    assert isinstance(result, Failure)
+    problem = result.failure()
+    assert problem.missing == ("account_id",)
+    assert problem.unknown == ("alpha", "zeta")
+    assert [p.field for p in problem.invalid] == ["amount", "due"]
+    assert problem.invalid[0] == FieldProblem(
+        field="amount", expected="int", message="Input should be a valid integer"
+    )
+    assert problem.code == "invalid_payload"
+    assert "missing fields: account_id" in problem.describe()
+    assert "unknown fields: alpha, zeta" in problem.describe()
+
+
+def test_present_null_is_not_defaulted() -> None:
+    result = check({"account_id": "a", "amount": 1, "currency": None})
+    assert isinstance(result, Failure)
+    assert [p.field for p in result.failure().invalid] == ["currency"]
+
+
+def test_unknown_fields_alone_are_rejected() -> None:
+    result = check({"account_id": "a", "amount": 1, "extra": True})
+    assert result == Failure(InvalidPayload(workflow="w", trigger="t", unknown=("extra",)))
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (["not", "a", "map"], "payload is a list, expected an object"),
+        ("text", "payload is a str, expected an object"),
+        ({"account_id": "a\x00b", "amount": 1}, "payload.account_id contains a NUL character"),
+        ({"account_id": "\ud800", "amount": 1}, "payload.account_id contains a lone surrogate"),
+        ({"account_id": float("inf"), "amount": 1}, "payload.account_id is not a finite number"),
+        ({1: "a"}, "payload has a non-string key 1"),
+        ({"account_id": b"x", "amount": 1}, "payload.account_id is a bytes, which is not JSON"),
+    ],
+)
+def test_unstorable_payloads_get_a_reason(raw: object, reason: str) -> None:
+    result = check(raw)
+    assert isinstance(result, Failure)
+    assert result.failure().reason == reason
+
+
+def test_oversized_payload_is_rejected() -> None:
+    result = check({"account_id": "x" * 2000, "amount": 1}, limits=JsonLimits(max_bytes=1000))
+    assert isinstance(result, Failure)
+    assert "exceeds the size limit of 1000 bytes" in (result.failure().reason or "")
+
+
+def test_deeply_nested_payload_is_rejected() -> None:
+    nested: object = 1
+    for _ in range(10):
+        nested = {"x": nested}
+    result = check({"account_id": "a", "amount": 1, "deep": nested}, limits=JsonLimits(max_depth=5))
+    assert isinstance(result, Failure)
+    assert "nested deeper than 5 levels" in (result.failure().reason or "")
+
+
+def test_empty_contract_accepts_only_the_empty_object() -> None:
+    assert validate_payload(EMPTY_CONTRACT, {}, workflow="w", trigger="t", now=NOW) == Success({})
+    result = validate_payload(EMPTY_CONTRACT, {"x": 1}, workflow="w", trigger="t", now=NOW)
+    assert result == Failure(InvalidPayload(workflow="w", trigger="t", unknown=("x",)))
+
+
+def test_nested_models_are_validated() -> None:
+    class Line(BaseModel):
+        sku: str
+        qty: int
+
+    class Order(BaseModel):
+        lines: list[Line]
+
+    contract = describe_contract(Order).unwrap()
+    good = validate_payload(
+        contract, {"lines": [{"sku": "a", "qty": 2}]}, workflow="w", trigger="t", now=NOW
+    )
+    assert good == Success({"lines": [{"sku": "a", "qty": 2}]})
+    bad = validate_payload(contract, {"lines": [{"sku": "a"}]}, workflow="w", trigger="t", now=NOW)
+    assert isinstance(bad, Failure)
+    assert [p.field for p in bad.failure().invalid] == ["lines.0.qty"]
+
+
+def test_string_is_not_coerced_to_int() -> None:
+    class Count(BaseModel):
+        n: int
+
+    contract = describe_contract(Count).unwrap()
+    result = validate_payload(contract, {"n": "1"}, workflow="w", trigger="t", now=NOW)
+    assert isinstance(result, Failure)
