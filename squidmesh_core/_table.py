@@ -57,3 +57,27 @@ def step_transition_allowed(src: StepStatus, dst: StepStatus) -> bool:
 def attempt_transition_allowed(src: AttemptStatus, dst: AttemptStatus) -> bool:
     """Whether an attempt may move from ``src`` to ``dst`` (staying put is always allowed)."""
     return src == dst or dst in ATTEMPT_TRANSITIONS[src]
+
+
+def _markdown(
+    title: str,
+    table: Mapping[RunStatus, frozenset[RunStatus]]
+    | Mapping[StepStatus, frozenset[StepStatus]]
+    | Mapping[AttemptStatus, frozenset[AttemptStatus]],
+) -> str:
+    lines = [f"**{title}**", "", "| from | may move to |", "| --- | --- |"]
+    for src, targets in table.items():
+        ordered = [t.value for t in type(src) if t in targets]
+        lines.append(f"| `{src.value}` | {', '.join(f'`{t}`' for t in ordered) or '(terminal)'} |")
+    return "\n".join(lines)
+
+
+def markdown_tables() -> str:
+    """The three status tables rendered as Markdown (used to keep the docs true)."""
+    return "\n\n".join(
+        [
+            _markdown("Run", RUN_TRANSITIONS),
+            _markdown("Step run", STEP_TRANSITIONS),
+            _markdown("Attempt", ATTEMPT_TRANSITIONS),
+        ]
+    )

@@ -143,3 +143,88 @@ def test_string_is_not_coerced_to_int() -> None:
     contract = describe_contract(Count).unwrap()
     result = validate_payload(contract, {"n": "1"}, workflow="w", trigger="t", now=NOW)
     assert isinstance(result, Failure)
+
+
+class TestFieldTypes:
+    def test_literal_of_floats_is_refused(self) -> None:
+        from typing import Literal
+
+        class Odd(BaseModel):
+            ratio: Literal[0.5, 1.5]
+
+        result = describe_contract(Odd)
+        assert isinstance(result, Failure)
+        assert "are not JSON scalars" in result.failure()[0]
+
+    def test_union_with_an_unsupported_member_is_refused(self) -> None:
+        class Odd(BaseModel):
+            tags: set[str] | None = None
+
+        assert isinstance(describe_contract(Odd), Failure)
+
+    def test_enum_with_non_json_values_is_refused(self) -> None:
+        from enum import Enum
+
+        class Weight(Enum):
+            LIGHT = 0.5
+
+        class Odd(BaseModel):
+            weight: Weight
+
+        result = describe_contract(Odd)
+        assert isinstance(result, Failure)
+        assert "enum Weight has non-JSON values" in result.failure()[0]
+
+    def test_self_referencing_models_are_accepted(self) -> None:
+        class Node(BaseModel):
+            name: str
+            children: list[Node] = []
+
+        Node.model_rebuild()
+
+        class Tree(BaseModel):
+            root: Node
+
+        assert isinstance(describe_contract(Tree), Success)
+
+    def test_nested_unsupported_type_names_its_path(self) -> None:
+        class Inner(BaseModel):
+            blob: bytes
+
+        class Outer(BaseModel):
+            inner: Inner
+
+        result = describe_contract(Outer)
+        assert isinstance(result, Failure)
+        assert "Inner.blob" in result.failure()[0]
+
+    def test_non_finite_default_is_refused(self) -> None:
+        class Odd(BaseModel):
+            ratio: float = float("nan")
+
+        result = describe_contract(Odd)
+        assert isinstance(result, Failure)
+        assert "the default is not JSON" in result.failure()[0]
+
+    def test_resolved_payload_over_the_limit_is_refused(self) -> None:
+        class Big(BaseModel):
+            note: str = "x" * 5000
+
+        contract = describe_contract(Big).unwrap()
+        result = validate_payload(
+            contract, {}, workflow="w", trigger="t", now=NOW, limits=JsonLimits(max_bytes=1000)
+        )
+        assert isinstance(result, Failure)
+        assert "resolved payload exceeds the size limit" in (result.failure().reason or "")
+
+
+def test_describe_lists_every_kind_of_problem() -> None:
+    problem = InvalidPayload(
+        workflow="w",
+        trigger="t",
+        reason="payload is a list, expected an object",
+        invalid=(FieldProblem(field="n", expected="int", message="bad"),),
+    )
+    assert problem.describe() == (
+        "invalid payload for w/t: payload is a list, expected an object; invalid fields: n (bad)"
+    )

@@ -1,0 +1,43 @@
+# The README's commands. Each one sets up what it needs on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed-stamp
+
+.PHONY: demo test lint typecheck unit docs clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "SquidMesh needs Python 3.11 or newer"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+## demo: run the example payment-recovery workflow end to end and check it
+demo: $(STAMP)
+	$(BIN)/squidmesh smoke
+
+## test: lint, types, import contract, tests, property tests, doctests, coverage
+test: lint typecheck unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/coverage erase
+	$(BIN)/coverage run -m pytest
+	$(BIN)/coverage report --include='squidmesh_core/*' --fail-under=95
+	$(BIN)/coverage report
+	$(BIN)/pytest --doctest-modules squidmesh_core -q
+
+## docs: regenerate the status tables in docs/architecture.md from the code
+docs: $(STAMP)
+	$(BIN)/python -m squidmesh_backends.cli.main docs-tables --write docs/architecture.md
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .coverage build *.egg-info

@@ -1,0 +1,1 @@
+"""Example workflows shipped with SquidMesh (used by ``squidmesh smoke``)."""
