@@ -205,3 +205,45 @@ Rejected: TypeAlias = (
     InvalidPayload | UnknownTrigger | InvalidTransition | StaleDelivery | InvalidOutput
 )
 """Why ``decide`` refused an event. The state is unchanged in every case."""
+
+
+# ---------------------------------------------------------------- stores and runtime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VersionConflict:
+    """The run changed since it was loaded; reload and decide again."""
+
+    code: ClassVar[str] = "version_conflict"
+    run_id: str
+    expected: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DuplicateRun:
+    """A run with this id, or this idempotency key for the workflow, already exists."""
+
+    code: ClassVar[str] = "duplicate_run"
+    run_id: str
+    existing_run_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StaleLease:
+    """The lease token used to commit is no longer the job's current lease."""
+
+    code: ClassVar[str] = "stale_lease"
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvalidOption:
+    """An argument outside its accepted range (a list limit, an unknown status, ...)."""
+
+    code: ClassVar[str] = "invalid_option"
+    option: str
+    reason: str
+
+
+CommitError: TypeAlias = VersionConflict | DuplicateRun | StaleLease
+"""Why a store refused to commit a decision; nothing was written."""

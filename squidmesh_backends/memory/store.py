@@ -1,0 +1,189 @@
+"""``MemoryRunStore``: the RunStore promises, kept in dictionaries.
+
+Runs are stored encoded (through the core codec) and decoded on every load, so
+callers never share mutable objects with the store and the codec is exercised
+as with a durable store. Every method body runs without awaiting, so on one
+event loop each call is atomic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from returns.result import Failure, Result, Success
+
+from squidmesh_backends.errors import BackendError
+from squidmesh_core.codec import decode_run, encode_run
+from squidmesh_core.commands import CancelJob, Decision, FinishJob, RescheduleJob, ScheduleJob
+from squidmesh_core.errors import CommitError, DuplicateRun, StaleLease, VersionConflict
+from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
+from squidmesh_core.jsonvalue import JsonValue
+from squidmesh_core.ports import Claim, Fence
+from squidmesh_core.state import RunState, RunStatus
+
+
+@dataclass(slots=True)
+class _JobRow:
+    job_id: JobId
+    run_id: RunId
+    due_at: datetime
+    lease_token: LeaseToken | None = None
+    lease_expires_at: datetime | None = None
+    owner: str | None = None
+
+    def claimable_at(self) -> datetime:
+        if self.lease_expires_at is None:
+            return self.due_at
+        return max(self.due_at, self.lease_expires_at)
+
+
+@dataclass(slots=True)
+class _RunRow:
+    body: dict[str, JsonValue]
+    workflow: str
+    status: RunStatus
+    version: int
+    created_at: datetime
+    run_id: RunId
+
+
+class MemoryRunStore:
+    """A RunStore in process memory. Supported, not a fake: it passes ``RunStoreContract``."""
+
+    def __init__(self) -> None:
+        self._runs: dict[RunId, _RunRow] = {}
+        self._jobs: dict[JobId, _JobRow] = {}
+        self._keys: dict[tuple[str, IdempotencyKey], RunId] = {}
+        self.commits = 0
+        """Number of successful commits (one per transaction a durable store would run)."""
+
+    async def __aenter__(self) -> MemoryRunStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def _decode(self, row: _RunRow) -> RunState:
+        decoded = decode_run(row.body)
+        if isinstance(decoded, Failure):
+            raise BackendError(f"stored run {row.run_id} does not decode: {decoded.failure()}")
+        return decoded.unwrap()
+
+    async def load(self, run_id: RunId) -> RunState | None:
+        row = self._runs.get(run_id)
+        return None if row is None else self._decode(row)
+
+    async def find_by_idempotency_key(self, workflow: str, key: IdempotencyKey) -> RunState | None:
+        run_id = self._keys.get((workflow, key))
+        return None if run_id is None else await self.load(run_id)
+
+    async def commit(
+        self, decision: Decision, *, fence: Fence | None = None
+    ) -> Result[None, CommitError]:
+        state = decision.state
+        expected = decision.expected_version
+        if fence is not None:
+            row = self._jobs.get(fence.job_id)
+            if row is None or row.lease_token != fence.lease_token:
+                return Failure(StaleLease(job_id=fence.job_id))
+        if expected == 0:
+            if state.id in self._runs:
+                return Failure(DuplicateRun(run_id=state.id, existing_run_id=state.id))
+            if state.idempotency_key is not None:
+                existing = self._keys.get((state.workflow, state.idempotency_key))
+                if existing is not None:
+                    return Failure(DuplicateRun(run_id=state.id, existing_run_id=existing))
+        else:
+            current = self._runs.get(state.id)
+            if current is None or current.version != expected:
+                return Failure(VersionConflict(run_id=state.id, expected=expected))
+        self._runs[state.id] = _RunRow(
+            body=encode_run(state),
+            workflow=state.workflow,
+            status=state.status,
+            version=state.version,
+            created_at=state.created_at,
+            run_id=state.id,
+        )
+        if expected == 0 and state.idempotency_key is not None:
+            self._keys[(state.workflow, state.idempotency_key)] = state.id
+        for command in decision.commands:
+            match command:
+                case ScheduleJob(job=job):
+                    self._jobs[job.id] = _JobRow(
+                        job_id=job.id, run_id=job.run_id, due_at=job.due_at
+                    )
+                case RescheduleJob(job_id=job_id, due_at=due_at):
+                    if job_id in self._jobs:
+                        self._jobs[job_id].due_at = due_at
+                case CancelJob(job_id=job_id) | FinishJob(job_id=job_id):
+                    self._jobs.pop(job_id, None)
+                case _:
+                    pass
+        self.commits += 1
+        return Success(None)
+
+    async def claim_due(
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        lease_for: timedelta,
+        owner: str,
+        mint: Callable[[], LeaseToken],
+    ) -> Sequence[Claim]:
+        due = sorted(
+            (r for r in self._jobs.values() if r.claimable_at() <= now),
+            key=lambda r: (r.due_at, r.job_id),
+        )
+        claims: list[Claim] = []
+        for row in due[: max(limit, 0)]:
+            row.lease_token = mint()
+            row.lease_expires_at = now + lease_for
+            row.owner = owner
+            claims.append(
+                Claim(
+                    job_id=row.job_id,
+                    run_id=row.run_id,
+                    lease_token=row.lease_token,
+                    lease_expires_at=row.lease_expires_at,
+                )
+            )
+        return claims
+
+    async def heartbeat(self, job_id: JobId, lease_token: LeaseToken, *, until: datetime) -> bool:
+        row = self._jobs.get(job_id)
+        if row is None or row.lease_token != lease_token:
+            return False
+        row.lease_expires_at = until
+        return True
+
+    async def release(self, job_id: JobId, lease_token: LeaseToken) -> bool:
+        row = self._jobs.get(job_id)
+        if row is None or row.lease_token != lease_token:
+            return False
+        row.lease_token = None
+        row.lease_expires_at = None
+        row.owner = None
+        return True
+
+    async def next_due_at(self) -> datetime | None:
+        return min((r.claimable_at() for r in self._jobs.values()), default=None)
+
+    async def list_runs(
+        self, *, workflow: str | None, status: RunStatus | None, limit: int
+    ) -> Sequence[RunState]:
+        rows = [
+            r
+            for r in self._runs.values()
+            if (workflow is None or r.workflow == workflow)
+            and (status is None or r.status == status)
+        ]
+        rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+        return [self._decode(r) for r in rows[: max(limit, 0)]]
+
+    def job_rows(self) -> dict[JobId, tuple[datetime, LeaseToken | None]]:
+        """Look behind the port: every job row as (due_at, lease token). For tests."""
+        return {k: (r.due_at, r.lease_token) for k, r in self._jobs.items()}

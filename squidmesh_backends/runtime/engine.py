@@ -1,0 +1,449 @@
+"""The engine: the one imperative loop. Load -> decide -> commit -> publish -> run steps.
+
+It depends on the ports only (never on a concrete store, broker or HTTP client).
+
+Theory of operation for one job delivery (``execute_job``):
+
+1. Parse the job id (a forged id is dropped) and load its run.
+2. If the run's job is *started* under another lease, that lease expired and the
+   store gave this worker a new one: record ``LeaseExpired`` (the attempt is
+   lost; the core decides the retry) and stop.
+3. Otherwise record ``JobDelivered``; the attempt starts, fenced by this lease.
+4. Run the step while a heartbeat extends the lease.
+5. Record ``StepSucceeded``/``StepFailed``. Every commit carries the fence, so a
+   worker whose lease was taken over cannot write; a version conflict reloads the
+   run and decides again.
+
+A stale, duplicate or forged message therefore changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from enum import StrEnum
+from typing import TypeAlias
+
+from returns.result import Failure, Result, Success
+
+from squidmesh_backends.errors import ContentionError
+from squidmesh_backends.runtime.settings import RuntimeSettings
+from squidmesh_backends.runtime.steps import run_step
+from squidmesh_core.commands import Decision, Emit, RescheduleJob
+from squidmesh_core.context import StepContext, step_idempotency_key
+from squidmesh_core.decide import decide
+from squidmesh_core.definition import WorkflowDefinition
+from squidmesh_core.errors import (
+    DuplicateRun,
+    InvalidOption,
+    InvalidPayload,
+    InvalidRunId,
+    InvalidTransition,
+    NotFound,
+    Rejected,
+    StaleDelivery,
+    StaleLease,
+    UnknownTrigger,
+    UnknownWorkflow,
+    VersionConflict,
+)
+from squidmesh_core.events import (
+    CancelRequested,
+    Event,
+    JobDelivered,
+    LeaseExpired,
+    ReplayRequested,
+    RunRequested,
+    StepFailed,
+    StepSucceeded,
+)
+from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId, parse_job_id, parse_run_id
+from squidmesh_core.jsonvalue import JsonObject
+from squidmesh_core.ports import Clock, EventSink, Fence, IdSource, RunStore
+from squidmesh_core.state import AttemptStatus, JobStatus, RunState, RunStatus
+from squidmesh_core.views import Run, run_view
+
+LOG = logging.getLogger("squidmesh.runtime")
+
+StartError: TypeAlias = UnknownWorkflow | UnknownTrigger | InvalidPayload
+LookupError_: TypeAlias = InvalidRunId | NotFound
+CancelError: TypeAlias = InvalidRunId | NotFound | UnknownWorkflow | InvalidTransition
+ReplayError: TypeAlias = InvalidRunId | NotFound | UnknownWorkflow | UnknownTrigger | InvalidPayload
+ListError: TypeAlias = InvalidOption
+
+MAX_LIST_LIMIT = 1000
+
+
+class JobOutcome(StrEnum):
+    """What one ``execute_job`` call amounted to."""
+
+    FORGED = "forged"
+    STALE = "stale"
+    RECLAIMED = "reclaimed"
+    CONVERGED = "converged"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    LEASE_LOST = "lease_lost"
+
+
+def run_logger(
+    run: RunState, step: str | None = None, attempt: int | None = None
+) -> logging.LoggerAdapter[logging.Logger]:
+    """A logger that attaches run id, workflow, step and attempt to every record."""
+    return logging.LoggerAdapter(
+        logging.getLogger("squidmesh.step"),
+        {"run_id": run.id, "workflow": run.workflow, "step": step, "attempt": attempt},
+    )
+
+
+class Engine:
+    """Carries decisions out over the ports; built by ``Runtime``."""
+
+    def __init__(
+        self,
+        *,
+        store: RunStore,
+        workflows: Iterable[WorkflowDefinition],
+        clock: Clock,
+        ids: IdSource,
+        settings: RuntimeSettings,
+        sinks: Sequence[EventSink] = (),
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.ids = ids
+        self.settings = settings
+        self.sinks = list(sinks)
+        self.registry: dict[str, WorkflowDefinition] = {}
+        for definition in workflows:
+            if (
+                definition.name in self.registry
+                and self.registry[definition.name] is not definition
+            ):
+                raise ValueError(f"two different workflows are named {definition.name!r}")
+            self.registry[definition.name] = definition
+        self.on_job_due: Callable[[], None] = lambda: None
+        """Called after a commit that scheduled a job due now (the dispatcher's doorbell)."""
+
+    # ---------------------------------------------------------------- plumbing
+
+    def workflow(
+        self, workflow: str | WorkflowDefinition
+    ) -> Result[WorkflowDefinition, UnknownWorkflow]:
+        name = workflow.name if isinstance(workflow, WorkflowDefinition) else workflow
+        found = self.registry.get(name)
+        if found is None or (isinstance(workflow, WorkflowDefinition) and found is not workflow):
+            return Failure(UnknownWorkflow(workflow=str(name)))
+        return Success(found)
+
+    def publish(self, decision: Decision) -> None:
+        for event in decision.emitted:
+            self._publish_one(event)
+        now = self.clock.now()
+        if any(job.due_at <= now for job in decision.jobs_scheduled) or any(
+            isinstance(c, RescheduleJob) for c in decision.commands
+        ):
+            self.on_job_due()
+
+    def _publish_one(self, event: Emit) -> None:
+        LOG.debug(
+            "%s",
+            event.topic,
+            extra={"run_id": event.run_id, "workflow": event.workflow, "step": event.step},
+        )
+        for sink in self.sinks:
+            try:
+                sink.publish(event)
+            except Exception:  # a failing subscriber must never break the runtime
+                LOG.exception("event sink %r failed on %s", sink, event.topic)
+
+    async def apply(
+        self,
+        definition: WorkflowDefinition,
+        run_id: RunId,
+        event: Event,
+        *,
+        fence: Fence | None = None,
+        state: RunState | None = None,
+    ) -> Result[Decision, Rejected | NotFound]:
+        """Decide ``event`` on the latest state and commit it, re-deciding after conflicts."""
+        for _ in range(self.settings.max_conflict_retries):
+            current = state if state is not None else await self.store.load(run_id)
+            state = None
+            if current is None:
+                return Failure(NotFound(run_id=run_id))
+            decided = decide(definition, current, event, now=self.clock.now())
+            if isinstance(decided, Failure):
+                return decided
+            decision = decided.unwrap()
+            committed = await self.store.commit(decision, fence=fence)
+            match committed:
+                case Success(_):
+                    self.publish(decision)
+                    return Success(decision)
+                case Failure(VersionConflict()):
+                    continue
+                case Failure(StaleLease(job_id=job_id)):
+                    return Failure(
+                        StaleDelivery(job_id=job_id, reason="the lease is no longer held")
+                    )
+                case Failure(DuplicateRun() as duplicate):
+                    raise ContentionError(f"unexpected duplicate while updating a run: {duplicate}")
+        raise ContentionError(
+            f"run {run_id} changed {self.settings.max_conflict_retries} times in a row"
+        )
+
+    # ---------------------------------------------------------------- public API
+
+    async def start_run(
+        self,
+        workflow: str | WorkflowDefinition,
+        payload: object,
+        *,
+        trigger: str | None = None,
+        idempotency_key: str | None = None,
+        context: JsonObject | None = None,
+    ) -> Result[Run, StartError]:
+        found = self.workflow(workflow)
+        if isinstance(found, Failure):
+            return found
+        definition = found.unwrap()
+        key = None if idempotency_key is None else IdempotencyKey(idempotency_key)
+        if key is not None:
+            existing = await self.store.find_by_idempotency_key(definition.name, key)
+            if existing is not None:
+                return Success(run_view(existing, existing=True))
+        event = RunRequested(
+            run_id=self.ids.new_run_id(),
+            payload=payload,
+            trigger=trigger,
+            idempotency_key=key,
+            context=context or {},
+        )
+        decided = decide(definition, None, event, now=self.clock.now())
+        if isinstance(decided, Failure):
+            problem = decided.failure()
+            assert isinstance(
+                problem, UnknownTrigger | InvalidPayload
+            )  # the only refusals of a new run
+            return Failure(problem)
+        decision = decided.unwrap()
+        committed = await self.store.commit(decision)
+        if isinstance(committed, Failure):
+            clash = committed.failure()
+            if isinstance(clash, DuplicateRun) and clash.existing_run_id != decision.state.id:
+                winner = await self.store.load(RunId(clash.existing_run_id))
+                if winner is not None:
+                    return Success(run_view(winner, existing=True))
+            raise ContentionError(f"could not create run {decision.state.id}: {clash}")
+        self.publish(decision)
+        return Success(run_view(decision.state))
+
+    async def inspect_run(
+        self, run_id: str, *, include_history: bool = False
+    ) -> Result[Run, LookupError_]:
+        parsed = parse_run_id(run_id)
+        if isinstance(parsed, Failure):
+            return parsed
+        state = await self.store.load(parsed.unwrap())
+        if state is None:
+            return Failure(NotFound(run_id=run_id))
+        return Success(run_view(state, include_history=include_history))
+
+    async def list_runs(
+        self,
+        *,
+        workflow: str | WorkflowDefinition | None = None,
+        status: RunStatus | str | None = None,
+        limit: int = 50,
+    ) -> Result[tuple[Run, ...], ListError]:
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= MAX_LIST_LIMIT
+        ):
+            return Failure(
+                InvalidOption(
+                    option="limit", reason=f"must be an integer from 1 to {MAX_LIST_LIMIT}"
+                )
+            )
+        wanted: RunStatus | None = None
+        if status is not None:
+            try:
+                wanted = RunStatus(status)
+            except ValueError:
+                return Failure(
+                    InvalidOption(
+                        option="status",
+                        reason=f"must be one of {', '.join(s.value for s in RunStatus)}",
+                    )
+                )
+        name = workflow.name if isinstance(workflow, WorkflowDefinition) else workflow
+        states = await self.store.list_runs(workflow=name, status=wanted, limit=limit)
+        return Success(tuple(run_view(s) for s in states))
+
+    async def _existing(
+        self, run_id: str
+    ) -> Result[tuple[RunState, WorkflowDefinition], CancelError]:
+        parsed = parse_run_id(run_id)
+        if isinstance(parsed, Failure):
+            return parsed
+        state = await self.store.load(parsed.unwrap())
+        if state is None:
+            return Failure(NotFound(run_id=run_id))
+        found = self.workflow(state.workflow)
+        if isinstance(found, Failure):
+            return found
+        return Success((state, found.unwrap()))
+
+    async def cancel_run(self, run_id: str) -> Result[Run, CancelError]:
+        existing = await self._existing(run_id)
+        if isinstance(existing, Failure):
+            return existing
+        state, definition = existing.unwrap()
+        applied = await self.apply(definition, state.id, CancelRequested(), state=state)
+        match applied:
+            case Success(decision):
+                return Success(run_view(decision.state))
+            case Failure(InvalidTransition() as refused):
+                return Failure(refused)
+            case Failure(NotFound() as missing):
+                return Failure(missing)
+            case Failure(other):
+                raise ContentionError(f"cancel of {run_id} was refused unexpectedly: {other}")
+        raise AssertionError(applied)
+
+    async def replay_run(self, run_id: str) -> Result[Run, ReplayError]:
+        existing = await self._existing(run_id)
+        if isinstance(existing, Failure):
+            problem = existing.failure()
+            assert not isinstance(problem, InvalidTransition)
+            return Failure(problem)
+        state, definition = existing.unwrap()
+        decided = decide(
+            definition,
+            state,
+            ReplayRequested(new_run_id=self.ids.new_run_id()),
+            now=self.clock.now(),
+        )
+        if isinstance(decided, Failure):
+            problem = decided.failure()
+            assert isinstance(problem, UnknownTrigger | InvalidPayload)
+            return Failure(problem)
+        decision = decided.unwrap()
+        committed = await self.store.commit(decision)
+        if isinstance(committed, Failure):
+            raise ContentionError(f"could not create replay run: {committed.failure()}")
+        self.publish(decision)
+        return Success(run_view(decision.state))
+
+    # ---------------------------------------------------------------- worker path
+
+    async def execute_job(
+        self, job_id: str, lease_token: str, *, heartbeat: bool = True
+    ) -> JobOutcome:
+        """Deliver one claimed job (see the module docstring)."""
+        parsed = parse_job_id(job_id)
+        if isinstance(parsed, Failure):
+            LOG.warning("dropping a message with a malformed job id %r", parsed.failure().value)
+            return JobOutcome.FORGED
+        key = parsed.unwrap()
+        token = LeaseToken(lease_token)
+        jid = JobId(job_id)
+        state = await self.store.load(key.run_id)
+        if state is None:
+            LOG.warning("dropping job %s: its run does not exist", job_id)
+            return JobOutcome.FORGED
+        found = self.workflow(state.workflow)
+        if isinstance(found, Failure):
+            LOG.error(
+                "job %s belongs to workflow %r, which is not registered here",
+                job_id,
+                state.workflow,
+            )
+            return JobOutcome.STALE
+        definition = found.unwrap()
+        job = state.job(jid)
+        if job is None:
+            return JobOutcome.STALE
+        fence = Fence(job_id=jid, lease_token=token)
+        if job.status is JobStatus.STARTED:
+            if job.lease_token == token or job.lease_token is None:
+                return JobOutcome.STALE
+            expired = await self.apply(
+                definition,
+                state.id,
+                LeaseExpired(job_id=jid, lease_token=job.lease_token),
+                fence=fence,
+                state=state,
+            )
+            return JobOutcome.RECLAIMED if isinstance(expired, Success) else JobOutcome.STALE
+        delivered = await self.apply(
+            definition,
+            state.id,
+            JobDelivered(job_id=jid, lease_token=token),
+            fence=fence,
+            state=state,
+        )
+        if isinstance(delivered, Failure):
+            return JobOutcome.STALE
+        running = delivered.unwrap().state
+        step_run = running.step_run(job.step)
+        attempt = (
+            None
+            if step_run is None
+            else next(
+                (
+                    a
+                    for a in step_run.attempts
+                    if a.job_id == jid and a.status is AttemptStatus.RUNNING
+                ),
+                None,
+            )
+        )
+        if step_run is None or attempt is None:
+            return JobOutcome.CONVERGED
+        spec = definition.step(job.step)
+        assert spec is not None
+        ctx = StepContext(
+            run_id=running.id,
+            workflow=running.workflow,
+            step=job.step,
+            attempt=attempt.number,
+            idempotency_key=step_idempotency_key(running.id, job.step),
+            started_at=attempt.started_at,
+        )
+        logger = run_logger(running, job.step, attempt.number)
+        beat = asyncio.create_task(self._heartbeat(jid, token)) if heartbeat else None
+        try:
+            outcome = await run_step(spec, step_run.input or {}, ctx, logger)
+        finally:
+            if beat is not None:
+                beat.cancel()
+        event: Event
+        match outcome:
+            case Success(output):
+                event = StepSucceeded(job_id=jid, lease_token=token, output=output)
+            case Failure(failure):
+                logger.warning("step attempt failed: %s", failure.message)
+                event = StepFailed(job_id=jid, lease_token=token, failure=failure)
+        recorded = await self.apply(definition, running.id, event, fence=fence)
+        if isinstance(recorded, Failure):
+            logger.warning("outcome discarded: %s", recorded.failure())
+            return JobOutcome.LEASE_LOST
+        return JobOutcome.SUCCEEDED if isinstance(event, StepSucceeded) else JobOutcome.FAILED
+
+    async def _heartbeat(self, job_id: JobId, token: LeaseToken) -> None:
+        interval = self.settings.heartbeat_every.total_seconds()
+        while True:
+            await asyncio.sleep(interval)
+            held = await self.store.heartbeat(
+                job_id, token, until=self.clock.now() + self.settings.lease
+            )
+            if not held:
+                LOG.warning("lease on %s was lost; the outcome will be discarded", job_id)
+                return
+
+    def registered(self) -> Mapping[str, WorkflowDefinition]:
+        return dict(self.registry)

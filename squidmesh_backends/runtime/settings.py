@@ -1,0 +1,77 @@
+"""Runtime settings: one frozen value, parsed once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+from squidmesh_backends.errors import ConfigurationError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuntimeSettings:
+    """How the runtime leases, heartbeats, polls and shuts down."""
+
+    lease: timedelta = timedelta(seconds=30)
+    """How long a claim lasts without a heartbeat before another worker may reclaim it."""
+    heartbeat_every: timedelta = timedelta(seconds=10)
+    """How often a running step extends its lease (well under ``lease``)."""
+    poll_interval: timedelta = timedelta(seconds=1)
+    """Longest the dispatcher sleeps before looking for due jobs again."""
+    shutdown_timeout: timedelta = timedelta(seconds=10)
+    """How long ``stop`` lets running steps finish before releasing their leases."""
+    claim_batch: int = 32
+    """Most jobs claimed in one go."""
+    concurrency: int = 8
+    """Most steps the in-process executor runs at once."""
+    max_conflict_retries: int = 50
+    """How often a decision is re-made after a version conflict before giving up."""
+    owner: str = "squidmesh"
+    """Name recorded on claims (host and process, for operators)."""
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_every >= self.lease:
+            raise ConfigurationError("heartbeat_every must be shorter than lease")
+        for name in ("lease", "heartbeat_every", "poll_interval"):
+            if getattr(self, name) <= timedelta(0):
+                raise ConfigurationError(f"{name} must be positive")
+        if self.claim_batch < 1 or self.concurrency < 1 or self.max_conflict_retries < 1:
+            raise ConfigurationError(
+                "claim_batch, concurrency and max_conflict_retries must be >= 1"
+            )
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> RuntimeSettings:
+        """Read settings from ``SQUIDMESH_*`` environment variables.
+
+        Variables: ``SQUIDMESH_LEASE_SECONDS``, ``SQUIDMESH_HEARTBEAT_SECONDS``,
+        ``SQUIDMESH_POLL_SECONDS``, ``SQUIDMESH_SHUTDOWN_SECONDS``, ``SQUIDMESH_CONCURRENCY``.
+        """
+
+        def seconds(name: str, default: timedelta) -> timedelta:
+            raw = environ.get(name)
+            if raw is None:
+                return default
+            try:
+                return timedelta(seconds=float(raw))
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"{name} must be a number of seconds, got {raw!r}"
+                ) from exc
+
+        base = cls()
+        raw_concurrency = environ.get("SQUIDMESH_CONCURRENCY")
+        try:
+            concurrency = int(raw_concurrency) if raw_concurrency else base.concurrency
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"SQUIDMESH_CONCURRENCY must be an integer, got {raw_concurrency!r}"
+            ) from exc
+        return cls(
+            lease=seconds("SQUIDMESH_LEASE_SECONDS", base.lease),
+            heartbeat_every=seconds("SQUIDMESH_HEARTBEAT_SECONDS", base.heartbeat_every),
+            poll_interval=seconds("SQUIDMESH_POLL_SECONDS", base.poll_interval),
+            shutdown_timeout=seconds("SQUIDMESH_SHUTDOWN_SECONDS", base.shutdown_timeout),
+            concurrency=concurrency,
+        )

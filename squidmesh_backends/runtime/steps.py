@@ -1,0 +1,170 @@
+"""Running one attempt of a step: built-ins, and user handlers of every supported shape.
+
+A user step is an async or plain callable taking ``(input)`` or ``(input, ctx)``,
+or a class whose instances have such a ``run`` method (one instance per
+attempt). If the first parameter is annotated with a pydantic model, the input is
+validated into it (extra keys are ignored unless the model forbids them); a
+validation error is a non-retryable ``invalid_input`` failure. A plain callable
+runs in a worker thread so it never blocks the event loop.
+
+The handler returns ``Success(output)`` / ``Failure(StepFailure(...))``, or a
+plain output, or raises: an exception is a failed attempt (retried per policy)
+whose type and message are recorded. Outputs may be dicts or pydantic models;
+``None`` means ``{}``. A return annotation naming a pydantic model validates a
+dict output against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import get_type_hints
+
+from pydantic import BaseModel, ValidationError
+from returns.result import Failure, Result, Success
+
+from squidmesh_core.context import StepContext
+from squidmesh_core.definition import LogLevel, StepKind, StepSpec
+from squidmesh_core.jsonvalue import JsonObject
+from squidmesh_core.state import StepFailure
+
+_LEVELS = {
+    LogLevel.DEBUG: logging.DEBUG,
+    LogLevel.INFO: logging.INFO,
+    LogLevel.WARNING: logging.WARNING,
+    LogLevel.ERROR: logging.ERROR,
+}
+
+StepOutcome = Result[object, StepFailure]
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    input_model: type[BaseModel] | None
+    output_model: type[BaseModel] | None
+    takes_context: bool
+
+
+def _model(annotation: object) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _shape(target: object) -> _Shape:
+    try:
+        signature = inspect.signature(target)  # type: ignore[arg-type]  # any callable
+    except (TypeError, ValueError):
+        return _Shape(input_model=None, output_model=None, takes_context=True)
+    try:
+        hints = get_type_hints(target)
+    except Exception:  # unresolvable annotations: fall back to plain dict input
+        hints = {}
+    params = [
+        p
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    variadic = any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values())
+    first = params[0].name if params else None
+    return _Shape(
+        input_model=_model(hints.get(first)) if first else None,
+        output_model=_model(hints.get("return")),
+        takes_context=variadic or len(params) >= 2,
+    )
+
+
+def _normalise_output(value: object, model: type[BaseModel] | None) -> StepOutcome:
+    if value is None:
+        return Success({})
+    if isinstance(value, BaseModel):
+        return Success(value.model_dump(mode="json"))
+    if model is not None and isinstance(value, Mapping):
+        try:
+            return Success(model.model_validate(dict(value)).model_dump(mode="json"))
+        except ValidationError as exc:
+            return Failure(
+                StepFailure(
+                    kind="invalid_output",
+                    message=f"step output does not match {model.__name__}: "
+                    f"{exc.error_count()} error(s)",
+                    retryable=False,
+                    details={"errors": [str(e["msg"]) for e in exc.errors()]},
+                )
+            )
+    return Success(value)
+
+
+def _as_outcome(value: object, model: type[BaseModel] | None) -> StepOutcome:
+    match value:
+        case Success(inner):
+            return _normalise_output(inner, model)
+        case Failure(StepFailure() as failure):
+            return Failure(failure)
+        case Failure(other):
+            return Failure(StepFailure(kind="step_failed", message=str(other)))
+        case _:
+            return _normalise_output(value, model)
+
+
+async def run_action(spec: StepSpec, data: JsonObject, ctx: StepContext) -> StepOutcome:
+    """Run a user step's handler once and describe what happened."""
+    handler = spec.handler
+    if handler is None:
+        return Failure(
+            StepFailure(kind="invalid_step", message="step has no handler", retryable=False)
+        )
+    try:
+        target: object = getattr(handler(), "run", None) if inspect.isclass(handler) else handler
+        if not callable(target):
+            raise TypeError(f"step {spec.name!r} handler is not callable")
+        shape = _shape(target)
+        argument: object = dict(data)
+        if shape.input_model is not None:
+            try:
+                argument = shape.input_model.model_validate(dict(data))
+            except ValidationError as exc:
+                return Failure(
+                    StepFailure(
+                        kind="invalid_input",
+                        message=f"step input does not match {shape.input_model.__name__}: "
+                        f"{exc.error_count()} error(s)",
+                        retryable=False,
+                        details={
+                            "errors": [
+                                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                                for e in exc.errors()
+                            ]
+                        },
+                    )
+                )
+        args = (argument, ctx) if shape.takes_context else (argument,)
+        if inspect.iscoroutinefunction(target):
+            value = await target(*args)
+        else:
+            value = await asyncio.to_thread(target, *args)
+            if inspect.isawaitable(value):
+                value = await value
+    except Exception as exc:  # a raising step is a failed attempt, recorded with its type
+        return Failure(StepFailure.from_exception(exc))
+    return _as_outcome(value, shape.output_model)
+
+
+async def run_step(
+    spec: StepSpec,
+    data: JsonObject,
+    ctx: StepContext,
+    logger: logging.LoggerAdapter[logging.Logger],
+) -> StepOutcome:
+    """Run one attempt of ``spec``: a built-in or the user's handler."""
+    match spec.kind:
+        case StepKind.WAIT:
+            return Success({})
+        case StepKind.LOG:
+            logger.log(_LEVELS.get(LogLevel(spec.level), logging.INFO), spec.message or "")
+            return Success({})
+        case StepKind.ACTION:
+            return await run_action(spec, data, ctx)

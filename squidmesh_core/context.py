@@ -1,0 +1,32 @@
+"""What a step receives besides its input: the :class:`StepContext`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from squidmesh_core.ids import RunId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepContext:
+    """Facts about the attempt being run, handed to every step as ``ctx``."""
+
+    run_id: RunId
+    workflow: str
+    step: str
+    attempt: int
+    """1-based number of this attempt."""
+    idempotency_key: str
+    """Stable across every attempt of this step in this run: pass it to external systems."""
+    started_at: datetime
+    """When this attempt started (the runtime clock)."""
+
+
+def step_idempotency_key(run_id: str, step: str) -> str:
+    """The idempotency key of ``step`` in ``run_id`` (same for every attempt).
+
+    >>> step_idempotency_key("r1", "charge")
+    'squidmesh:r1:charge'
+    """
+    return f"squidmesh:{run_id}:{step}"

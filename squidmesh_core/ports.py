@@ -1,0 +1,161 @@
+"""Ports: the Protocols the shell's adapters implement.
+
+The core never calls these; it declares them so every adapter, the runtime and
+the contract suites in :mod:`squidmesh_core.testing.contracts` agree on one
+definition. Each docstring states the promise the contract suite checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from returns.result import Result
+
+from squidmesh_core.commands import Decision, Emit
+from squidmesh_core.errors import CommitError
+from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
+from squidmesh_core.state import RunState, RunStatus
+
+
+class Clock(Protocol):
+    """The runtime's source of time (UTC, timezone-aware)."""
+
+    def now(self) -> datetime:
+        """Current time."""
+        ...
+
+
+class IdSource(Protocol):
+    """Mints run ids and lease tokens."""
+
+    def new_run_id(self) -> RunId:
+        """A fresh canonical UUID string."""
+        ...
+
+    def new_lease_token(self) -> LeaseToken:
+        """A fresh, unguessable lease token."""
+        ...
+
+
+class EventSink(Protocol):
+    """Receives every emitted event after its commit. Exceptions are logged, never propagated."""
+
+    def publish(self, event: Emit) -> None:
+        """Handle one event."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fence:
+    """A commit is valid only while ``lease_token`` is the current lease of ``job_id``."""
+
+    job_id: JobId
+    lease_token: LeaseToken
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claim:
+    """A due job leased to a worker until ``lease_expires_at``."""
+
+    job_id: JobId
+    run_id: RunId
+    lease_token: LeaseToken
+    lease_expires_at: datetime
+
+
+class RunStore(Protocol):
+    """Durable home of runs and their jobs: the only source of truth.
+
+    Promises (checked by ``RunStoreContract``):
+
+    * ``commit`` is atomic: the run state and every job command of the decision
+      are written together or not at all. It inserts when
+      ``decision.expected_version == 0`` and otherwise replaces the stored run
+      only if its version equals ``expected_version``.
+    * ``commit`` refuses with ``DuplicateRun`` (run id or idempotency key taken
+      for the workflow), ``VersionConflict`` or ``StaleLease`` (``fence`` given
+      and no longer the job's lease) and then writes nothing.
+    * ``claim_due`` leases each due job to exactly one caller: a job is due when
+      ``due_at <= now`` and it has no lease or its lease expired. Every claim
+      mints a new token (through the caller's ``mint`` function).
+    * ``heartbeat`` and ``release`` act only for the current lease holder.
+    * Faults (database gone) raise ``BackendError`` subclasses; nothing else escapes.
+    """
+
+    async def load(self, run_id: RunId) -> RunState | None:
+        """The run, or ``None`` if it does not exist."""
+        ...
+
+    async def find_by_idempotency_key(self, workflow: str, key: IdempotencyKey) -> RunState | None:
+        """The run started for ``workflow`` with ``key``, if any."""
+        ...
+
+    async def commit(
+        self, decision: Decision, *, fence: Fence | None = None
+    ) -> Result[None, CommitError]:
+        """Write the decision's state and job commands atomically (see class docs)."""
+        ...
+
+    async def claim_due(
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        lease_for: timedelta,
+        owner: str,
+        mint: Callable[[], LeaseToken],
+    ) -> Sequence[Claim]:
+        """Lease up to ``limit`` due jobs, earliest ``due_at`` first."""
+        ...
+
+    async def heartbeat(self, job_id: JobId, lease_token: LeaseToken, *, until: datetime) -> bool:
+        """Extend the lease to ``until``; ``False`` if the token is no longer current."""
+        ...
+
+    async def release(self, job_id: JobId, lease_token: LeaseToken) -> bool:
+        """End the lease now so another worker may claim the job; ``False`` if not held."""
+        ...
+
+    async def next_due_at(self) -> datetime | None:
+        """The earliest time a job becomes claimable (due time or lease expiry), if any."""
+        ...
+
+    async def list_runs(
+        self, *, workflow: str | None, status: RunStatus | None, limit: int
+    ) -> Sequence[RunState]:
+        """Runs matching the filters, newest first (creation time, then id)."""
+        ...
+
+
+JobHandler = Callable[[JobId, LeaseToken], Awaitable[None]]
+"""What an executor calls for each submitted job."""
+
+
+class Executor(Protocol):
+    """Runs submitted jobs, with bounded concurrency.
+
+    Promises (checked by ``ExecutorContract``): every submitted ``(job_id,
+    lease_token)`` reaches the handler given to ``start`` at least once, with
+    nothing but those two strings; no more than ``capacity`` handlers run at once;
+    ``stop`` stops accepting work and waits up to ``timeout`` for running handlers.
+    """
+
+    @property
+    def free_slots(self) -> int:
+        """How many more jobs could start now."""
+        ...
+
+    async def start(self, handler: JobHandler) -> None:
+        """Begin accepting jobs."""
+        ...
+
+    async def submit(self, job_id: JobId, lease_token: LeaseToken) -> None:
+        """Hand over one job; returns once accepted (not when done)."""
+        ...
+
+    async def stop(self, *, timeout: timedelta) -> Sequence[tuple[JobId, LeaseToken]]:
+        """Stop; return the jobs that were accepted but not finished in time."""
+        ...
