@@ -15,6 +15,7 @@ from squidmesh_core.commands import (
     ScheduleJob,
     Topic,
 )
+from squidmesh_core.context import StepContext
 from squidmesh_core.decide import decide, step_input
 from squidmesh_core.definition import (
     COMPLETE,
@@ -42,10 +43,13 @@ from squidmesh_core.dsl import (
     workflow,
 )
 from squidmesh_core.errors import (
+    CommitError,
     DefinitionErrors,
     DefinitionProblem,
+    DuplicateRun,
     FieldProblem,
     InvalidJobId,
+    InvalidOption,
     InvalidPayload,
     InvalidRunId,
     InvalidTransition,
@@ -55,10 +59,12 @@ from squidmesh_core.errors import (
     Rejected,
     SquidmeshError,
     StaleDelivery,
+    StaleLease,
     UndecodableRecord,
     UnknownStep,
     UnknownTrigger,
     UnknownWorkflow,
+    VersionConflict,
 )
 from squidmesh_core.events import (
     CancelRequested,
@@ -102,6 +108,7 @@ from squidmesh_core.state import (
     StepStatus,
 )
 from squidmesh_core.validation import build_workflow
+from squidmesh_core.views import Run
 
 __all__ = [
     "COMPLETE",
@@ -110,9 +117,11 @@ __all__ = [
     "CancelJob",
     "CancelRequested",
     "Command",
+    "CommitError",
     "Decision",
     "DefinitionErrors",
     "DefinitionProblem",
+    "DuplicateRun",
     "Emit",
     "Event",
     "Exponential",
@@ -122,6 +131,7 @@ __all__ = [
     "GiveUp",
     "IdempotencyKey",
     "InvalidJobId",
+    "InvalidOption",
     "InvalidPayload",
     "InvalidRunId",
     "InvalidTransition",
@@ -146,6 +156,7 @@ __all__ = [
     "RescheduleJob",
     "Retry",
     "RetryAt",
+    "Run",
     "RunId",
     "RunRequested",
     "RunState",
@@ -153,6 +164,8 @@ __all__ = [
     "ScheduleJob",
     "SquidmeshError",
     "StaleDelivery",
+    "StaleLease",
+    "StepContext",
     "StepFailed",
     "StepFailure",
     "StepKind",
@@ -169,6 +182,7 @@ __all__ = [
     "UnknownStep",
     "UnknownTrigger",
     "UnknownWorkflow",
+    "VersionConflict",
     "WorkflowDefinition",
     "WorkflowMode",
     "backoff_from_options",

@@ -23,8 +23,14 @@ class InProcessExecutor:
         self._handler: JobHandler | None = None
         self._tasks: dict[asyncio.Task[None], tuple[JobId, LeaseToken]] = {}
         self._accepting = False
+        self._slots: asyncio.Semaphore | None = None
         self.on_done: Callable[[], None] = lambda: None
         """Called whenever a job finishes (the dispatcher uses it to claim more)."""
+
+    @property
+    def capacity(self) -> int:
+        """How many jobs run at once."""
+        return self.concurrency
 
     @property
     def free_slots(self) -> int:
@@ -32,16 +38,19 @@ class InProcessExecutor:
 
     async def start(self, handler: JobHandler) -> None:
         self._handler = handler
+        self._slots = asyncio.Semaphore(self.concurrency)
         self._accepting = True
 
     async def submit(self, job_id: JobId, lease_token: LeaseToken) -> None:
-        if not self._accepting or self._handler is None:
+        if not self._accepting or self._handler is None or self._slots is None:
             raise RuntimeError("the executor is not accepting work")
         handler = self._handler
+        slots = self._slots
 
         async def run() -> None:
             try:
-                await handler(job_id, lease_token)
+                async with slots:
+                    await handler(job_id, lease_token)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -1,0 +1,261 @@
+"""``RunStoreContract``: the executable copy of the ``RunStore`` docstring."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from returns.result import Failure, Success
+
+from squidmesh_core.commands import Decision
+from squidmesh_core.decide import decide
+from squidmesh_core.definition import COMPLETE, WorkflowDefinition
+from squidmesh_core.dsl import chain, manual, step, wait, workflow
+from squidmesh_core.errors import DuplicateRun, StaleLease, VersionConflict
+from squidmesh_core.events import CancelRequested, JobDelivered, RunRequested, StepSucceeded
+from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
+from squidmesh_core.ports import Fence, RunStore
+from squidmesh_core.state import RunState, RunStatus
+
+T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=30)
+
+
+def _noop(data: object, ctx: object) -> dict[str, object]:
+    return {}
+
+
+FLOW: WorkflowDefinition = workflow(
+    "contract.flow",
+    triggers=[manual()],
+    steps=[step("first", _noop), wait("pause", timedelta(minutes=5)), step("last", _noop)],
+    transitions=chain("first", "pause", "last", COMPLETE),
+)
+OTHER: WorkflowDefinition = workflow(
+    "contract.other",
+    triggers=[manual()],
+    steps=[step("only", _noop)],
+    transitions=chain("only", COMPLETE),
+)
+
+
+def run_id(n: int) -> RunId:
+    return RunId(f"00000000-0000-4000-8000-{n:012d}")
+
+
+def new_run(
+    n: int, *, at: datetime = T0, key: str | None = None, definition: WorkflowDefinition = FLOW
+) -> Decision:
+    return decide(
+        definition,
+        None,
+        RunRequested(
+            run_id=run_id(n),
+            payload={},
+            idempotency_key=None if key is None else IdempotencyKey(key),
+        ),
+        now=at,
+    ).unwrap()
+
+
+class Tokens:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self) -> LeaseToken:
+        self.n += 1
+        return LeaseToken(f"token-{self.n}")
+
+
+async def claim(
+    store: RunStore, at: datetime, limit: int = 10, mint: Callable[[], LeaseToken] | None = None
+) -> list[JobId]:
+    claims = await store.claim_due(
+        now=at, limit=limit, lease_for=LEASE, owner="contract", mint=mint or Tokens()
+    )
+    return [c.job_id for c in claims]
+
+
+async def committed(store: RunStore, decision: Decision, fence: Fence | None = None) -> RunState:
+    result = await store.commit(decision, fence=fence)
+    assert result == Success(None), result
+    return decision.state
+
+
+async def deliver(store: RunStore, state: RunState, at: datetime) -> tuple[RunState, LeaseToken]:
+    claims = await store.claim_due(
+        now=at, limit=1, lease_for=LEASE, owner="contract", mint=Tokens()
+    )
+    assert len(claims) == 1
+    token = claims[0].lease_token
+    decision = decide(
+        FLOW, state, JobDelivered(job_id=claims[0].job_id, lease_token=token), now=at
+    ).unwrap()
+    fence = Fence(job_id=claims[0].job_id, lease_token=token)
+    return await committed(store, decision, fence), token
+
+
+class RunStoreContract:
+    """Every RunStore passes these. Subclass and provide a ``run_store`` fixture."""
+
+    async def test_loading_an_unknown_run_gives_none(self, run_store: RunStore) -> None:
+        assert await run_store.load(run_id(1)) is None
+
+    async def test_a_committed_run_loads_back_equal(self, run_store: RunStore) -> None:
+        state = await committed(run_store, new_run(1))
+        assert await run_store.load(state.id) == state
+
+    async def test_creating_the_same_run_twice_is_a_duplicate(self, run_store: RunStore) -> None:
+        await committed(run_store, new_run(1))
+        assert await run_store.commit(new_run(1)) == Failure(
+            DuplicateRun(run_id=run_id(1), existing_run_id=run_id(1))
+        )
+
+    async def test_idempotency_keys_are_unique_per_workflow(self, run_store: RunStore) -> None:
+        await committed(run_store, new_run(1, key="k"))
+        assert await run_store.commit(new_run(2, key="k")) == Failure(
+            DuplicateRun(run_id=run_id(2), existing_run_id=run_id(1))
+        )
+        await committed(run_store, new_run(3, key="k", definition=OTHER))
+        found = await run_store.find_by_idempotency_key(FLOW.name, IdempotencyKey("k"))
+        assert found is not None and found.id == run_id(1)
+        assert await run_store.find_by_idempotency_key(FLOW.name, IdempotencyKey("nope")) is None
+
+    async def test_a_stale_version_is_refused_and_nothing_is_written(
+        self, run_store: RunStore
+    ) -> None:
+        state = await committed(run_store, new_run(1))
+        first = decide(FLOW, state, CancelRequested(), now=T0).unwrap()
+        await committed(run_store, first)
+        stale = decide(FLOW, state, CancelRequested(), now=T0).unwrap()
+        assert await run_store.commit(stale) == Failure(
+            VersionConflict(run_id=state.id, expected=1)
+        )
+        assert await run_store.load(state.id) == first.state
+
+    async def test_an_update_of_a_missing_run_is_a_conflict(self, run_store: RunStore) -> None:
+        decision = new_run(1)
+        ghost = Decision(state=replace(decision.state, version=2), commands=())
+        assert isinstance((await run_store.commit(ghost)).failure(), VersionConflict)
+
+    async def test_due_jobs_are_claimed_once_until_their_lease_expires(
+        self, run_store: RunStore
+    ) -> None:
+        await committed(run_store, new_run(1))
+        assert await claim(run_store, T0 - timedelta(seconds=1)) == []
+        assert await claim(run_store, T0) == [JobId(f"{run_id(1)}/first/1")]
+        assert await claim(run_store, T0 + timedelta(seconds=29)) == []
+        assert await claim(run_store, T0 + LEASE) == [JobId(f"{run_id(1)}/first/1")]
+
+    async def test_every_claim_mints_a_new_token(self, run_store: RunStore) -> None:
+        await committed(run_store, new_run(1))
+        mint = Tokens()
+        first = await run_store.claim_due(now=T0, limit=1, lease_for=LEASE, owner="a", mint=mint)
+        again = await run_store.claim_due(
+            now=T0 + LEASE, limit=1, lease_for=LEASE, owner="b", mint=mint
+        )
+        assert first[0].lease_token != again[0].lease_token
+        assert again[0].lease_expires_at == T0 + LEASE + LEASE
+        assert again[0].run_id == run_id(1)
+
+    async def test_claims_come_earliest_first_up_to_the_limit(self, run_store: RunStore) -> None:
+        for n in (3, 1, 2):
+            await committed(run_store, new_run(n, at=T0 + timedelta(seconds=n)))
+        claimed = await claim(run_store, T0 + timedelta(minutes=1), limit=2)
+        assert claimed == [JobId(f"{run_id(1)}/first/1"), JobId(f"{run_id(2)}/first/1")]
+
+    async def test_concurrent_claims_never_share_a_job(self, run_store: RunStore) -> None:
+        for n in range(1, 7):
+            await committed(run_store, new_run(n))
+        batches = await asyncio.gather(*(claim(run_store, T0, limit=2) for _ in range(5)))
+        claimed = [job for batch in batches for job in batch]
+        assert len(claimed) == len(set(claimed)) == 6
+
+    async def test_commit_with_a_foreign_fence_writes_nothing(self, run_store: RunStore) -> None:
+        state = await committed(run_store, new_run(1))
+        [job] = await claim(run_store, T0)
+        decision = decide(
+            FLOW, state, JobDelivered(job_id=job, lease_token=LeaseToken("forged")), now=T0
+        ).unwrap()
+        fence = Fence(job_id=job, lease_token=LeaseToken("forged"))
+        assert await run_store.commit(decision, fence=fence) == Failure(StaleLease(job_id=job))
+        assert await run_store.load(state.id) == state
+
+    async def test_heartbeat_extends_only_the_holders_lease(self, run_store: RunStore) -> None:
+        state = await committed(run_store, new_run(1))
+        _, token = await deliver(run_store, state, T0)
+        job = JobId(f"{state.id}/first/1")
+        assert not await run_store.heartbeat(
+            job, LeaseToken("other"), until=T0 + timedelta(hours=1)
+        )
+        assert await run_store.heartbeat(job, token, until=T0 + timedelta(minutes=2))
+        assert await claim(run_store, T0 + timedelta(minutes=1)) == []
+        assert await claim(run_store, T0 + timedelta(minutes=2)) == [job]
+
+    async def test_release_makes_a_job_claimable_at_once(self, run_store: RunStore) -> None:
+        state = await committed(run_store, new_run(1))
+        _, token = await deliver(run_store, state, T0)
+        job = JobId(f"{state.id}/first/1")
+        assert not await run_store.release(job, LeaseToken("other"))
+        assert await run_store.release(job, token)
+        assert await claim(run_store, T0) == [job]
+
+    async def test_finished_jobs_are_gone_and_new_ones_are_scheduled(
+        self, run_store: RunStore
+    ) -> None:
+        state = await committed(run_store, new_run(1))
+        state, token = await deliver(run_store, state, T0)
+        job = JobId(f"{state.id}/first/1")
+        done = decide(
+            FLOW, state, StepSucceeded(job_id=job, lease_token=token, output={"a": 1}), now=T0
+        ).unwrap()
+        state = await committed(run_store, done, Fence(job_id=job, lease_token=token))
+        assert await claim(run_store, T0 + timedelta(hours=1)) == [JobId(f"{state.id}/pause/1")]
+
+    async def test_cancelled_jobs_are_never_claimed(self, run_store: RunStore) -> None:
+        state = await committed(run_store, new_run(1))
+        await committed(run_store, decide(FLOW, state, CancelRequested(), now=T0).unwrap())
+        assert await claim(run_store, T0 + timedelta(days=1)) == []
+        assert await run_store.next_due_at() is None
+
+    async def test_rescheduled_jobs_move(self, run_store: RunStore) -> None:
+        state = await committed(run_store, new_run(1))
+        state, token = await deliver(run_store, state, T0)
+        first = JobId(f"{state.id}/first/1")
+        done = decide(
+            FLOW, state, StepSucceeded(job_id=first, lease_token=token, output={}), now=T0
+        ).unwrap()
+        state = await committed(run_store, done, Fence(job_id=first, lease_token=token))
+        state, token = await deliver(run_store, state, T0)
+        pause = JobId(f"{state.id}/pause/1")
+        done = decide(
+            FLOW, state, StepSucceeded(job_id=pause, lease_token=token, output={}), now=T0
+        ).unwrap()
+        state = await committed(run_store, done, Fence(job_id=pause, lease_token=token))
+        assert await run_store.next_due_at() == T0 + timedelta(minutes=5)
+        later = T0 + timedelta(minutes=1)
+        await committed(run_store, decide(FLOW, state, CancelRequested(), now=later).unwrap())
+        assert await run_store.next_due_at() == later
+        assert await claim(run_store, later) == [JobId(f"{state.id}/last/1")]
+
+    async def test_next_due_counts_lease_expiry(self, run_store: RunStore) -> None:
+        await committed(run_store, new_run(1))
+        assert await run_store.next_due_at() == T0
+        await claim(run_store, T0)
+        assert await run_store.next_due_at() == T0 + LEASE
+
+    async def test_runs_are_listed_newest_first_with_filters(self, run_store: RunStore) -> None:
+        for n in range(1, 5):
+            await committed(run_store, new_run(n, at=T0 + timedelta(seconds=n)))
+        await committed(run_store, new_run(9, definition=OTHER))
+        cancelled = await run_store.load(run_id(2))
+        assert cancelled is not None
+        await committed(run_store, decide(FLOW, cancelled, CancelRequested(), now=T0).unwrap())
+        listed = await run_store.list_runs(workflow=FLOW.name, status=None, limit=3)
+        assert [r.id for r in listed] == [run_id(4), run_id(3), run_id(2)]
+        only = await run_store.list_runs(workflow=None, status=RunStatus.CANCELLED, limit=10)
+        assert [r.id for r in only] == [run_id(2)]
+        everything = await run_store.list_runs(workflow=None, status=None, limit=100)
+        assert len(everything) == 5
