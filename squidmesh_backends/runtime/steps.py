@@ -41,6 +41,10 @@ _LEVELS = {
 StepOutcome = Result[object, StepFailure]
 
 
+class _UnresolvableAnnotationsError(Exception):
+    """A handler's annotations name something that cannot be found."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Shape:
     input_model: type[BaseModel] | None
@@ -59,10 +63,16 @@ def _shape(target: object) -> _Shape:
         signature = inspect.signature(target)  # type: ignore[arg-type]  # any callable
     except (TypeError, ValueError):
         return _Shape(input_model=None, output_model=None, takes_context=True)
+    annotated = target if inspect.isroutine(target) else getattr(target, "__call__", target)  # noqa: B004
     try:
-        hints = get_type_hints(target)
-    except Exception:  # unresolvable annotations: fall back to plain dict input
+        hints = get_type_hints(annotated)
+    except TypeError:  # builtins and other objects without annotations
         hints = {}
+    except NameError as exc:
+        raise _UnresolvableAnnotationsError(
+            f"cannot resolve the type annotations of {getattr(target, '__qualname__', target)!r}: "
+            f"{exc}; define the models it uses at module level"
+        ) from exc
     params = [
         p
         for p in signature.parameters.values()
@@ -121,7 +131,10 @@ async def run_action(spec: StepSpec, data: JsonObject, ctx: StepContext) -> Step
         target: object = getattr(handler(), "run", None) if inspect.isclass(handler) else handler
         if not callable(target):
             raise TypeError(f"step {spec.name!r} handler is not callable")
-        shape = _shape(target)
+        try:
+            shape = _shape(target)
+        except _UnresolvableAnnotationsError as exc:
+            return Failure(StepFailure(kind="invalid_step", message=str(exc), retryable=False))
         argument: object = dict(data)
         if shape.input_model is not None:
             try:
