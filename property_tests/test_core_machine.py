@@ -16,19 +16,25 @@ from returns.result import Failure, Success
 
 from squidmesh_core import (
     AttemptStatus,
+    CancelJob,
     CancelRequested,
     Decision,
     Event,
+    FinishJob,
     JobDelivered,
     JobId,
     JobStatus,
     LeaseExpired,
     LeaseToken,
+    ReplayRequested,
+    RescheduleJob,
     RunId,
     RunRequested,
     RunState,
+    RunStatus,
     ScheduleJob,
     StepFailed,
+    StepFailure,
     StepStatus,
     StepSucceeded,
     WorkflowDefinition,
@@ -39,6 +45,8 @@ from squidmesh_core._table import (
     run_transition_allowed,
     step_transition_allowed,
 )
+from squidmesh_core.codec import encode_run
+from squidmesh_core.jsonvalue import check_json
 from squidmesh_core.testing.reference import ReferenceModel, ReferenceRun
 from squidmesh_core.testing.strategies import (
     BASE_TIME,
@@ -48,6 +56,24 @@ from squidmesh_core.testing.strategies import (
     step_failures,
     workflows,
 )
+
+
+def check_commands(before: RunState, decision: Decision) -> None:
+    """Job commands are exactly the difference between the old and new live jobs."""
+    old = {j.id: j for j in before.jobs}
+    new = {j.id: j for j in decision.state.jobs}
+    scheduled = {c.job.id for c in decision.commands if isinstance(c, ScheduleJob)}
+    dropped = {c.job_id for c in decision.commands if isinstance(c, CancelJob | FinishJob)}
+    moved = {c.job_id: c.due_at for c in decision.commands if isinstance(c, RescheduleJob)}
+    assert scheduled == set(new) - set(old)
+    assert dropped == set(old) - set(new)
+    assert moved == {k: v.due_at for k, v in new.items() if k in old and old[k].due_at != v.due_at}
+    for job_id in dropped:
+        finished = old[job_id].status is JobStatus.STARTED
+        assert any(
+            isinstance(c, FinishJob if finished else CancelJob) and c.job_id == job_id
+            for c in decision.commands
+        )
 
 
 def check_table(before: RunState, after: RunState) -> None:
@@ -86,6 +112,7 @@ class CoreMachine(RuleBasedStateMachine):
         match result:
             case Success(Decision() as decision):
                 check_table(before, decision.state)
+                check_commands(before, decision)
                 assert decision.state.version == before.version + 1
                 if before.status.terminal:
                     assert decision.state.status == before.status
@@ -211,6 +238,53 @@ class CoreMachine(RuleBasedStateMachine):
         job_id = data.draw(st.sampled_from(self.jobs(JobStatus.STARTED)))
         assert self.apply(StepSucceeded(job_id=job_id, lease_token=self.token(), output={})) is None
 
+    @precondition(lambda self: any(j.status is JobStatus.STARTED for j in self.state.jobs))
+    @rule(data=st.data(), kind=st.sampled_from(["fail", "expire"]))
+    def other_outcomes_with_a_foreign_token(self, data: st.DataObject, kind: str) -> None:
+        job_id = data.draw(st.sampled_from(self.jobs(JobStatus.STARTED)))
+        event: Event = (
+            StepFailed(job_id=job_id, lease_token=self.token(), failure=data.draw(step_failures))
+            if kind == "fail"
+            else LeaseExpired(job_id=job_id, lease_token=self.token())
+        )
+        assert self.apply(event) is None
+
+    @precondition(lambda self: any(j.status is JobStatus.SCHEDULED for j in self.state.jobs))
+    @rule(data=st.data())
+    def outcome_before_delivery(self, data: st.DataObject) -> None:
+        job_id = data.draw(st.sampled_from(self.jobs(JobStatus.SCHEDULED)))
+        assert self.apply(StepSucceeded(job_id=job_id, lease_token=self.token(), output={})) is None
+
+    @rule(data=st.data())
+    def forged_job_id(self, data: st.DataObject) -> None:
+        step_name = data.draw(st.sampled_from(["alpha", "bravo", "ghost"]))
+        attempt = data.draw(st.integers(min_value=1, max_value=9))
+        forged = JobId(f"{data.draw(run_ids)}/{step_name}/{attempt}")
+        assert self.apply(JobDelivered(job_id=forged, lease_token=self.token())) is None
+
+    @precondition(lambda self: any(j.status is JobStatus.STARTED for j in self.state.jobs))
+    @rule(data=st.data())
+    def fail_with_unstorable_failure(self, data: st.DataObject) -> None:
+        job_id = data.draw(st.sampled_from(self.jobs(JobStatus.STARTED)))
+        token = self._token_of(job_id)
+        failure = StepFailure(kind="x", message="bad\x00", details={"n": float("nan")})
+        assert self.apply(StepFailed(job_id=job_id, lease_token=token, failure=failure)) is not None
+        assert self.model.fail(
+            self.run, job_id, token, retryable=True, retry_after=None, now=self.now
+        )
+        self.finished_jobs.append((job_id, token))
+        assert isinstance(check_json(encode_run(self.state)), Success)
+
+    @rule(new_id=run_ids)
+    def replay_leaves_the_source_alone(self, new_id: RunId) -> None:
+        result = decide(
+            self.definition, self.state, ReplayRequested(new_run_id=new_id), now=self.now
+        )
+        replay = result.unwrap()
+        assert replay.state.id == new_id and replay.state.replayed_from == self.state.id
+        assert replay.state.status is RunStatus.PENDING
+        assert {j.step for j in replay.state.jobs} == set(self.model.entries)
+
     @rule(roll=st.integers(min_value=0, max_value=7))
     def cancel(self, roll: int) -> None:
         # Cancelling ends most runs, so it fires on one roll in eight to leave room
@@ -244,6 +318,10 @@ class CoreMachine(RuleBasedStateMachine):
             k: (v.due, v.token) for k, v in self.run.jobs.items()
         }
         assert dict(self.state.context) == self.run.context
+        assert {
+            s.step: s.output for s in self.state.steps if s.output is not None
+        } == self.run.outputs
+        assert (self.state.last_error is None) == (self.run.last_error is None)
 
     @invariant()
     def at_most_one_live_attempt_per_step(self) -> None:
@@ -278,16 +356,28 @@ class CoreMachine(RuleBasedStateMachine):
         self.active_runs_have_a_live_job()
 
     def teardown(self) -> None:
-        """Deliver and succeed every job: the run must end within a bounded number of events."""
+        """Deliver every job and report mixed outcomes: the run must end within a bounded count."""
         if not hasattr(self, "state"):
             return
-        for _ in range(200):
+        for turn in range(400):
             if self.state.status.terminal and not self.state.jobs:
                 return
             job = min(self.state.jobs, key=lambda j: (j.due_at, j.id))
             self.now = max(self.now, job.due_at)
             if job.status is JobStatus.SCHEDULED:
                 self._deliver(job.id)
+            elif turn % 3 == 2:
+                token = self._token_of(job.id)
+                self.apply(LeaseExpired(job_id=job.id, lease_token=token))
+                self.model.fail(
+                    self.run,
+                    job.id,
+                    token,
+                    retryable=True,
+                    retry_after=None,
+                    now=self.now,
+                    lost=True,
+                )
             else:
                 self._succeed(job.id, {"drained": job.step})
             self.check_all()

@@ -181,7 +181,10 @@ class _Reader:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _Bad(f"{self.path}.{key}", "expected a number of seconds")
-        return timedelta(seconds=value)
+        try:
+            return timedelta(seconds=value)
+        except (OverflowError, ValueError) as exc:
+            raise _Bad(f"{self.path}.{key}", "is out of range") from exc
 
     def enum(self, key: str, kind: type[E]) -> E:
         text = self.str_(key)
@@ -292,6 +295,8 @@ def _decode(read: Callable[[object, str], T], data: object) -> Result[T, Undecod
         return Success(read(data, "$"))
     except _Bad as bad:
         return Failure(UndecodableRecord(path=bad.path, reason=bad.reason))
+    except (OverflowError, ValueError) as exc:  # out-of-range values anywhere else
+        return Failure(UndecodableRecord(path="$", reason=f"out of range: {exc}"))
 
 
 def decode_run(data: object) -> Result[RunState, UndecodableRecord]:

@@ -59,6 +59,7 @@ from squidmesh_core.definition import (
     WorkflowMode,
 )
 from squidmesh_core.errors import (
+    InvalidPayload,
     InvalidTransition,
     InvariantViolatedError,
     Rejected,
@@ -75,10 +76,10 @@ from squidmesh_core.events import (
     StepFailed,
     StepSucceeded,
 )
-from squidmesh_core.ids import job_id_for
-from squidmesh_core.jsonvalue import JsonObject, JsonValue, check_json_object
+from squidmesh_core.ids import job_id_for, parse_run_id
+from squidmesh_core.jsonvalue import JsonLimits, JsonObject, JsonValue, check_json_object
 from squidmesh_core.payload import validate_payload
-from squidmesh_core.retry import GiveUp, RetryAt, decide_retry
+from squidmesh_core.retry import MAX_DELAY, GiveUp, RetryAt, decide_retry
 from squidmesh_core.state import (
     INVALID_OUTPUT,
     WORKER_LOST,
@@ -101,6 +102,41 @@ _ZERO = timedelta(0)
 
 def _ms(delta: timedelta) -> int:
     return max(0, round(delta.total_seconds() * 1000))
+
+
+MAX_FAILURE_TEXT = 4096
+FAILURE_DETAIL_LIMITS = JsonLimits(max_bytes=64 * 1024, max_depth=16)
+
+
+def _clean_text(text: object) -> str:
+    raw = text if isinstance(text, str) else repr(text)
+    cleaned = raw.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    return cleaned if len(cleaned) <= MAX_FAILURE_TEXT else cleaned[: MAX_FAILURE_TEXT - 3] + "..."
+
+
+def storable_failure(failure: StepFailure) -> StepFailure:
+    """``failure`` with every field made storable: no NUL, no lone surrogate, bounded size.
+
+    Steps build failures from arbitrary data; what cannot be stored is replaced
+    by a description of the problem rather than refused, so a failing step can
+    never wedge its run.
+    """
+    details = check_json_object(failure.details, limits=FAILURE_DETAIL_LIMITS)
+    retry_after = failure.retry_after
+    if retry_after is not None:
+        retry_after = min(max(retry_after, _ZERO), MAX_DELAY)
+    cleaned = StepFailure(
+        kind=_clean_text(failure.kind)[:100],
+        message=_clean_text(failure.message),
+        retryable=bool(failure.retryable),
+        retry_after=retry_after,
+        details=(
+            details.unwrap()
+            if isinstance(details, Success)
+            else {"unstorable_details": f"{details.failure().path} {details.failure().reason}"}
+        ),
+    )
+    return failure if cleaned == failure else cleaned
 
 
 def failure_attributes(failure: StepFailure) -> dict[str, JsonValue]:
@@ -255,6 +291,7 @@ def step_input(definition: WorkflowDefinition, run: RunState, step: str) -> Json
     if definition.mode is WorkflowMode.TRANSITIONS:
         assembled.update(run.context)
     else:
+        assembled.update({k: v for k, v in run.context.items() if k in RESERVED_CONTEXT_KEYS})
         for ancestor in definition.ancestors(step):
             done = run.step_run(ancestor)
             if done is not None and done.output is not None:
@@ -304,6 +341,15 @@ def _due_after_waits(
     return due
 
 
+def _unknown_step(definition: WorkflowDefinition, step: str) -> StepFailure:
+    """The failure recorded when a run meets a definition that no longer declares its step."""
+    return StepFailure(
+        kind="unknown_step",
+        message=f"step {step!r} is no longer declared by workflow {definition.name!r}",
+        retryable=False,
+    )
+
+
 def _converge_cancel(draft: _Draft) -> None:
     draft.cancel_scheduled()
     draft.set_run_status(RunStatus.CANCELLED)
@@ -321,11 +367,24 @@ def _complete(draft: _Draft) -> None:
 def _start(
     definition: WorkflowDefinition, event: RunRequested, now: datetime
 ) -> Result[Decision, Rejected]:
+    parsed = parse_run_id(event.run_id)
+    if isinstance(parsed, Failure):
+        return parsed
     trigger = (
         definition.default_trigger if event.trigger is None else definition.trigger(event.trigger)
     )
     if trigger is None:
         return Failure(UnknownTrigger(workflow=definition.name, trigger=str(event.trigger)))
+    context = check_json_object(event.context)
+    if isinstance(context, Failure):
+        problem = context.failure()
+        return Failure(
+            InvalidPayload(
+                workflow=definition.name,
+                trigger=trigger.name,
+                reason=f"initial context{problem.path[1:]} {problem.reason}",
+            )
+        )
     return validate_payload(
         definition.contract(trigger.name),
         event.payload,
@@ -341,7 +400,7 @@ def _start(
                 trigger=trigger.name,
                 status=RunStatus.PENDING,
                 payload=payload,
-                context=dict(event.context),
+                context=context.unwrap(),
                 created_at=now,
                 updated_at=now,
                 version=0,
@@ -369,6 +428,9 @@ def _new_run(
 def _replay(
     definition: WorkflowDefinition, source: RunState, event: ReplayRequested, now: datetime
 ) -> Result[Decision, Rejected]:
+    parsed = parse_run_id(event.new_run_id)
+    if isinstance(parsed, Failure):
+        return parsed
     if definition.trigger(source.trigger) is None:
         return Failure(UnknownTrigger(workflow=definition.name, trigger=source.trigger))
     return validate_payload(
@@ -420,6 +482,11 @@ def _deliver(
         return Success(draft.finish())
     if run.status not in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.RETRYING):
         return Failure(StaleDelivery(job_id=event.job_id, reason=f"run is {run.status}"))
+    if definition.step(job.step) is None:
+        draft.run = replace(draft.run, last_error=_unknown_step(definition, job.step))
+        draft.cancel_scheduled()
+        draft.set_run_status(RunStatus.FAILED)
+        return Success(draft.finish())
     started = replace(job, status=JobStatus.STARTED, lease_token=event.lease_token)
     draft.run = replace(draft.run, jobs=tuple(started if j.id == job.id else j for j in run.jobs))
     current = draft.step_run(job.step)
@@ -477,7 +544,18 @@ def _succeed(
                 now=now,
             )
         )
-    spec = _spec(definition, job.step)
+    spec = definition.step(job.step)
+    if spec is None:
+        return Success(
+            _fail(
+                definition,
+                run,
+                job=job,
+                failure=_unknown_step(definition, job.step),
+                attempt_status=AttemptStatus.FAILED,
+                now=now,
+            )
+        )
     output = checked.unwrap()
     mapped: JsonObject = {spec.output_key: dict(output)} if spec.output_key else output
     draft = _Draft(definition, run, now)
@@ -532,6 +610,7 @@ def _fail(
     attempt_status: AttemptStatus,
     now: datetime,
 ) -> Decision:
+    failure = storable_failure(failure)
     draft = _Draft(definition, run, now)
     attempt = _live_attempt(draft, job)
     draft.put_attempt(
@@ -562,9 +641,9 @@ def _fail(
         settle_step(StepStatus.FAILED)
         _converge_cancel(draft)
         return draft.finish()
-    spec = _spec(definition, job.step)
+    spec = definition.step(job.step)
     verdict = decide_retry(
-        spec.retry,
+        None if spec is None else spec.retry,
         failed_attempt=job.attempt,
         retryable=failure.retryable,
         retry_after=failure.retry_after,

@@ -184,15 +184,6 @@ class StaleDelivery:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class InvalidOutput:
-    """A step produced an output that cannot be stored (not a JSON object, too big, ...)."""
-
-    code: ClassVar[str] = "invalid_output"
-    step: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class UndecodableRecord:
     """A persisted primitive that does not decode into a core value."""
 
@@ -202,7 +193,7 @@ class UndecodableRecord:
 
 
 Rejected: TypeAlias = (
-    InvalidPayload | UnknownTrigger | InvalidTransition | StaleDelivery | InvalidOutput
+    InvalidRunId | InvalidPayload | UnknownTrigger | InvalidTransition | StaleDelivery
 )
 """Why ``decide`` refused an event. The state is unchanged in every case."""
 

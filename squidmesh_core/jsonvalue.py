@@ -46,6 +46,9 @@ class JsonLimits:
 
 DEFAULT_LIMITS = JsonLimits()
 
+MAX_INT_BITS = 1024
+"""Integers wider than this are refused (about 308 decimal digits)."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JsonProblem:
@@ -108,6 +111,8 @@ def check_json(
             over = spend(5, path)
             return Failure(over) if over else Success(item)
         if isinstance(item, int):
+            if item.bit_length() > MAX_INT_BITS:
+                return Failure(JsonProblem(path=path, reason="is an integer too large to store"))
             over = spend(len(str(item)), path)
             return Failure(over) if over else Success(item)
         if isinstance(item, float):

@@ -25,9 +25,9 @@ from datetime import date, datetime
 from enum import Enum, StrEnum
 from typing import Annotated, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
+from pydantic_core import PydanticSerializationError, PydanticUndefined
 from returns.result import Failure, Result, Success
 
 from squidmesh_core.errors import FieldProblem, InvalidPayload
@@ -122,6 +122,11 @@ def _type_problem(annotation: object, seen: frozenset[type]) -> str | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         if annotation in seen:
             return None
+        if annotation.model_config.get("extra") != "forbid":
+            return (
+                f"nested model {annotation.__name__} must set "
+                "model_config = ConfigDict(extra='forbid') so unknown fields are rejected"
+            )
         for name, info in annotation.model_fields.items():
             problem = _type_problem(info.annotation, seen | {annotation})
             if problem:
@@ -157,6 +162,12 @@ def describe_contract(model: object) -> Result[PayloadContract, tuple[str, ...]]
         type_problem = _type_problem(info.annotation, frozenset({model}))
         if type_problem:
             problems.append(f"payload field {name!r} has an unsupported type: {type_problem}")
+            continue
+        if info.alias is not None and info.alias != name:
+            problems.append(
+                f"payload field {name!r} has alias {info.alias!r}; payload keys are field "
+                "names, aliases are not supported"
+            )
             continue
         dynamic = _dynamic_default(info)
         if info.default_factory is not None:
@@ -198,10 +209,12 @@ def _default_problem(model: type[BaseModel], name: str, default: object) -> str 
     except ValidationError as exc:
         return exc.errors()[0]["msg"]
     try:
-        json.dumps(default, allow_nan=False)
-    except (TypeError, ValueError):
-        if not isinstance(default, date | Enum):
-            return "the default is not JSON"
+        annotation = model.model_fields[name].annotation
+        adapter: TypeAdapter[object] = TypeAdapter(object if annotation is None else annotation)
+        dumped = adapter.dump_python(default, mode="json")
+        json.dumps(dumped, allow_nan=False)
+    except (TypeError, ValueError, PydanticSerializationError):
+        return "the default is not JSON"
     return None
 
 

@@ -6,7 +6,7 @@ Rules:
    without a policy gets exactly one attempt.
 2. A failure marked ``retryable=False`` never retries.
 3. A failure carrying ``retry_after`` is retried after exactly that delay (it wins
-   over the policy's backoff, not over ``max_attempts``).
+   over the policy's backoff, not over ``max_attempts``), capped at ``MAX_DELAY``.
 4. Otherwise the delay comes from the backoff: exponential, linear or fixed,
    capped at ``max``. Jitter, when asked for, *shortens* the delay by up to a
    fraction derived from a SHA-256 of ``(run id, step, attempt)``: the same
@@ -23,6 +23,8 @@ from enum import StrEnum
 from typing import TypeAlias
 
 ZERO = timedelta(0)
+MAX_DELAY = timedelta(days=366)
+"""Longest delay SquidMesh schedules: backoffs, ``retry_after`` and ``wait`` are capped here."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,7 +176,7 @@ def decide_retry(
     if failed_attempt >= max_attempts:
         return GiveUp(reason=GiveUpReason.EXHAUSTED, attempts=failed_attempt)
     if retry_after is not None:
-        delay = max(retry_after, ZERO)
+        delay = min(max(retry_after, ZERO), MAX_DELAY)
     else:
         backoff = None if policy is None else policy.backoff
         delay = backoff_delay(backoff, run_id=run_id, step=step, failed_attempt=failed_attempt)

@@ -34,11 +34,10 @@ from squidmesh_core.definition import (
 from squidmesh_core.errors import DefinitionErrors, DefinitionProblem
 from squidmesh_core.ids import NAME_PATTERN
 from squidmesh_core.payload import PayloadContract, describe_contract, merge_contract_fields
-from squidmesh_core.retry import Exponential, Fixed, Linear, Retry
+from squidmesh_core.retry import MAX_DELAY, Exponential, Fixed, Linear, Retry
 
 WORKFLOW_NAME = re.compile(r"\A[A-Za-z][A-Za-z0-9_.:-]{0,199}\Z")
 MAX_ATTEMPTS_LIMIT = 1000
-MAX_DELAY = timedelta(days=366)
 _ZERO = timedelta(0)
 
 
@@ -223,6 +222,11 @@ def _check_step(step: StepSpec, problems: _Problems) -> None:
             if not isinstance(duration, timedelta) or duration <= _ZERO:
                 problems.add(
                     "wait_duration", f"built-in step {step.name!r} requires a positive duration"
+                )
+            elif duration > MAX_DELAY:
+                problems.add(
+                    "wait_duration",
+                    f"built-in step {step.name!r} waits longer than {MAX_DELAY.days} days",
                 )
         case StepKind.LOG:
             if not _non_empty(step.message):

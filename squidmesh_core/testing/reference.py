@@ -40,6 +40,8 @@ class ReferenceRun:
     jobs: dict[str, ModelJob] = field(default_factory=dict)
     context: dict[str, object] = field(default_factory=dict)
     finished: dict[str, datetime] = field(default_factory=dict)
+    outputs: dict[str, object] = field(default_factory=dict)
+    last_error: str | None = None
 
 
 class ReferenceModel:
@@ -48,7 +50,12 @@ class ReferenceModel:
     def __init__(self, definition: WorkflowDefinition) -> None:
         self.dependency_mode = definition.mode is WorkflowMode.DEPENDENCIES
         self.order = [s.name for s in definition.steps]
-        self.entries = list(definition.entry_steps)
+        # Entry steps are worked out here, not taken from the validator under test.
+        targeted = {t.to for t in definition.transitions}
+        if definition.mode is WorkflowMode.DEPENDENCIES:
+            self.entries = [s.name for s in definition.steps if not s.after]
+        else:
+            self.entries = [s.name for s in definition.steps if s.name not in targeted]
         self.ok = {t.from_step: t.to for t in definition.transitions if t.on.value == "ok"}
         self.err = {t.from_step: t.to for t in definition.transitions if t.on.value == "error"}
         self.after = {s.name: list(s.after) for s in definition.steps}
@@ -133,9 +140,10 @@ class ReferenceModel:
         run.attempts[job.step][-1] = "succeeded"
         run.steps[job.step] = "completed"
         run.finished[job.step] = now
+        key = self.output_key[job.step]
+        run.outputs[job.step] = {key: output} if key else output
         if run.status in TERMINAL:
             return True
-        key = self.output_key[job.step]
         run.context.update({key: output} if key else output)
         if run.status == "cancelling":
             self._cancel_waiting_jobs(run)
@@ -146,6 +154,7 @@ class ReferenceModel:
             target = self.ok[job.step]
             if target == "complete":
                 run.status = "completed"
+                run.last_error = None
             else:
                 self._schedule(run, target, 1, now + delay)
                 self._settle_active(run)
@@ -153,6 +162,7 @@ class ReferenceModel:
         done = [s for s in self.order if run.steps.get(s) == "completed"]
         if len(done) == len(self.order):
             run.status = "completed"
+            run.last_error = None
             return True
         for name in self.order:
             if name not in run.steps and all(d in done for d in self.after[name]):
@@ -196,6 +206,7 @@ class ReferenceModel:
                 retry_after if retry_after is not None else self._delay(run, job.step, job.attempt)
             )
             run.steps[job.step] = "retry_scheduled"
+            run.last_error = "retrying"
             self._schedule(run, job.step, job.attempt + 1, now + max(delay, timedelta(0)))
             self._settle_active(run)
             return True
@@ -203,12 +214,15 @@ class ReferenceModel:
         target = None if self.dependency_mode else self.err.get(job.step)
         if target == "complete":
             run.status = "completed"
+            run.last_error = None
         elif target is not None:
+            run.last_error = None
             self._schedule(run, target, 1, now)
             self._settle_active(run)
         else:
             self._cancel_waiting_jobs(run)
             run.status = "failed"
+            run.last_error = "failed"
         return True
 
     def cancel(self, run: ReferenceRun, now: datetime) -> bool:

@@ -108,3 +108,12 @@ def test_missing_key_is_reported() -> None:
 
 def test_non_object_is_reported() -> None:
     assert decode_run("run") == Failure(UndecodableRecord(path="$", reason="expected an object"))
+
+
+def test_out_of_range_durations_are_reported() -> None:
+    encoded = encode_failure(StepFailure(kind="k", message="m", retry_after=None))
+    assert isinstance(encoded, dict)
+    encoded["retry_after"] = 1e300
+    assert decode_failure(encoded) == Failure(
+        UndecodableRecord(path="$.retry_after", reason="is out of range")
+    )

@@ -607,3 +607,112 @@ def test_decide_is_deterministic() -> None:
 def test_run_ids_are_never_invented() -> None:
     d = new()
     assert {j.run_id for j in d.state.jobs} == {RunId(RUN)}
+
+
+class TestHostileInput:
+    def test_unstorable_failure_fields_are_cleaned_not_stored(self) -> None:
+        d = new(retry=Retry(max_attempts=2))
+        for name in ("load", "settle", "note"):
+            d.run_step(name)
+        d.deliver("charge")
+        d.fail(
+            "charge",
+            StepFailure(
+                kind="bad\x00kind",
+                message="nul\x00 and \ud800 surrogate",
+                retry_after=timedelta(days=10**6),
+                details={"x": float("nan")},
+            ),
+        )
+        from squidmesh_core.codec import encode_run
+        from squidmesh_core.jsonvalue import check_json
+
+        error_ = d.state.last_error
+        assert error_ is not None
+        assert error_.message == "nul\\x00 and \\ud800 surrogate"
+        assert error_.kind == "bad\\x00kind"
+        assert error_.retry_after == timedelta(days=366)
+        assert error_.details == {"unstorable_details": "$.x is not a finite number"}
+        assert isinstance(check_json(encode_run(d.state)), type(check_json({})))
+        assert ("charge", 2, d.now + timedelta(days=366)) in d.scheduled()
+
+    def test_huge_integer_output_is_an_invalid_output(self) -> None:
+        d = new()
+        d.deliver("load")
+        d.succeed("load", {"n": 10**5000})
+        assert d.status() is RunStatus.FAILED
+        assert d.state.last_error is not None and "too large" in d.state.last_error.message
+
+    def test_malformed_run_ids_are_refused(self) -> None:
+        from squidmesh_core import InvalidRunId
+
+        result = decide(
+            linear(),
+            None,
+            RunRequested(run_id=RunId("x/../y"), payload={"account_id": "a"}),
+            now=T0,
+        )
+        assert result == Failure(InvalidRunId(value="x/../y"))
+        replay = decide(linear(), new().state, ReplayRequested(new_run_id=RunId("nope")), now=T0)
+        assert replay == Failure(InvalidRunId(value="nope"))
+
+    def test_unstorable_initial_context_is_refused(self) -> None:
+        result = decide(
+            linear(),
+            None,
+            RunRequested(run_id=RUN, payload={"account_id": "a"}, context={"x": float("inf")}),
+            now=T0,
+        )
+        assert isinstance(result, Failure)
+        assert result.failure().reason == "initial context.x is not a finite number"
+
+
+class TestRedeploy:
+    """Runs outlive deployments: a definition may lose a step while a run still needs it."""
+
+    def renamed(self) -> WorkflowDefinition:
+        return workflow(
+            "billing.charge",
+            triggers=[manual("charge", payload=Charge)],
+            steps=[step("load_v2", handler)],
+            transitions=chain("load_v2", COMPLETE),
+        )
+
+    def test_delivery_of_a_removed_step_fails_the_run_clearly(self) -> None:
+        d = new()
+        d.definition = self.renamed()
+        d.deliver("load")
+        assert d.status() is RunStatus.FAILED
+        assert d.state.last_error == StepFailure(
+            kind="unknown_step",
+            message="step 'load' is no longer declared by workflow 'billing.charge'",
+            retryable=False,
+        )
+        assert d.state.jobs == ()
+
+    def test_outcome_of_a_removed_step_fails_the_run_clearly(self) -> None:
+        d = new()
+        d.deliver("load")
+        d.definition = self.renamed()
+        d.succeed("load", {"x": 1})
+        assert d.status() is RunStatus.FAILED
+        assert d.state.last_error is not None and d.state.last_error.kind == "unknown_step"
+
+    def test_failure_of_a_removed_step_fails_the_run(self) -> None:
+        d = new()
+        d.deliver("load")
+        d.definition = self.renamed()
+        d.fail("load")
+        assert d.status() is RunStatus.FAILED
+
+
+def test_dependency_steps_see_reserved_context() -> None:
+    wf = workflow(
+        "w.deps",
+        triggers=[manual()],
+        steps=[step("a", handler), step("b", handler, after=["a"])],
+    )
+    d = Driver(wf, context={"schedule": {"tick": "t"}})
+    d.deliver("a")
+    a = d.state.step_run("a")
+    assert a is not None and a.input == {"schedule": {"tick": "t"}}

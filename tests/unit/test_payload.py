@@ -4,7 +4,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from returns.result import Failure, Success
 
 from squidmesh_core import FieldProblem, InvalidPayload, JsonLimits, Now, Today
@@ -120,6 +120,7 @@ def test_empty_contract_accepts_only_the_empty_object() -> None:
 
 def test_nested_models_are_validated() -> None:
     class Line(BaseModel):
+        model_config = ConfigDict(extra="forbid")
         sku: str
         qty: int
 
@@ -177,6 +178,7 @@ class TestFieldTypes:
 
     def test_self_referencing_models_are_accepted(self) -> None:
         class Node(BaseModel):
+            model_config = ConfigDict(extra="forbid")
             name: str
             children: list[Node] = []
 
@@ -189,6 +191,7 @@ class TestFieldTypes:
 
     def test_nested_unsupported_type_names_its_path(self) -> None:
         class Inner(BaseModel):
+            model_config = ConfigDict(extra="forbid")
             blob: bytes
 
         class Outer(BaseModel):
@@ -228,3 +231,62 @@ def test_describe_lists_every_kind_of_problem() -> None:
     assert problem.describe() == (
         "invalid payload for w/t: payload is a list, expected an object; invalid fields: n (bad)"
     )
+
+
+def test_nested_unknown_fields_are_rejected() -> None:
+    class Line(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        sku: str
+
+    class Order(BaseModel):
+        line: Line
+
+    contract = describe_contract(Order).unwrap()
+    result = validate_payload(
+        contract, {"line": {"sku": "a", "zzz": 1}}, workflow="w", trigger="t", now=NOW
+    )
+    assert isinstance(result, Failure)
+    assert [p.field for p in result.failure().invalid] == ["line.zzz"]
+
+
+def test_nested_models_that_ignore_extras_are_refused() -> None:
+    class Loose(BaseModel):
+        sku: str
+
+    class Order(BaseModel):
+        line: Loose
+
+    result = describe_contract(Order)
+    assert isinstance(result, Failure)
+    assert "nested model Loose must set model_config" in result.failure()[0]
+
+
+def test_aliases_are_refused() -> None:
+    from pydantic import Field
+
+    class Aliased(BaseModel):
+        x: int = Field(alias="X")
+
+    result = describe_contract(Aliased)
+    assert isinstance(result, Failure)
+    assert "aliases are not supported" in result.failure()[0]
+
+
+def test_nested_model_defaults_are_accepted() -> None:
+    class Line(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        sku: str = "none"
+
+    class Order(BaseModel):
+        line: Line = Line()
+
+    contract = describe_contract(Order).unwrap()
+    assert validate_payload(contract, {}, workflow="w", trigger="t", now=NOW) == Success(
+        {"line": {"sku": "none"}}
+    )
+
+
+def test_huge_integers_are_refused() -> None:
+    result = check({"account_id": "a", "amount": 10**5000})
+    assert isinstance(result, Failure)
+    assert result.failure().reason == "payload.amount is an integer too large to store"

@@ -4,7 +4,7 @@ from datetime import timedelta
 from typing import Annotated
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from returns.result import Failure, Success
 
 from squidmesh_core import (
@@ -177,6 +177,7 @@ class TestPayloadFields:
             RED = "red"
 
         class Inner(BaseModel):
+            model_config = ConfigDict(extra="forbid")
             n: int
 
         class Rich(BaseModel):
@@ -268,6 +269,10 @@ class TestSteps:
     def test_wait_needs_a_positive_duration(self, duration: object) -> None:
         result = build(steps=[wait("w", duration)], transitions=chain("w", COMPLETE))  # type: ignore[arg-type]
         assert messages(result) == ["built-in step 'w' requires a positive duration"]
+
+    def test_wait_is_bounded(self) -> None:
+        result = build(steps=[wait("w", timedelta(days=999_999))], transitions=chain("w", COMPLETE))
+        assert messages(result) == ["built-in step 'w' waits longer than 366 days"]
 
     def test_log_needs_a_message(self) -> None:
         result = build(steps=[log("l", "  ")], transitions=chain("l", COMPLETE))
