@@ -1,30 +1,36 @@
-"""The ``squidmesh`` command."""
+"""The ``squidmesh`` command.
+
+::
+
+    squidmesh smoke [--verbose]
+    squidmesh run start  --app MOD:ATTR WORKFLOW [PAYLOAD|-] [--trigger T]
+                         [--idempotency-key K] [--wait]
+    squidmesh run show   --app MOD:ATTR RUN_ID
+    squidmesh run list   --app MOD:ATTR [--workflow W] [--status S] [--limit N]
+    squidmesh run cancel --app MOD:ATTR RUN_ID
+    squidmesh run replay --app MOD:ATTR RUN_ID
+    squidmesh graph      --app MOD:ATTR WORKFLOW
+
+Every ``run`` command accepts ``--json``. Exit codes: 0 success, 1 refused
+(the error code and message are printed), 2 usage or configuration error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
 
+from returns.result import Failure, Result
 
-def _smoke(args: argparse.Namespace) -> int:
-    from squidmesh_backends.cli._core_smoke import check_smoke, run_core_smoke
-    from squidmesh_backends.examples.payment_recovery import payment_recovery
-
-    run, lines = run_core_smoke(
-        payment_recovery,
-        {"account_id": "acct-42", "invoice_id": "inv-7"},
-        emit=args.verbose,
-    )
-    for line in lines:
-        print(line)
-    problems = check_smoke(run)
-    for problem in problems:
-        print(f"CHECK FAILED: {problem}", file=sys.stderr)
-    if not problems:
-        print("smoke: all checks passed")
-    return 1 if problems else 0
-
+from squidmesh_backends.errors import ConfigurationError
+from squidmesh_core.jsonvalue import JsonValue
+from squidmesh_core.views import Run
 
 START_MARK = "<!-- status-tables:start -->"
 END_MARK = "<!-- status-tables:end -->"
@@ -40,22 +46,168 @@ def render_tables_into(text: str) -> str:
 
 
 def _docs_tables(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     path = Path(args.write)
     path.write_text(render_tables_into(path.read_text()))
     print(f"status tables written to {path}")
     return 0
 
 
+def _smoke(args: argparse.Namespace) -> int:
+    from squidmesh_backends.cli.smoke import run_smoke
+
+    return asyncio.run(run_smoke(verbose=args.verbose))
+
+
+def _describe_error(error: object) -> str:
+    code = getattr(error, "code", "error")
+    describe = getattr(error, "describe", None)
+    text = describe() if callable(describe) else repr(error)
+    return f"{code}: {text}"
+
+
+def _emit(result: Result[object, object], args: argparse.Namespace) -> int:
+    from squidmesh_backends.cli.render import run_json, runs_table, summary, timeline
+
+    if isinstance(result, Failure):
+        print(f"error: {_describe_error(result.failure())}", file=sys.stderr)
+        return 1
+    value = result.unwrap()
+    if args.json:
+        data: JsonValue
+        if isinstance(value, tuple):
+            data = [run_json(r) for r in value if isinstance(r, Run)]
+        else:
+            assert isinstance(value, Run)
+            data = run_json(value)
+        print(json.dumps(data, indent=2, sort_keys=True))
+    elif isinstance(value, tuple):
+        print(runs_table([r for r in value if isinstance(r, Run)]) if value else "no runs")
+    else:
+        assert isinstance(value, Run)
+        print(summary(value))
+        if value.history is not None:
+            print(timeline(value))
+    return 0
+
+
+def _read_payload(raw: str | None) -> object:
+    if raw is None or raw == "-":
+        text = sys.stdin.read() if raw == "-" or not sys.stdin.isatty() else ""
+        raw = text.strip() or "{}"
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"the payload is not valid JSON: {exc}") from exc
+
+
+async def _run_command(args: argparse.Namespace) -> int:
+    from squidmesh_backends.cli.app import load_runtime
+
+    runtime = load_runtime(args.app)
+    match args.action:
+        case "start":
+            payload = _read_payload(args.payload)
+            if not args.wait:
+                return _emit(
+                    await runtime.start_run(
+                        args.workflow,
+                        payload,
+                        trigger=args.trigger,
+                        idempotency_key=args.idempotency_key,
+                    ),
+                    args,
+                )
+            async with runtime:
+                started = await runtime.start_run(
+                    args.workflow,
+                    payload,
+                    trigger=args.trigger,
+                    idempotency_key=args.idempotency_key,
+                )
+                if isinstance(started, Failure):
+                    return _emit(started, args)
+                finished = await runtime.wait_for(
+                    started.unwrap().id, timeout=timedelta(seconds=args.timeout)
+                )
+            return _emit(finished, args)
+        case "show":
+            return _emit(await runtime.inspect_run(args.run_id, include_history=True), args)
+        case "list":
+            return _emit(
+                await runtime.list_runs(
+                    workflow=args.workflow, status=args.status, limit=args.limit
+                ),
+                args,
+            )
+        case "cancel":
+            return _emit(await runtime.cancel_run(args.run_id), args)
+        case "replay":
+            return _emit(await runtime.replay_run(args.run_id), args)
+    raise AssertionError(args.action)
+
+
+def _run(args: argparse.Namespace) -> int:
+    return asyncio.run(_run_command(args))
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from squidmesh_backends.cli.app import load_runtime
+    from squidmesh_core.graph import to_mermaid
+
+    runtime = load_runtime(args.app)
+    definition = runtime.workflows.get(args.workflow)
+    if definition is None:
+        known = ", ".join(sorted(runtime.workflows)) or "none"
+        print(f"error: unknown_workflow: {args.workflow!r} (registered: {known})", file=sys.stderr)
+        return 1
+    print(to_mermaid(definition))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="squidmesh", description="Durable workflows in code.")
     commands = parser.add_subparsers(dest="command", required=True)
+
     smoke = commands.add_parser(
-        "smoke", help="run the example payment-recovery workflow end to end and check it"
+        "smoke", help="run the example payment recovery end to end and check it"
     )
-    smoke.add_argument("--verbose", action="store_true", help="print every emitted event")
+    smoke.add_argument("--verbose", action="store_true", help="print every event as it happens")
     smoke.set_defaults(handler=_smoke)
+
+    run = commands.add_parser("run", help="start, show, list, cancel or replay runs")
+    actions = run.add_subparsers(dest="action", required=True)
+
+    def with_app(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--app", required=True, metavar="MOD:ATTR", help="the host's Runtime")
+        p.add_argument("--json", action="store_true", help="print JSON for scripts")
+        p.set_defaults(handler=_run)
+        return p
+
+    start = with_app(actions.add_parser("start", help="start a run"))
+    start.add_argument("workflow")
+    start.add_argument("payload", nargs="?", help="JSON object; '-' or nothing reads stdin")
+    start.add_argument("--trigger")
+    start.add_argument("--idempotency-key")
+    start.add_argument(
+        "--wait", action="store_true", help="run it in this process until it finishes"
+    )
+    start.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (with --wait)")
+    show = with_app(actions.add_parser("show", help="show a run with its steps and attempts"))
+    show.add_argument("run_id")
+    listing = with_app(actions.add_parser("list", help="list runs, newest first"))
+    listing.add_argument("--workflow")
+    listing.add_argument("--status")
+    listing.add_argument("--limit", type=int, default=50)
+    cancel = with_app(actions.add_parser("cancel", help="cancel a run"))
+    cancel.add_argument("run_id")
+    replay = with_app(actions.add_parser("replay", help="start a new run from a run's payload"))
+    replay.add_argument("run_id")
+
+    graph = commands.add_parser("graph", help="print a workflow as a Mermaid diagram")
+    graph.add_argument("--app", required=True, metavar="MOD:ATTR")
+    graph.add_argument("workflow")
+    graph.set_defaults(handler=_graph)
+
     tables = commands.add_parser("docs-tables", help="write the status tables into a doc")
     tables.add_argument("--write", required=True, metavar="FILE", help="Markdown file to update")
     tables.set_defaults(handler=_docs_tables)
@@ -65,7 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
-    code: int = args.handler(args)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.handler(args)
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return code
 
 

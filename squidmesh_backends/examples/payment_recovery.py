@@ -1,15 +1,15 @@
 """Example workflow: recover a failed payment.
 
-load invoice -> wait for settlement -> log -> check the gateway (retried with
-backoff) -> notify the customer -> complete. A gateway check that keeps failing
-routes to ``issue_credit`` instead of failing the run.
+load invoice -> wait for settlement -> log -> check the gateway over HTTP
+(retried with exponential backoff) -> notify the customer -> complete. A gateway
+that keeps failing routes to ``issue_credit`` instead of failing the run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import timedelta
 
+import httpx
 from pydantic import BaseModel
 from returns.result import Failure, Result, Success
 
@@ -17,6 +17,7 @@ from squidmesh_core import (
     COMPLETE,
     Exponential,
     Retry,
+    StepContext,
     StepFailure,
     chain,
     error,
@@ -34,30 +35,60 @@ class Recovery(BaseModel):
 
     account_id: str
     invoice_id: str
-    gateway_url: str = "http://127.0.0.1:0/status"
+    gateway_url: str = "http://127.0.0.1:9/status"
 
 
-def load_invoice(data: Mapping[str, object], ctx: object) -> dict[str, object]:
-    return {"invoice_id": data["invoice_id"], "amount_cents": 4200, "currency": "EUR"}
+class GatewayCheck(BaseModel):
+    """The part of the run's input the gateway check needs."""
+
+    invoice_id: str
+    gateway_url: str
 
 
-def check_gateway(
-    data: Mapping[str, object], ctx: object
+async def load_invoice(data: Recovery, ctx: StepContext) -> dict[str, object]:
+    return {"invoice_id": data.invoice_id, "amount_cents": 4200, "currency": "EUR"}
+
+
+async def check_gateway(
+    data: GatewayCheck, ctx: StepContext
 ) -> Result[dict[str, object], StepFailure]:
-    attempt = getattr(ctx, "attempt", 1)
-    if attempt == 1:
+    """Ask the payment gateway for the invoice's status; 5xx and timeouts are retried."""
+    try:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            response = await client.get(
+                data.gateway_url,
+                params={"invoice": data.invoice_id},
+                headers={"Idempotency-Key": ctx.idempotency_key},
+            )
+    except httpx.TransportError as exc:
+        return Failure(StepFailure(kind="transport", message=f"gateway unreachable: {exc}"))
+    if response.status_code >= 500:
         return Failure(
-            StepFailure(kind="http", message="gateway answered 503", details={"status": 503})
+            StepFailure(
+                kind="http",
+                message=f"gateway answered {response.status_code}",
+                details={"status": response.status_code},
+            )
         )
-    return Success({"status": "settled", "checked_on_attempt": attempt})
+    if response.status_code >= 400:
+        return Failure(
+            StepFailure(
+                kind="http",
+                message=f"gateway refused the check ({response.status_code})",
+                retryable=False,
+                details={"status": response.status_code},
+            )
+        )
+    body = response.json()
+    return Success({"status": body.get("status"), "checked_on_attempt": ctx.attempt})
 
 
-def issue_credit(data: Mapping[str, object], ctx: object) -> dict[str, object]:
+async def issue_credit(data: Recovery, ctx: StepContext) -> dict[str, object]:
     return {"credited": True}
 
 
-def notify_customer(data: Mapping[str, object], ctx: object) -> dict[str, object]:
-    return {"channel": "email", "to": data["account_id"]}
+async def notify_customer(data: Recovery, ctx: StepContext) -> dict[str, object]:
+    return {"channel": "email", "to": data.account_id}
 
 
 payment_recovery = workflow(
@@ -65,7 +96,7 @@ payment_recovery = workflow(
     triggers=[manual("payment_recovery", payload=Recovery)],
     steps=[
         step("load_invoice", load_invoice, output="invoice"),
-        wait("wait_for_settlement", timedelta(seconds=5)),
+        wait("wait_for_settlement", timedelta(seconds=2)),
         log("log_attempt", "invoice loaded, checking the gateway"),
         step(
             "check_gateway",

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -9,38 +11,117 @@ from squidmesh_backends.cli.main import END_MARK, START_MARK, main, render_table
 from squidmesh_core._table import markdown_tables
 
 ROOT = Path(__file__).resolve().parents[2]
+APP = "tests.cli.sample_app:runtime"
 
 
-def squidmesh(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def squidmesh(
+    *args: str, cwd: Path = ROOT, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     script = shutil.which("squidmesh", path=str(Path(sys.executable).parent))
     assert script is not None, "the console script is installed with the package"
     return subprocess.run(
-        [script, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+        [script, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        input=stdin,
+        env={**os.environ, **(env or {})},
     )
 
 
-def test_smoke_command_completes_the_example_run(tmp_path: Path) -> None:
+def test_smoke_runs_the_example_end_to_end(tmp_path: Path) -> None:
     result = squidmesh("smoke", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0].startswith(
-        "run 00000000-0000-4000-8000-000000000001 of billing.payment_recovery"
-    )
-    assert any("check_gateway" in line and "attempt 1  failed" in line for line in lines)
-    assert any("check_gateway" in line and "attempt 2  succeeded" in line for line in lines)
-    assert "run finished completed" in result.stdout
-    assert lines[-1] == "smoke: all checks passed"
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "status    completed" in out
+    assert "check_gateway        1" in out and "http: gateway answered 503" in out
+    assert "check_gateway        2" in out
+    assert out.rstrip().endswith("smoke: all checks passed")
 
 
-def test_smoke_verbose_prints_events(tmp_path: Path) -> None:
+def test_smoke_verbose_prints_events_as_they_happen(tmp_path: Path) -> None:
     result = squidmesh("smoke", "--verbose", cwd=tmp_path)
     assert result.returncode == 0
-    assert "event step.retry_scheduled" in result.stdout
+    assert "event step.retry_scheduled check_gateway#2" in result.stdout
     assert "event run.transition {'from': 'running', 'to': 'completed'}" in result.stdout
 
 
-def test_unknown_command_fails_with_usage(tmp_path: Path) -> None:
-    result = squidmesh("fly", cwd=tmp_path)
+def test_run_start_and_wait_prints_the_finished_run_as_json() -> None:
+    result = squidmesh(
+        "run", "start", "--app", APP, "demo.hello", '{"name": "ada"}', "--wait", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    run = json.loads(result.stdout)
+    assert run["status"] == "completed"
+    assert run["context"] == {"greeting": "hello ada"}
+    assert [s["step"] for s in run["history"]] == ["greet", "linger"]
+
+
+def test_run_start_reads_the_payload_from_stdin() -> None:
+    result = squidmesh(
+        "run", "start", "--app", APP, "demo.hello", "-", "--wait", stdin='{"name": "bo"}'
+    )
+    assert result.returncode == 0, result.stderr
+    assert "status    completed" in result.stdout
+    assert "greet" in result.stdout and "linger" in result.stdout
+
+
+def test_invalid_payload_is_refused_with_its_code() -> None:
+    result = squidmesh("run", "start", "--app", APP, "demo.hello", '{"nom": 1}')
+    assert result.returncode == 1
+    assert "error: invalid_payload" in result.stderr
+    assert "missing fields: name" in result.stderr and "unknown fields: nom" in result.stderr
+
+
+def test_malformed_json_payload_is_a_usage_error() -> None:
+    result = squidmesh("run", "start", "--app", APP, "demo.hello", "{not json")
+    assert result.returncode == 2
+    assert "the payload is not valid JSON" in result.stderr
+
+
+def test_unknown_workflow_and_runs() -> None:
+    assert "error: unknown_workflow" in squidmesh("run", "start", "--app", APP, "nope", "{}").stderr
+    missing = squidmesh("run", "show", "--app", APP, "00000000-0000-4000-8000-000000000042")
+    assert missing.returncode == 1 and "error: not_found" in missing.stderr
+    bad = squidmesh("run", "cancel", "--app", APP, "not-a-run-id")
+    assert bad.returncode == 1 and "error: invalid_run_id" in bad.stderr
+
+
+def test_list_with_bad_status_is_refused() -> None:
+    result = squidmesh("run", "list", "--app", APP, "--status", "asleep")
+    assert result.returncode == 1
+    assert "error: invalid_option" in result.stderr
+
+
+def test_bad_app_spec_is_a_configuration_error() -> None:
+    for spec in (
+        "nomodule",
+        "no.such.module:runtime",
+        "tests.cli.sample_app:missing",
+        "tests.cli.sample_app:SETTINGS",
+    ):
+        result = squidmesh("run", "list", "--app", spec)
+        assert result.returncode == 2, spec
+        assert result.stderr.startswith("error: ")
+
+
+def test_graph_prints_mermaid() -> None:
+    result = squidmesh("graph", "--app", APP, "demo.hello")
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[0] == "flowchart TD"
+    assert "greet -->|ok| linger" in result.stdout
+    assert squidmesh("graph", "--app", APP, "nope").returncode == 1
+
+
+def test_factory_apps_are_called() -> None:
+    result = squidmesh("graph", "--app", "tests.cli.sample_app:make_runtime", "demo.hello")
+    assert result.returncode == 0
+
+
+def test_unknown_command_fails_with_usage() -> None:
+    result = squidmesh("fly")
     assert result.returncode == 2
     assert "usage: squidmesh" in result.stderr
 

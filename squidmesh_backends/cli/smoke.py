@@ -1,0 +1,94 @@
+"""``squidmesh smoke``: the example payment recovery, end to end, with checks."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from typing import TextIO
+
+from returns.result import Failure
+
+from squidmesh_backends.cli.gateway import GatewayStub
+from squidmesh_backends.cli.render import summary, timeline
+from squidmesh_backends.examples.payment_recovery import payment_recovery
+from squidmesh_backends.runtime import RuntimeSettings, compose
+from squidmesh_core.commands import Emit
+from squidmesh_core.state import AttemptStatus, RunStatus
+from squidmesh_core.views import Run
+
+
+class PrintingSink:
+    """Prints each event as it is published (``--verbose``)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def publish(self, event: Emit) -> None:
+        where = f" {event.step}#{event.attempt}" if event.step else ""
+        print(f"  event {event.topic}{where} {dict(event.attributes)}", file=self.out, flush=True)
+
+
+def check(run: Run, gateway_requests: int) -> list[str]:
+    """What must be true of the smoke run; returns the failed checks."""
+    problems: list[str] = []
+    if run.status is not RunStatus.COMPLETED:
+        problems.append(f"run is {run.status.value}, expected completed")
+    history = {s.step: s for s in run.history or ()}
+    gateway = history.get("check_gateway")
+    if gateway is None or [a.status for a in gateway.attempts] != [
+        AttemptStatus.FAILED,
+        AttemptStatus.SUCCEEDED,
+    ]:
+        problems.append("check_gateway should fail once (HTTP 503) and then succeed")
+    if run.context.get("gateway") != {"status": "settled", "checked_on_attempt": 2}:
+        problems.append(f"unexpected gateway output: {run.context.get('gateway')!r}")
+    if run.context.get("notification") != {"channel": "email", "to": "acct-42"}:
+        problems.append("notify_customer output is missing from the context")
+    if gateway_requests != 2:
+        problems.append(f"the gateway stub saw {gateway_requests} requests, expected 2")
+    wait_step = history.get("wait_for_settlement")
+    log_step = history.get("log_attempt")
+    if wait_step and log_step and log_step.attempts and wait_step.attempts:
+        finished = wait_step.attempts[-1].finished_at
+        if finished is None or log_step.attempts[0].started_at - finished < timedelta(seconds=2):
+            problems.append("the step after the wait started before the wait was over")
+    return problems
+
+
+async def run_smoke(*, verbose: bool, out: TextIO = sys.stdout) -> int:
+    """Run the example through a real runtime and a loopback gateway; 0 if every check passes."""
+    settings = RuntimeSettings(
+        poll_interval=timedelta(milliseconds=200),
+        lease=timedelta(seconds=15),
+        heartbeat_every=timedelta(seconds=5),
+        shutdown_timeout=timedelta(seconds=5),
+    )
+    async with GatewayStub([(503, {"error": "busy"}), (200, {"status": "settled"})]) as gateway:
+        runtime = compose(
+            workflows=[payment_recovery],
+            settings=settings,
+            sinks=[PrintingSink(out)] if verbose else [],
+        )
+        async with runtime:
+            started = await runtime.start_run(
+                payment_recovery,
+                {"account_id": "acct-42", "invoice_id": "inv-7", "gateway_url": gateway.url},
+            )
+            if isinstance(started, Failure):
+                print(f"could not start the example run: {started.failure()}", file=out)
+                return 1
+            print(
+                f"started {started.unwrap().id}; gateway stub at {gateway.url}",
+                file=out,
+                flush=True,
+            )
+            done = (
+                await runtime.wait_for(started.unwrap().id, timeout=timedelta(seconds=60))
+            ).unwrap()
+    print(summary(done), file=out)
+    print(timeline(done), file=out)
+    problems = check(done, len(gateway.requests))
+    for problem in problems:
+        print(f"CHECK FAILED: {problem}", file=out)
+    print("smoke: all checks passed" if not problems else "smoke: FAILED", file=out)
+    return 1 if problems else 0
