@@ -2,7 +2,7 @@
 
 ::
 
-    squidmesh smoke [--verbose]
+    squidmesh smoke [--verbose] [--store memory|sqlite:PATH]
     squidmesh run start  --app MOD:ATTR WORKFLOW [PAYLOAD|-] [--trigger T]
                          [--idempotency-key K] [--wait]
     squidmesh run show   --app MOD:ATTR RUN_ID
@@ -55,7 +55,7 @@ def _docs_tables(args: argparse.Namespace) -> int:
 def _smoke(args: argparse.Namespace) -> int:
     from squidmesh_backends.cli.smoke import run_smoke
 
-    return asyncio.run(run_smoke(verbose=args.verbose))
+    return asyncio.run(run_smoke(verbose=args.verbose, store=args.store))
 
 
 def _describe_error(error: object) -> str:
@@ -172,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
         "smoke", help="run the example payment recovery end to end and check it"
     )
     smoke.add_argument("--verbose", action="store_true", help="print every event as it happens")
+    smoke.add_argument(
+        "--store",
+        help="'memory' or 'sqlite:PATH' (default: a fresh SQLite file in a temporary folder)",
+    )
     smoke.set_defaults(handler=_smoke)
 
     run = commands.add_parser("run", help="start, show, list, cancel or replay runs")

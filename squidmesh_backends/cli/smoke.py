@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 from datetime import timedelta
 from typing import TextIO
 
@@ -55,8 +56,15 @@ def check(run: Run, gateway_requests: int) -> list[str]:
     return problems
 
 
-async def run_smoke(*, verbose: bool, out: TextIO = sys.stdout) -> int:
-    """Run the example through a real runtime and a loopback gateway; 0 if every check passes."""
+async def run_smoke(*, verbose: bool, store: str | None = None, out: TextIO = sys.stdout) -> int:
+    """Run the example through a real runtime and a loopback gateway; 0 if every check passes.
+
+    ``store`` is a store spec (``memory``, ``sqlite:PATH``); by default a fresh
+    SQLite file in a temporary directory, the embedded durable store.
+    """
+    if store is None:
+        with tempfile.TemporaryDirectory(prefix="squidmesh-smoke-") as folder:
+            return await run_smoke(verbose=verbose, store=f"sqlite:{folder}/smoke.db", out=out)
     settings = RuntimeSettings(
         poll_interval=timedelta(milliseconds=200),
         lease=timedelta(seconds=15),
@@ -66,6 +74,7 @@ async def run_smoke(*, verbose: bool, out: TextIO = sys.stdout) -> int:
     async with GatewayStub([(503, {"error": "busy"}), (200, {"status": "settled"})]) as gateway:
         runtime = compose(
             workflows=[payment_recovery],
+            store=store,
             settings=settings,
             sinks=[PrintingSink(out)] if verbose else [],
         )

@@ -9,6 +9,7 @@ from squidmesh_backends.memory import MemoryRunStore
 from squidmesh_backends.runtime.inprocess import InProcessExecutor
 from squidmesh_backends.runtime.runtime import Runtime
 from squidmesh_backends.runtime.settings import RuntimeSettings
+from squidmesh_backends.sqlite import SqliteRunStore
 from squidmesh_core.definition import WorkflowDefinition
 from squidmesh_core.ports import EventSink, Executor, RunStore
 
@@ -25,7 +26,8 @@ def compose(
 
     Args:
         workflows: the workflows this runtime may run (registered by name).
-        store: ``"memory"`` or a RunStore instance.
+        store: ``"memory"``, ``"sqlite:PATH"`` (the embedded durable store) or a
+            RunStore instance.
         executor: ``"inprocess"`` or an Executor instance.
         settings: leases, polling, concurrency; defaults are production-safe.
         sinks: event subscribers.
@@ -34,13 +36,7 @@ def compose(
         ConfigurationError: an unknown store or executor name.
     """
     chosen = settings or RuntimeSettings()
-    run_store: RunStore
-    if isinstance(store, str):
-        if store != "memory":
-            raise ConfigurationError(f"unknown store {store!r} (available: 'memory')")
-        run_store = MemoryRunStore()
-    else:
-        run_store = store
+    run_store = open_store(store) if isinstance(store, str) else store
     runner: Executor
     if isinstance(executor, str):
         if executor != "inprocess":
@@ -51,3 +47,19 @@ def compose(
     return Runtime(
         store=run_store, executor=runner, workflows=workflows, settings=chosen, sinks=sinks
     )
+
+
+def open_store(spec: str) -> RunStore:
+    """Build a store from its name: ``memory`` or ``sqlite:PATH``.
+
+    Raises:
+        ConfigurationError: the name is not one of these.
+    """
+    if spec == "memory":
+        return MemoryRunStore()
+    if spec.startswith("sqlite:"):
+        path = spec.removeprefix("sqlite:").removeprefix("//")
+        if not path:
+            raise ConfigurationError("sqlite store needs a path: 'sqlite:PATH'")
+        return SqliteRunStore(path)
+    raise ConfigurationError(f"unknown store {spec!r} (use 'memory' or 'sqlite:PATH')")

@@ -137,3 +137,60 @@ def test_docs_tables_rewrites_the_section(tmp_path: Path) -> None:
     assert main(["docs-tables", "--write", str(doc)]) == 0
     assert doc.read_text() == render_tables_into(f"intro\n{START_MARK}\n{END_MARK}\noutro\n")
     assert "stale" not in doc.read_text()
+
+
+def test_run_commands_share_state_through_the_embedded_store(tmp_path: Path) -> None:
+    env = {"SQUIDMESH_TEST_CLI_STORE": f"sqlite:{tmp_path}/cli.db"}
+    started = squidmesh(
+        "run", "start", "--app", APP, "demo.hello", '{"name": "cy"}', "--json", env=env
+    )
+    assert started.returncode == 0, started.stderr
+    run_id = json.loads(started.stdout)["id"]
+
+    shown = squidmesh("run", "show", "--app", APP, run_id, env=env)
+    assert shown.returncode == 0 and "status    pending" in shown.stdout
+
+    listed = squidmesh("run", "list", "--app", APP, "--status", "pending", env=env)
+    assert run_id in listed.stdout and "demo.hello" in listed.stdout
+
+    replayed = squidmesh("run", "replay", "--app", APP, run_id, "--json", env=env)
+    assert replayed.returncode == 0
+    assert json.loads(replayed.stdout)["replayed_from"] == run_id
+
+    cancelled = squidmesh("run", "cancel", "--app", APP, run_id, "--json", env=env)
+    assert json.loads(cancelled.stdout)["status"] == "cancelled"
+    again = squidmesh("run", "cancel", "--app", APP, run_id, env=env)
+    assert again.returncode == 1 and "error: invalid_transition" in again.stderr
+
+    everything = squidmesh("run", "list", "--app", APP, "--json", env=env)
+    assert len(json.loads(everything.stdout)) == 2
+
+
+def test_idempotent_start_from_the_cli(tmp_path: Path) -> None:
+    env = {"SQUIDMESH_TEST_CLI_STORE": f"sqlite:{tmp_path}/idem.db"}
+    first = squidmesh(
+        "run",
+        "start",
+        "--app",
+        APP,
+        "demo.hello",
+        '{"name": "a"}',
+        "--idempotency-key",
+        "k",
+        "--json",
+        env=env,
+    )
+    second = squidmesh(
+        "run",
+        "start",
+        "--app",
+        APP,
+        "demo.hello",
+        '{"name": "b"}',
+        "--idempotency-key",
+        "k",
+        "--json",
+        env=env,
+    )
+    assert json.loads(first.stdout)["id"] == json.loads(second.stdout)["id"]
+    assert json.loads(second.stdout)["existing"] is True

@@ -1,0 +1,5 @@
+"""Embedded durable store on SQLite (the standard library's ``sqlite3``)."""
+
+from squidmesh_backends.sqlite.store import SqliteRunStore
+
+__all__ = ["SqliteRunStore"]

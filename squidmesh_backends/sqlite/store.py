@@ -1,0 +1,403 @@
+"""``SqliteRunStore``: the embedded, durable default.
+
+One file holds runs (the encoded run state plus the columns queries need) and
+jobs (the outbox and timers, with their leases). Every write runs in a
+``BEGIN IMMEDIATE`` transaction, so several processes may share the file:
+SQLite serialises writers, which makes claims exclusive. The schema version
+lives in ``PRAGMA user_version``; an empty file is initialised on open, a file
+written by a newer version is refused with ``MigrationRequiredError``.
+
+Blocking ``sqlite3`` calls run in a worker thread, one at a time per store.
+Driver errors are translated here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Self, TypeVar
+
+from returns.result import Failure, Result, Success
+
+from squidmesh_backends.errors import BackendError, BackendUnavailableError, MigrationRequiredError
+from squidmesh_core.codec import decode_run, encode_run
+from squidmesh_core.commands import CancelJob, Decision, FinishJob, RescheduleJob, ScheduleJob
+from squidmesh_core.errors import CommitError, DuplicateRun, StaleLease, VersionConflict
+from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
+from squidmesh_core.ports import Claim, Fence
+from squidmesh_core.state import RunState, RunStatus
+
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_SCHEMA = """
+CREATE TABLE squidmesh_runs (
+    id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    status TEXT NOT NULL,
+    version INTEGER NOT NULL CHECK (version > 0),
+    created_us INTEGER NOT NULL,
+    idempotency_key TEXT,
+    body TEXT NOT NULL
+);
+CREATE UNIQUE INDEX squidmesh_runs_idempotency
+    ON squidmesh_runs (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX squidmesh_runs_listing ON squidmesh_runs (created_us DESC, id DESC);
+CREATE INDEX squidmesh_runs_by_workflow ON squidmesh_runs (workflow, status, created_us DESC);
+CREATE TABLE squidmesh_jobs (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL REFERENCES squidmesh_runs (id) ON DELETE CASCADE,
+    due_us INTEGER NOT NULL,
+    lease_token TEXT,
+    lease_expires_us INTEGER,
+    owner TEXT
+);
+CREATE INDEX squidmesh_jobs_claimable ON squidmesh_jobs (due_us, id);
+"""
+
+
+def _us(moment: datetime) -> int:
+    delta = moment - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _time(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+class SqliteRunStore:
+    """A RunStore in one SQLite file. It passes ``RunStoreContract``."""
+
+    def __init__(
+        self, path: str | Path, *, busy_timeout: timedelta = timedelta(seconds=10)
+    ) -> None:
+        self.path = str(path)
+        self.busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self.commits = 0
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Open the file, creating the schema in an empty database."""
+        if self._conn is None:
+            self._conn = await asyncio.to_thread(self._connect)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.to_thread(conn.close)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self.busy_timeout.total_seconds(),
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                conn.execute("BEGIN IMMEDIATE")
+                if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                    for statement in filter(str.strip, _SCHEMA.split(";")):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            elif version > SCHEMA_VERSION:
+                conn.close()
+                raise MigrationRequiredError(
+                    f"{self.path} has schema version {version}; this SquidMesh knows "
+                    f"{SCHEMA_VERSION}. Upgrade SquidMesh to open it."
+                )
+            return conn
+        except sqlite3.Error as exc:
+            raise BackendUnavailableError(f"cannot open SQLite store {self.path}: {exc}") from exc
+
+    # ---------------------------------------------------------------- plumbing
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None:
+            await self.open()
+        conn = self._conn
+        assert conn is not None
+
+        def locked() -> T:
+            with self._lock:
+                return work(conn)
+
+        return await asyncio.to_thread(locked)
+
+    @contextmanager
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK")
+                raise _translate(exc) from exc
+
+    def _decode(self, body: str, run_id: str) -> RunState:
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise BackendError(f"stored run {run_id} is not JSON") from exc
+        decoded = decode_run(data)
+        if isinstance(decoded, Failure):
+            raise BackendError(f"stored run {run_id} does not decode: {decoded.failure()}")
+        return decoded.unwrap()
+
+    # ---------------------------------------------------------------- RunStore
+
+    async def load(self, run_id: RunId) -> RunState | None:
+        def work(conn: sqlite3.Connection) -> RunState | None:
+            row = _query(conn, "SELECT body FROM squidmesh_runs WHERE id = ?", (run_id,)).fetchone()
+            return None if row is None else self._decode(row[0], run_id)
+
+        return await self._run(work)
+
+    async def find_by_idempotency_key(self, workflow: str, key: IdempotencyKey) -> RunState | None:
+        def work(conn: sqlite3.Connection) -> RunState | None:
+            row = _query(
+                conn,
+                "SELECT id, body FROM squidmesh_runs WHERE workflow = ? AND idempotency_key = ?",
+                (workflow, key),
+            ).fetchone()
+            return None if row is None else self._decode(row[1], row[0])
+
+        return await self._run(work)
+
+    async def commit(
+        self, decision: Decision, *, fence: Fence | None = None
+    ) -> Result[None, CommitError]:
+        state = decision.state
+        expected = decision.expected_version
+        body = json.dumps(encode_run(state), separators=(",", ":"), allow_nan=False)
+
+        def work(conn: sqlite3.Connection) -> Result[None, CommitError]:
+            try:
+                with self._transaction(conn):
+                    refused = self._write(conn, decision, body, expected, fence)
+                    if refused is not None:
+                        raise _Refused(refused)
+            except _Refused as refusal:
+                return Failure(refusal.error)
+            self.commits += 1
+            return Success(None)
+
+        return await self._run(work)
+
+    def _write(
+        self,
+        conn: sqlite3.Connection,
+        decision: Decision,
+        body: str,
+        expected: int,
+        fence: Fence | None,
+    ) -> CommitError | None:
+        state = decision.state
+        if fence is not None:
+            row = _query(
+                conn, "SELECT lease_token FROM squidmesh_jobs WHERE id = ?", (fence.job_id,)
+            ).fetchone()
+            if row is None or row[0] != fence.lease_token:
+                return StaleLease(job_id=fence.job_id)
+        if expected == 0:
+            if _query(conn, "SELECT 1 FROM squidmesh_runs WHERE id = ?", (state.id,)).fetchone():
+                return DuplicateRun(run_id=state.id, existing_run_id=state.id)
+            if state.idempotency_key is not None:
+                row = _query(
+                    conn,
+                    "SELECT id FROM squidmesh_runs WHERE workflow = ? AND idempotency_key = ?",
+                    (state.workflow, state.idempotency_key),
+                ).fetchone()
+                if row is not None:
+                    return DuplicateRun(run_id=state.id, existing_run_id=row[0])
+            _query(
+                conn,
+                "INSERT INTO squidmesh_runs (id, workflow, status, version, created_us, idempotency_key, body)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    state.id,
+                    state.workflow,
+                    state.status.value,
+                    state.version,
+                    _us(state.created_at),
+                    state.idempotency_key,
+                    body,
+                ),
+            )
+        else:
+            updated = _query(
+                conn,
+                "UPDATE squidmesh_runs SET status = ?, version = ?, body = ? WHERE id = ? AND version = ?",
+                (state.status.value, state.version, body, state.id, expected),
+            )
+            if updated.rowcount != 1:
+                return VersionConflict(run_id=state.id, expected=expected)
+        for command in decision.commands:
+            match command:
+                case ScheduleJob(job=job):
+                    _query(
+                        conn,
+                        "INSERT OR REPLACE INTO squidmesh_jobs (id, run_id, due_us) VALUES (?, ?, ?)",
+                        (job.id, job.run_id, _us(job.due_at)),
+                    )
+                case RescheduleJob(job_id=job_id, due_at=due_at):
+                    _query(
+                        conn,
+                        "UPDATE squidmesh_jobs SET due_us = ? WHERE id = ?",
+                        (_us(due_at), job_id),
+                    )
+                case CancelJob(job_id=job_id) | FinishJob(job_id=job_id):
+                    _query(conn, "DELETE FROM squidmesh_jobs WHERE id = ?", (job_id,))
+                case _:
+                    pass
+        return None
+
+    async def claim_due(
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        lease_for: timedelta,
+        owner: str,
+        mint: Callable[[], LeaseToken],
+    ) -> Sequence[Claim]:
+        now_us = _us(now)
+        expires = now + lease_for
+
+        def work(conn: sqlite3.Connection) -> list[Claim]:
+            claims: list[Claim] = []
+            with self._transaction(conn):
+                rows = _query(
+                    conn,
+                    "SELECT id, run_id FROM squidmesh_jobs WHERE due_us <= ?"
+                    " AND (lease_expires_us IS NULL OR lease_expires_us <= ?)"
+                    " ORDER BY due_us, id LIMIT ?",
+                    (now_us, now_us, max(limit, 0)),
+                ).fetchall()
+                for job_id, run_id in rows:
+                    token = mint()
+                    _query(
+                        conn,
+                        "UPDATE squidmesh_jobs SET lease_token = ?, lease_expires_us = ?, owner = ? WHERE id = ?",
+                        (token, _us(expires), owner, job_id),
+                    )
+                    claims.append(
+                        Claim(
+                            job_id=JobId(job_id),
+                            run_id=RunId(run_id),
+                            lease_token=token,
+                            lease_expires_at=expires,
+                        )
+                    )
+            return claims
+
+        return await self._run(work)
+
+    async def heartbeat(self, job_id: JobId, lease_token: LeaseToken, *, until: datetime) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            with self._transaction(conn):
+                cursor = _query(
+                    conn,
+                    "UPDATE squidmesh_jobs SET lease_expires_us = ? WHERE id = ? AND lease_token = ?",
+                    (_us(until), job_id, lease_token),
+                )
+            return cursor.rowcount == 1
+
+        return await self._run(work)
+
+    async def release(self, job_id: JobId, lease_token: LeaseToken) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            with self._transaction(conn):
+                cursor = _query(
+                    conn,
+                    "UPDATE squidmesh_jobs SET lease_token = NULL, lease_expires_us = NULL, owner = NULL"
+                    " WHERE id = ? AND lease_token = ?",
+                    (job_id, lease_token),
+                )
+            return cursor.rowcount == 1
+
+        return await self._run(work)
+
+    async def next_due_at(self) -> datetime | None:
+        def work(conn: sqlite3.Connection) -> datetime | None:
+            row = _query(
+                conn,
+                "SELECT MIN(MAX(due_us, COALESCE(lease_expires_us, due_us))) FROM squidmesh_jobs",
+                (),
+            ).fetchone()
+            return None if row is None or row[0] is None else _time(row[0])
+
+        return await self._run(work)
+
+    async def list_runs(
+        self, *, workflow: str | None, status: RunStatus | None, limit: int
+    ) -> Sequence[RunState]:
+        def work(conn: sqlite3.Connection) -> list[RunState]:
+            rows = _query(
+                conn,
+                "SELECT id, body FROM squidmesh_runs"
+                " WHERE (? IS NULL OR workflow = ?) AND (? IS NULL OR status = ?)"
+                " ORDER BY created_us DESC, id DESC LIMIT ?",
+                (
+                    workflow,
+                    workflow,
+                    None if status is None else status.value,
+                    None if status is None else status.value,
+                    max(limit, 0),
+                ),
+            ).fetchall()
+            return [self._decode(body, run_id) for run_id, body in rows]
+
+        return await self._run(work)
+
+
+class _Refused(Exception):
+    def __init__(self, error: CommitError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _query(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> sqlite3.Cursor:
+    try:
+        return conn.execute(sql, params)
+    except sqlite3.Error as exc:
+        raise _translate(exc) from exc
+
+
+def _translate(exc: sqlite3.Error) -> BackendError:
+    """The one place sqlite3 errors become SquidMesh exceptions."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return BackendUnavailableError(f"SQLite store unavailable: {exc}")
+    return BackendError(f"SQLite store failed: {exc}")

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from squidmesh_backends.errors import MigrationRequiredError
+from squidmesh_backends.sqlite import SqliteRunStore
+from squidmesh_core.testing.contracts import RunStoreContract
+from squidmesh_core.testing.contracts.run_store import committed, new_run, run_id
+
+
+@pytest.fixture
+async def run_store(tmp_path: Path) -> AsyncIterator[SqliteRunStore]:
+    async with SqliteRunStore(tmp_path / "runs.db") as store:
+        yield store
+
+
+class TestSqliteRunStore(RunStoreContract):
+    pass
+
+
+async def test_runs_survive_reopening_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "durable.db"
+    async with SqliteRunStore(path) as store:
+        state = await committed(store, new_run(1))
+    async with SqliteRunStore(path) as reopened:
+        assert await reopened.load(run_id(1)) == state
+        assert await reopened.next_due_at() == state.jobs[0].due_at
+
+
+async def test_two_stores_on_one_file_see_each_other(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    async with SqliteRunStore(path) as left, SqliteRunStore(path) as right:
+        await committed(left, new_run(1))
+        assert (await right.load(run_id(1))) is not None
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(MigrationRequiredError, match="schema version 99"):
+        async with SqliteRunStore(path):
+            pass
