@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from hypothesis import HealthCheck, assume, settings
+import pytest
+from hypothesis import HealthCheck, Phase, assume, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from returns.result import Failure, Success
@@ -388,6 +389,7 @@ CoreMachine.TestCase.settings = settings(
     max_examples=150,
     stateful_step_count=40,
     deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-TestCoreMachine = CoreMachine.TestCase
+TestCoreMachine = pytest.mark.timeout(900)(CoreMachine.TestCase)

@@ -184,6 +184,6 @@ class MemoryRunStore:
         rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return [self._decode(r) for r in rows[: max(limit, 0)]]
 
-    def job_rows(self) -> dict[JobId, tuple[datetime, LeaseToken | None]]:
+    async def job_rows(self) -> dict[JobId, tuple[datetime, LeaseToken | None]]:
         """Look behind the port: every job row as (due_at, lease token). For tests."""
         return {k: (r.due_at, r.lease_token) for k, r in self._jobs.items()}

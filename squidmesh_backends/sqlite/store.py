@@ -382,6 +382,17 @@ class SqliteRunStore:
 
         return await self._run(work)
 
+    async def job_rows(self) -> dict[JobId, tuple[datetime, LeaseToken | None]]:
+        """Look behind the port: every job row as (due_at, lease token). For tests."""
+
+        def work(conn: sqlite3.Connection) -> dict[JobId, tuple[datetime, LeaseToken | None]]:
+            rows = _query(conn, "SELECT id, due_us, lease_token FROM squidmesh_jobs", ()).fetchall()
+            return {
+                JobId(r[0]): (_time(r[1]), None if r[2] is None else LeaseToken(r[2])) for r in rows
+            }
+
+        return await self._run(work)
+
 
 class _Refused(Exception):
     def __init__(self, error: CommitError) -> None:

@@ -1,0 +1,337 @@
+"""The runtime over every store, against the reference model, with delivery faults.
+
+Each example generates a workflow, starts one run, and then interleaves:
+claims (the dispatcher), deliveries of any claim ever made (so duplicates and
+stale messages happen naturally), lost messages, workers that crash mid-step,
+released leases, clock jumps in both directions and cancels. The reference
+model predicts which jobs each claim returns, what each delivery amounts to,
+and the run's state; every rule checks the runtime agrees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from squidmesh_backends.memory import MemoryRunStore
+from squidmesh_backends.runtime import FakeClock, JobOutcome, Runtime, RuntimeSettings, SequenceIds
+from squidmesh_backends.sqlite import SqliteRunStore
+from squidmesh_core import (
+    AttemptStatus,
+    JobId,
+    LeaseToken,
+    RunId,
+    StepContext,
+    StepFailure,
+    StepKind,
+    WorkflowDefinition,
+    build_workflow,
+)
+from squidmesh_core.ports import RunStore
+from squidmesh_core.state import RunState
+from squidmesh_core.testing.reference import ReferenceModel, ReferenceRun
+from squidmesh_core.testing.strategies import BASE_TIME, workflows
+
+LEASE = timedelta(seconds=30)
+PLANS = ("ok", "ok", "ok", "fail", "fatal", "crash")
+
+
+class Script:
+    """What the next attempt of each (step, attempt) does, chosen by the machine."""
+
+    def __init__(self) -> None:
+        self.plan: dict[tuple[str, int], str] = {}
+        self.entered = asyncio.Event()
+
+    async def __call__(self, data: dict[str, object], ctx: StepContext) -> object:
+        action = self.plan.get((ctx.step, ctx.attempt), "ok")
+        if action == "crash":
+            self.entered.set()
+            await asyncio.Event().wait()
+        if action == "fail":
+            raise RuntimeError(f"{ctx.step} attempt {ctx.attempt} failed")
+        if action == "fatal":
+            from returns.result import Failure
+
+            return Failure(StepFailure(kind="fatal", message="no retry", retryable=False))
+        return {"out": f"{ctx.step}#{ctx.attempt}"}
+
+
+def scripted(definition: WorkflowDefinition, script: Script) -> WorkflowDefinition:
+    steps = [
+        replace(s, handler=script) if s.kind is StepKind.ACTION else s for s in definition.steps
+    ]
+    return build_workflow(
+        definition.name,
+        triggers=definition.triggers,
+        steps=steps,
+        transitions=definition.transitions,
+    ).unwrap()
+
+
+class RuntimeMachine(RuleBasedStateMachine):
+    store_kind = "memory"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.Runner()
+        self.folder = tempfile.TemporaryDirectory(prefix="squidmesh-machine-")
+        self.claims: list[tuple[JobId, LeaseToken]] = []
+        self.leases: dict[str, tuple[str, object]] = {}
+
+    def teardown(self) -> None:
+        try:
+            if hasattr(self, "run_id"):
+                self.drain()
+        finally:
+            if isinstance(getattr(self, "store", None), SqliteRunStore):
+                self.loop.run(self.store.close())  # type: ignore[union-attr]
+            self.loop.close()
+            self.folder.cleanup()
+
+    # -- set-up --------------------------------------------------------------------------
+
+    @initialize(definition=workflows(jitter=False))
+    def start(self, definition: WorkflowDefinition) -> None:
+        self.script = Script()
+        self.definition = scripted(definition, self.script)
+        self.clock = FakeClock(BASE_TIME)
+        self.store: RunStore = (
+            MemoryRunStore()
+            if self.store_kind == "memory"
+            else SqliteRunStore(Path(self.folder.name) / "m.db")
+        )
+        self.runtime = Runtime(
+            store=self.store,
+            workflows=[self.definition],
+            clock=self.clock,
+            ids=SequenceIds(),
+            settings=RuntimeSettings(lease=LEASE, heartbeat_every=timedelta(seconds=10)),
+        )
+        run = self.loop.run(self.runtime.start_run(self.definition, {"account": "acc"})).unwrap()
+        self.run_id = RunId(run.id)
+        self.model = ReferenceModel(self.definition)
+        self.run: ReferenceRun = self.model.start(run.id, self.clock.now())
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def state(self) -> RunState:
+        state = self.loop.run(self.store.load(self.run_id))
+        assert state is not None
+        return state
+
+    def predict_claims(self, limit: int) -> list[str]:
+        now = self.clock.now()
+        ready = []
+        for job_id, job in self.run.jobs.items():
+            lease = self.leases.get(job_id)
+            if job.due <= now and (lease is None or lease[1] <= now):  # type: ignore[operator]
+                ready.append((job.due, job_id))
+        return [job_id for _, job_id in sorted(ready)[:limit]]
+
+    def kind(self, job_id: str) -> StepKind:
+        step = job_id.split("/")[1]
+        spec = self.definition.step(step)
+        assert spec is not None
+        return spec.kind
+
+    # -- rules -------------------------------------------------------------------------------
+
+    @rule(limit=st.integers(min_value=1, max_value=3))
+    def dispatcher_claims(self, limit: int) -> None:
+        expected = self.predict_claims(limit)
+        claims = self.loop.run(
+            self.store.claim_due(
+                now=self.clock.now(),
+                limit=limit,
+                lease_for=LEASE,
+                owner="m",
+                mint=self.runtime.ids.new_lease_token,
+            )
+        )
+        assert [c.job_id for c in claims] == expected
+        for c in claims:
+            self.leases[c.job_id] = (c.lease_token, c.lease_expires_at)
+            self.claims.append((c.job_id, c.lease_token))
+
+    @precondition(lambda self: bool(self.claims))
+    @rule(data=st.data(), plan=st.sampled_from(PLANS))
+    def worker_delivers(self, data: st.DataObject, plan: str) -> None:
+        job_id, token = data.draw(st.sampled_from(self.claims))
+        step, attempt = job_id.split("/")[1], int(job_id.split("/")[2])
+        if self.kind(job_id) is not StepKind.ACTION:
+            plan = "ok"
+        self.script.plan[(step, attempt)] = plan
+        expected = self.predict_delivery(job_id, token, plan)
+        assert self.loop.run(self._deliver(job_id, token)) == expected
+
+    async def _deliver(self, job_id: str, token: str) -> str:
+        """Deliver one message; a step that blocks (a crashing worker) is killed mid-step."""
+        self.script.entered.clear()
+        task = asyncio.create_task(self.runtime.engine.execute_job(job_id, token, heartbeat=False))
+        entered = asyncio.create_task(self.script.entered.wait())
+        await asyncio.wait({task, entered}, return_when=asyncio.FIRST_COMPLETED)
+        entered.cancel()
+        if task.done():
+            return task.result().value
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return "started"
+
+    def predict_delivery(self, job_id: str, token: str, plan: str) -> str:
+        """Apply the delivery to the model and return the JobOutcome value it must produce."""
+        job = self.run.jobs.get(job_id)
+        lease = self.leases.get(job_id)
+        if job is None or lease is None or lease[0] != token:
+            return JobOutcome.STALE.value
+        if job.token is not None:
+            if job.token == token:
+                return JobOutcome.STALE.value
+            assert self.model.fail(
+                self.run,
+                job_id,
+                job.token,
+                retryable=True,
+                retry_after=None,
+                now=self.clock.now(),
+                lost=True,
+            )
+            self.leases.pop(job_id, None)
+            return JobOutcome.RECLAIMED.value
+        assert self.model.deliver(self.run, job_id, token, self.clock.now())
+        if job_id not in self.run.jobs:
+            self.leases.pop(job_id, None)
+            return JobOutcome.CONVERGED.value
+        if plan == "crash":
+            return "started"
+        step, attempt = job_id.split("/")[1], int(job_id.split("/")[2])
+        self.leases.pop(job_id, None)
+        if plan == "ok":
+            output = {"out": f"{step}#{attempt}"} if self.kind(job_id) is StepKind.ACTION else {}
+            assert self.model.succeed(self.run, job_id, token, output, self.clock.now())
+            return JobOutcome.SUCCEEDED.value
+        assert self.model.fail(
+            self.run,
+            job_id,
+            token,
+            retryable=plan == "fail",
+            retry_after=None,
+            now=self.clock.now(),
+        )
+        return JobOutcome.FAILED.value
+
+    @precondition(lambda self: bool(self.claims))
+    @rule(data=st.data())
+    def worker_releases_on_shutdown(self, data: st.DataObject) -> None:
+        job_id, token = data.draw(st.sampled_from(self.claims))
+        held = self.leases.get(job_id)
+        released = self.loop.run(self.store.release(job_id, token))
+        assert released == (held is not None and held[0] == token and job_id in self.run.jobs)
+        if released:
+            self.leases.pop(job_id)
+
+    @rule(seconds=st.integers(min_value=-120, max_value=3 * 3600))
+    def clock_jumps(self, seconds: int) -> None:
+        self.clock.advance(timedelta(seconds=seconds))
+
+    @rule()
+    def a_lease_runs_out(self) -> None:
+        """The most common real fault: a worker goes quiet for a whole lease."""
+        self.clock.advance(LEASE)
+
+    @rule(roll=st.integers(min_value=0, max_value=5))
+    def someone_cancels(self, roll: int) -> None:
+        if roll:
+            return
+        result = self.loop.run(self.runtime.cancel_run(self.run_id))
+        assert result.map(lambda _: True).value_or(False) == self.model.cancel(
+            self.run, self.clock.now()
+        )
+
+    # -- invariants --------------------------------------------------------------------------
+
+    @invariant()
+    def store_agrees_with_the_model(self) -> None:
+        if not hasattr(self, "run_id"):
+            return
+        state = self.state()
+        assert state.status.value == self.run.status
+        assert {s.step: s.status.value for s in state.steps} == self.run.steps
+        assert {
+            s.step: [a.status.value for a in s.attempts] for s in state.steps
+        } == self.run.attempts
+        assert {j.id: j.lease_token for j in state.jobs} == {
+            k: v.token for k, v in self.run.jobs.items()
+        }
+        assert dict(state.context) == self.run.context
+        rows = self.loop.run(self.store.job_rows())  # type: ignore[attr-defined]
+        assert set(rows) == set(self.run.jobs)
+        for job_id, (due, token) in rows.items():
+            assert due == self.run.jobs[job_id].due
+            lease = self.leases.get(job_id)
+            assert token == (None if lease is None else lease[0])
+
+    @invariant()
+    def at_most_one_live_attempt_and_complete_history(self) -> None:
+        if not hasattr(self, "run_id"):
+            return
+        for step in self.state().steps:
+            running = [a for a in step.attempts if a.status is AttemptStatus.RUNNING]
+            assert len(running) <= 1
+            assert [a.number for a in step.attempts] == list(range(1, len(step.attempts) + 1))
+            for a in step.attempts:
+                assert (a.finished_at is None) == (a.status is AttemptStatus.RUNNING)
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Run everything to the end with healthy workers: every run must finish."""
+        for _ in range(300):
+            if self.run.status in ("failed", "completed", "cancelled") and not self.run.jobs:
+                return
+            upcoming = self.loop.run(self.store.next_due_at())
+            assert upcoming is not None, f"{self.run.status} run has nothing left to run"
+            self.clock.set(max(upcoming, self.clock.now()))
+            self.claims = []
+            self.dispatcher_claims(3)
+            for job_id, token in list(self.claims):
+                self.script.plan[(job_id.split("/")[1], int(job_id.split("/")[2]))] = "ok"
+                expected = self.predict_delivery(job_id, token, "ok")
+                outcome = self.loop.run(
+                    self.runtime.engine.execute_job(job_id, token, heartbeat=False)
+                )
+                assert outcome.value == expected
+            self.store_agrees_with_the_model()
+        raise AssertionError("the run did not finish")
+
+
+RuntimeMachine.TestCase.settings = settings(
+    max_examples=200,
+    stateful_step_count=30,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestRuntimeOverMemory = pytest.mark.timeout(900)(RuntimeMachine.TestCase)
+
+
+class SqliteRuntimeMachine(RuntimeMachine):
+    store_kind = "sqlite"
+
+
+SqliteRuntimeMachine.TestCase.settings = settings(
+    max_examples=30,
+    stateful_step_count=25,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestRuntimeOverSqlite = pytest.mark.timeout(900)(SqliteRuntimeMachine.TestCase)
