@@ -92,8 +92,9 @@ class RuntimeMachine(RuleBasedStateMachine):
             if hasattr(self, "run_id"):
                 self.drain()
         finally:
-            if isinstance(getattr(self, "store", None), SqliteRunStore):
-                self.loop.run(self.store.close())  # type: ignore[union-attr]
+            store = getattr(self, "store", None)
+            if isinstance(store, SqliteRunStore):
+                self.loop.run(store.close())
             self.loop.close()
             self.folder.cleanup()
 
@@ -215,7 +216,9 @@ class RuntimeMachine(RuleBasedStateMachine):
         step, attempt = job_id.split("/")[1], int(job_id.split("/")[2])
         self.leases.pop(job_id, None)
         if plan == "ok":
-            output = {"out": f"{step}#{attempt}"} if self.kind(job_id) is StepKind.ACTION else {}
+            output: dict[str, object] = (
+                {"out": f"{step}#{attempt}"} if self.kind(job_id) is StepKind.ACTION else {}
+            )
             assert self.model.succeed(self.run, job_id, token, output, self.clock.now())
             return JobOutcome.SUCCEEDED.value
         assert self.model.fail(

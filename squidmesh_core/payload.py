@@ -25,7 +25,7 @@ from datetime import date, datetime
 from enum import Enum, StrEnum
 from typing import Annotated, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, PydanticUserError, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticSerializationError, PydanticUndefined
 from returns.result import Failure, Result, Success
@@ -208,6 +208,8 @@ def _default_problem(model: type[BaseModel], name: str, default: object) -> str 
         )
     except ValidationError as exc:
         return exc.errors()[0]["msg"]
+    except PydanticUserError as exc:
+        return f"the model is not fully defined ({exc.message})"
     try:
         annotation = model.model_fields[name].annotation
         adapter: TypeAdapter[object] = TypeAdapter(object if annotation is None else annotation)

@@ -26,4 +26,4 @@ def test_the_readme_has_code_to_check() -> None:
 
 @pytest.mark.parametrize(("name", "code"), blocks(), ids=[name for name, _ in blocks()])
 def test_code_block_runs(name: str, code: str) -> None:
-    exec(compile(code, name, "exec"), {"__name__": "docs_example"})
+    exec(compile(code, name, "exec", dont_inherit=True), {"__name__": "docs_example"})
