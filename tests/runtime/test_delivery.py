@@ -70,6 +70,18 @@ async def claim_one(rt: TimeSkippingRuntime) -> Claim:
     return claims[0]
 
 
+async def kill_mid_step(rt: TimeSkippingRuntime, gate: Gate) -> Claim:
+    """Claim the next job, start its step, and kill the worker before it reports."""
+    claim = await claim_one(rt)
+    worker = asyncio.create_task(
+        rt.engine.execute_job(claim.job_id, claim.lease_token, heartbeat=False)
+    )
+    await gate.entered.wait()
+    worker.cancel()  # the process dies: no outcome is ever reported
+    await asyncio.gather(worker, return_exceptions=True)
+    return claim
+
+
 async def test_a_duplicate_delivery_runs_the_step_once(rt: TimeSkippingRuntime, gate: Gate) -> None:
     gate.release.set()
     run = (await rt.start_run("faults.flow", {})).unwrap()
@@ -144,13 +156,7 @@ async def test_a_worker_crash_mid_step_is_a_lost_attempt_and_the_run_completes(
     rt: TimeSkippingRuntime, gate: Gate
 ) -> None:
     run = (await rt.start_run("faults.flow", {})).unwrap()
-    claim = await claim_one(rt)
-    worker = asyncio.create_task(
-        rt.engine.execute_job(claim.job_id, claim.lease_token, heartbeat=False)
-    )
-    await gate.entered.wait()
-    worker.cancel()  # the process dies: no outcome is ever reported
-    await asyncio.gather(worker, return_exceptions=True)
+    await kill_mid_step(rt, gate)
     assert (await rt.inspect_run(run.id)).unwrap().status is RunStatus.RUNNING
     done = await rt.run_until_complete(run.id)
     assert done.status is RunStatus.COMPLETED
@@ -182,13 +188,7 @@ async def test_the_late_outcome_of_a_reclaimed_attempt_is_discarded(
 async def test_without_retries_a_lost_worker_fails_the_run(gate: Gate) -> None:
     rt = TimeSkippingRuntime(workflows=[flow(gate, retries=1)])  # type: ignore[list-item]
     run = (await rt.start_run("faults.flow", {})).unwrap()
-    claim = await claim_one(rt)
-    worker = asyncio.create_task(
-        rt.engine.execute_job(claim.job_id, claim.lease_token, heartbeat=False)
-    )
-    await gate.entered.wait()
-    worker.cancel()
-    await asyncio.gather(worker, return_exceptions=True)
+    await kill_mid_step(rt, gate)
     done = await rt.run_until_complete(run.id)
     assert done.status is RunStatus.FAILED
     assert done.last_error is not None and done.last_error.kind == "worker_lost"
@@ -228,13 +228,7 @@ async def test_release_on_shutdown_lets_another_worker_take_over(
     rt: TimeSkippingRuntime, gate: Gate
 ) -> None:
     run = (await rt.start_run("faults.flow", {})).unwrap()
-    claim = await claim_one(rt)
-    worker = asyncio.create_task(
-        rt.engine.execute_job(claim.job_id, claim.lease_token, heartbeat=False)
-    )
-    await gate.entered.wait()
-    worker.cancel()
-    await asyncio.gather(worker, return_exceptions=True)
+    claim = await kill_mid_step(rt, gate)
     assert await rt.store.release(JobId(claim.job_id), LeaseToken(claim.lease_token))
     await rt.run_due()  # no need to wait for the lease
     done = (await rt.inspect_run(run.id, include_history=True)).unwrap()
