@@ -144,6 +144,11 @@ class Executor(Protocol):
     """
 
     @property
+    def capacity(self) -> int:
+        """How many jobs run at once at most."""
+        ...
+
+    @property
     def free_slots(self) -> int:
         """How many more jobs could start now."""
         ...

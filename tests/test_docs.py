@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,3 +30,40 @@ def test_the_readme_has_code_to_check() -> None:
 @pytest.mark.parametrize(("name", "code"), blocks(), ids=[name for name, _ in blocks()])
 def test_code_block_runs(name: str, code: str) -> None:
     exec(compile(code, name, "exec", dont_inherit=True), {"__name__": "docs_example"})
+
+
+SHELL = re.compile(r"```sh\n(.*?)```", re.DOTALL)
+
+
+def shell_blocks() -> list[tuple[str, str]]:
+    found = []
+    for doc in DOCS:
+        for index, code in enumerate(SHELL.findall(doc.read_text())):
+            found.append((f"{doc.relative_to(ROOT)}#sh{index}", code))
+    return found
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(("name", "code"), shell_blocks(), ids=[name for name, _ in shell_blocks()])
+def test_shell_block_runs(name: str, code: str, tmp_path: Path) -> None:
+    # `make test` is the command running this very test; every other line runs.
+    code = "\n".join(
+        ": make test is this suite" if line.strip().startswith("make test") else line
+        for line in code.splitlines()
+    )
+    bin_dir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "SQUIDMESH_EXAMPLE_DB": str(tmp_path / "example.db"),
+    }
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, f"{name}:\n{result.stdout}\n{result.stderr}"

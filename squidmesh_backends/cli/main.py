@@ -11,8 +11,9 @@
     squidmesh run replay --app MOD:ATTR RUN_ID
     squidmesh graph      --app MOD:ATTR WORKFLOW
 
-Every ``run`` command accepts ``--json``. Exit codes: 0 success, 1 refused
-(the error code and message are printed), 2 usage or configuration error.
+Every ``run`` command accepts ``--json`` (errors then print as JSON too). Exit
+codes: 0 success, 1 refused (the error code and message are printed) or, with
+``--wait``, a run that did not complete, 2 a usage, configuration or store error.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from pathlib import Path
 
 from returns.result import Failure, Result
 
-from squidmesh_backends.errors import ConfigurationError
+from squidmesh_backends.errors import BackendError, ConfigurationError
 from squidmesh_core.jsonvalue import JsonValue
+from squidmesh_core.state import RunStatus
 from squidmesh_core.views import Run
 
 START_MARK = "<!-- status-tables:start -->"
@@ -69,7 +71,12 @@ def _emit(result: Result[object, object], args: argparse.Namespace) -> int:
     from squidmesh_backends.cli.render import run_json, runs_table, summary, timeline
 
     if isinstance(result, Failure):
-        print(f"error: {_describe_error(result.failure())}", file=sys.stderr)
+        error = result.failure()
+        if args.json:
+            code = getattr(error, "code", "error")
+            print(json.dumps({"error": {"code": code, "message": _describe_error(error)}}))
+        else:
+            print(f"error: {_describe_error(error)}", file=sys.stderr)
         return 1
     value = result.unwrap()
     if args.json:
@@ -129,7 +136,14 @@ async def _run_command(args: argparse.Namespace) -> int:
                 finished = await runtime.wait_for(
                     started.unwrap().id, timeout=timedelta(seconds=args.timeout)
                 )
-            return _emit(finished, args)
+            shown = _emit(finished, args)
+            run = finished.value_or(None)
+            if shown == 0 and run is not None and run.status is not RunStatus.COMPLETED:
+                print(
+                    f"error: run {run.id} ended {run.status.value}, not completed", file=sys.stderr
+                )
+                return 1
+            return shown
         case "show":
             return _emit(await runtime.inspect_run(args.run_id, include_history=True), args)
         case "list":
@@ -224,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         code: int = args.handler(args)
-    except ConfigurationError as exc:
+    except (ConfigurationError, BackendError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return code

@@ -44,9 +44,18 @@ class Dispatcher:
         self._stopping = True
         self._wake.set()
 
+    def reset(self) -> None:
+        """Allow ``run`` again after ``stop`` (a runtime may be started twice)."""
+        self._stopping = False
+
     async def run(self) -> None:
         while not self._stopping:
+            # Clear before reading the store, so a kick during the pass is never lost.
+            self._wake.clear()
             try:
+                if self.executor.free_slots <= 0:
+                    await self._pause(self.settings.poll_interval.total_seconds())
+                    continue
                 if await self.dispatch_once():
                     continue
                 await self._sleep()
@@ -81,7 +90,8 @@ class Dispatcher:
         await self._pause(delay)
 
     async def _pause(self, seconds: float) -> None:
-        self._wake.clear()
+        if self._wake.is_set():
+            return
         if seconds <= 0:
             await asyncio.sleep(0)
             return

@@ -66,13 +66,24 @@ from squidmesh_core.views import Run, run_view
 
 LOG = logging.getLogger("squidmesh.runtime")
 
-StartError: TypeAlias = UnknownWorkflow | UnknownTrigger | InvalidPayload
+StartError: TypeAlias = UnknownWorkflow | UnknownTrigger | InvalidPayload | InvalidOption
 LookupError_: TypeAlias = InvalidRunId | NotFound
 CancelError: TypeAlias = InvalidRunId | NotFound | UnknownWorkflow | InvalidTransition
 ReplayError: TypeAlias = InvalidRunId | NotFound | UnknownWorkflow | UnknownTrigger | InvalidPayload
 ListError: TypeAlias = InvalidOption
 
 MAX_LIST_LIMIT = 1000
+
+
+def _clean_name(value: object, limit: int) -> bool:
+    """A non-empty string every store can hold (no NUL, no lone surrogate)."""
+    if not isinstance(value, str) or not value or len(value) > limit or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class JobOutcome(StrEnum):
@@ -128,9 +139,10 @@ class Engine:
 
     # ---------------------------------------------------------------- plumbing
 
-    def workflow(
-        self, workflow: str | WorkflowDefinition
-    ) -> Result[WorkflowDefinition, UnknownWorkflow]:
+    def workflow(self, workflow: object) -> Result[WorkflowDefinition, UnknownWorkflow]:
+        """The registered definition for a name or definition (anything else is unknown)."""
+        if not isinstance(workflow, str | WorkflowDefinition):
+            return Failure(UnknownWorkflow(workflow=repr(workflow)[:80]))
         name = workflow.name if isinstance(workflow, WorkflowDefinition) else workflow
         found = self.registry.get(name)
         if found is None or (isinstance(workflow, WorkflowDefinition) and found is not workflow):
@@ -209,6 +221,14 @@ class Engine:
         if isinstance(found, Failure):
             return found
         definition = found.unwrap()
+        if idempotency_key is not None and not _clean_name(idempotency_key, 200):
+            return Failure(
+                InvalidOption(
+                    option="idempotency_key",
+                    reason="must be a non-empty string of at most 200 characters without NUL "
+                    "or lone surrogates",
+                )
+            )
         key = None if idempotency_key is None else IdempotencyKey(idempotency_key)
         if key is not None:
             existing = await self.store.find_by_idempotency_key(definition.name, key)
@@ -280,6 +300,8 @@ class Engine:
                     )
                 )
         name = workflow.name if isinstance(workflow, WorkflowDefinition) else workflow
+        if name is not None and not _clean_name(name, 200):
+            return Failure(InvalidOption(option="workflow", reason="must be a workflow name"))
         states = await self.store.list_runs(workflow=name, status=wanted, limit=limit)
         return Success(tuple(run_view(s) for s in states))
 
@@ -358,10 +380,11 @@ class Engine:
         found = self.workflow(state.workflow)
         if isinstance(found, Failure):
             LOG.error(
-                "job %s belongs to workflow %r, which is not registered here",
+                "job %s belongs to workflow %r, which is not registered here; releasing it",
                 job_id,
                 state.workflow,
             )
+            await self.store.release(jid, token)
             return JobOutcome.STALE
         definition = found.unwrap()
         job = state.job(jid)
@@ -438,9 +461,13 @@ class Engine:
         interval = self.settings.heartbeat_every.total_seconds()
         while True:
             await asyncio.sleep(interval)
-            held = await self.store.heartbeat(
-                job_id, token, until=self.clock.now() + self.settings.lease
-            )
+            try:
+                held = await self.store.heartbeat(
+                    job_id, token, until=self.clock.now() + self.settings.lease
+                )
+            except Exception:  # a transient store fault must not let the lease lapse
+                LOG.exception("heartbeat for %s failed; trying again", job_id)
+                continue
             if not held:
                 LOG.warning("lease on %s was lost; the outcome will be discarded", job_id)
                 return

@@ -94,6 +94,7 @@ class Runtime:
         if self._loop_task is not None:
             return
         await self.executor.start(self._handle)
+        self.dispatcher.reset()
         self._loop_task = asyncio.create_task(self.dispatcher.run(), name="squidmesh-dispatcher")
 
     async def stop(self) -> None:
@@ -202,26 +203,34 @@ class SyncRuntime:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def _call(self, coroutine: Coroutine[object, object, T]) -> T:
+        if self._loop is None or self._thread is None or not self._thread.is_alive():
+            coroutine.close()
+            raise RuntimeError("use the facade as a context manager: `with runtime.sync() as rt:`")
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def __enter__(self) -> Self:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="squidmesh-sync", daemon=True
         )
-
-    def _call(self, coroutine: Coroutine[object, object, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
-    def __enter__(self) -> Self:
         self._thread.start()
         self._call(self.runtime.start())
         return self
 
     def __exit__(self, *exc: object) -> None:
+        loop, thread = self._loop, self._thread
         try:
             self._call(self.runtime.stop())
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
-            self._loop.close()
+            if loop is not None and thread is not None:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(timeout=10)
+                loop.close()
+            self._loop = self._thread = None
 
     def start_run(
         self,

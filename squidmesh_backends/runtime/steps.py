@@ -21,7 +21,7 @@ import inspect
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import get_type_hints
+from typing import get_args, get_type_hints
 
 from pydantic import BaseModel, ValidationError
 from returns.result import Failure, Result, Success
@@ -55,7 +55,9 @@ class _Shape:
 def _model(annotation: object) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    return None
+    # ``Model | None``: validate into the model (the input is never None).
+    models = [a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models[0] if len(models) == 1 else None
 
 
 def _shape(target: object) -> _Shape:
@@ -130,7 +132,13 @@ async def run_action(spec: StepSpec, data: JsonObject, ctx: StepContext) -> Step
     try:
         target: object = getattr(handler(), "run", None) if inspect.isclass(handler) else handler
         if not callable(target):
-            raise TypeError(f"step {spec.name!r} handler is not callable")
+            return Failure(
+                StepFailure(
+                    kind="invalid_step",
+                    message=f"step {spec.name!r}: a class handler needs a run(input, ctx) method",
+                    retryable=False,
+                )
+            )
         try:
             shape = _shape(target)
         except _UnresolvableAnnotationsError as exc:
@@ -155,6 +163,18 @@ async def run_action(spec: StepSpec, data: JsonObject, ctx: StepContext) -> Step
                     )
                 )
         args = (argument, ctx) if shape.takes_context else (argument,)
+        try:
+            inspect.signature(target).bind(*args)
+        except TypeError as exc:
+            return Failure(
+                StepFailure(
+                    kind="invalid_step",
+                    message=f"step {spec.name!r} cannot be called with (input, ctx): {exc}",
+                    retryable=False,
+                )
+            )
+        except ValueError:
+            pass  # builtins without a signature: let the call decide
         if inspect.iscoroutinefunction(target):
             value = await target(*args)
         else:

@@ -17,6 +17,7 @@ import asyncio
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -82,6 +83,7 @@ class SqliteRunStore:
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._opening = asyncio.Lock()
         self.commits = 0
 
     # ---------------------------------------------------------------- lifecycle
@@ -95,13 +97,25 @@ class SqliteRunStore:
 
     async def open(self) -> None:
         """Open the file, creating the schema in an empty database."""
-        if self._conn is None:
-            self._conn = await asyncio.to_thread(self._connect)
+        async with self._opening:
+            if self._conn is None:
+                self._conn = await asyncio.to_thread(self._connect_with_retry)
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             await asyncio.to_thread(conn.close)
+
+    def _connect_with_retry(self) -> sqlite3.Connection:
+        # A fresh file being initialised by another process is briefly locked.
+        deadline = time.monotonic() + self.busy_timeout.total_seconds()
+        while True:
+            try:
+                return self._connect()
+            except BackendUnavailableError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -113,6 +127,9 @@ class SqliteRunStore:
                 check_same_thread=False,
                 timeout=self.busy_timeout.total_seconds(),
             )
+        except sqlite3.Error as exc:
+            raise BackendUnavailableError(f"cannot open SQLite store {self.path}: {exc}") from exc
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -132,6 +149,7 @@ class SqliteRunStore:
                 )
             return conn
         except sqlite3.Error as exc:
+            conn.close()
             raise BackendUnavailableError(f"cannot open SQLite store {self.path}: {exc}") from exc
 
     # ---------------------------------------------------------------- plumbing
@@ -405,6 +423,8 @@ def _query(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> sq
         return conn.execute(sql, params)
     except sqlite3.Error as exc:
         raise _translate(exc) from exc
+    except (UnicodeEncodeError, OverflowError) as exc:
+        raise BackendError(f"SQLite store cannot hold a value: {exc}") from exc
 
 
 def _translate(exc: sqlite3.Error) -> BackendError:

@@ -54,7 +54,7 @@ class ExecutorContract:
         assert await executor.stop(timeout=timedelta(seconds=1)) == []
 
     async def test_concurrency_is_bounded(self, executor: Executor) -> None:
-        capacity: int = executor.capacity  # type: ignore[attr-defined]  # fixture contract
+        capacity = executor.capacity
         recorder = Recorder(block=True)
         await executor.start(recorder)
         for n in range(capacity + 3):

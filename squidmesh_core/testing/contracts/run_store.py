@@ -135,6 +135,28 @@ class RunStoreContract:
         )
         assert await run_store.load(state.id) == first.state
 
+    async def test_refused_commits_leave_the_jobs_alone(self, run_store: RunStore) -> None:
+        state = await committed(run_store, new_run(1))
+        await committed(run_store, decide(FLOW, state, CancelRequested(), now=T0).unwrap())
+        stale = decide(FLOW, state, CancelRequested(), now=T0).unwrap()
+        assert isinstance((await run_store.commit(stale)).failure(), VersionConflict)
+        assert await claim(run_store, T0 + timedelta(days=1)) == []
+        fresh = await committed(run_store, new_run(2))
+        [job] = await claim(run_store, T0)
+        forged = decide(
+            FLOW, fresh, JobDelivered(job_id=job, lease_token=LeaseToken("x")), now=T0
+        ).unwrap()
+        assert isinstance(
+            (
+                await run_store.commit(forged, fence=Fence(job_id=job, lease_token=LeaseToken("x")))
+            ).failure(),
+            StaleLease,
+        )
+        duplicate = new_run(2)
+        assert isinstance((await run_store.commit(duplicate)).failure(), DuplicateRun)
+        assert await claim(run_store, T0 + LEASE) == [job]
+        assert await run_store.load(fresh.id) == fresh
+
     async def test_an_update_of_a_missing_run_is_a_conflict(self, run_store: RunStore) -> None:
         decision = new_run(1)
         ghost = Decision(state=replace(decision.state, version=2), commands=())
