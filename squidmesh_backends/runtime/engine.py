@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
 from typing import TypeAlias
 
@@ -59,7 +59,6 @@ from squidmesh_core.events import (
     StepSucceeded,
 )
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId, parse_job_id, parse_run_id
-from squidmesh_core.jsonvalue import JsonObject
 from squidmesh_core.ports import Clock, EventSink, Fence, IdSource, RunStore
 from squidmesh_core.state import AttemptStatus, JobStatus, RunState, RunStatus
 from squidmesh_core.views import Run, run_view
@@ -215,7 +214,6 @@ class Engine:
         *,
         trigger: str | None = None,
         idempotency_key: str | None = None,
-        context: JsonObject | None = None,
     ) -> Result[Run, StartError]:
         found = self.workflow(workflow)
         if isinstance(found, Failure):
@@ -239,7 +237,6 @@ class Engine:
             payload=payload,
             trigger=trigger,
             idempotency_key=key,
-            context=context or {},
         )
         decided = decide(definition, None, event, now=self.clock.now())
         if isinstance(decided, Failure):
@@ -471,6 +468,3 @@ class Engine:
             if not held:
                 LOG.warning("lease on %s was lost; the outcome will be discarded", job_id)
                 return
-
-    def registered(self) -> Mapping[str, WorkflowDefinition]:
-        return dict(self.registry)

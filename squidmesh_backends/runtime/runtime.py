@@ -31,7 +31,6 @@ from squidmesh_backends.runtime.inprocess import InProcessExecutor
 from squidmesh_backends.runtime.settings import RuntimeSettings
 from squidmesh_core.definition import WorkflowDefinition
 from squidmesh_core.ids import JobId, LeaseToken
-from squidmesh_core.jsonvalue import JsonObject
 from squidmesh_core.ports import Clock, EventSink, Executor, IdSource, RunStore
 from squidmesh_core.state import RunStatus
 from squidmesh_core.views import Run
@@ -136,17 +135,6 @@ class Runtime:
         return await self.engine.start_run(
             workflow, payload, trigger=trigger, idempotency_key=idempotency_key
         )
-
-    async def start_run_with_context(
-        self,
-        workflow: str | WorkflowDefinition,
-        payload: object,
-        *,
-        context: JsonObject,
-        trigger: str | None = None,
-    ) -> Result[Run, StartError]:
-        """Start a run with initial context set by the host (e.g. schedule metadata)."""
-        return await self.engine.start_run(workflow, payload, trigger=trigger, context=context)
 
     async def inspect_run(
         self, run_id: str, *, include_history: bool = False
