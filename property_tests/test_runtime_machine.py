@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from squidmesh_backends.memory import MemoryRunStore
+from squidmesh_backends.postgres import PostgresRunStore
 from squidmesh_backends.runtime import FakeClock, JobOutcome, Runtime, RuntimeSettings, SequenceIds
 from squidmesh_backends.sqlite import SqliteRunStore
 from squidmesh_core import (
@@ -39,6 +41,7 @@ from squidmesh_core.ports import RunStore
 from squidmesh_core.state import RunState
 from squidmesh_core.testing.reference import ReferenceModel, ReferenceRun
 from squidmesh_core.testing.strategies import BASE_TIME, workflows
+from tests.services import drop_schema, migrated_schema, require_postgres, truncate
 
 LEASE = timedelta(seconds=30)
 PLANS = ("ok", "ok", "ok", "fail", "fatal", "crash")
@@ -93,7 +96,7 @@ class RuntimeMachine(RuleBasedStateMachine):
                 self.drain()
         finally:
             store = getattr(self, "store", None)
-            if isinstance(store, SqliteRunStore):
+            if isinstance(store, SqliteRunStore | PostgresRunStore):
                 self.loop.run(store.close())
             self.loop.close()
             self.folder.cleanup()
@@ -105,11 +108,7 @@ class RuntimeMachine(RuleBasedStateMachine):
         self.script = Script()
         self.definition = scripted(definition, self.script)
         self.clock = FakeClock(BASE_TIME)
-        self.store: RunStore = (
-            MemoryRunStore()
-            if self.store_kind == "memory"
-            else SqliteRunStore(Path(self.folder.name) / "m.db")
-        )
+        self.store: RunStore = self.new_store()
         self.runtime = Runtime(
             store=self.store,
             workflows=[self.definition],
@@ -121,6 +120,11 @@ class RuntimeMachine(RuleBasedStateMachine):
         self.run_id = RunId(run.id)
         self.model = ReferenceModel(self.definition)
         self.run: ReferenceRun = self.model.start(run.id, self.clock.now())
+
+    def new_store(self) -> RunStore:
+        if self.store_kind == "memory":
+            return MemoryRunStore()
+        return SqliteRunStore(Path(self.folder.name) / "m.db")
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -338,3 +342,36 @@ SqliteRuntimeMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestRuntimeOverSqlite = pytest.mark.timeout(900)(SqliteRuntimeMachine.TestCase)
+
+
+class PostgresRuntimeMachine(RuntimeMachine):
+    """The same machine over PostgreSQL: one migrated schema, emptied before each example."""
+
+    store_kind = "postgres"
+    dsn = ""
+    schema = ""
+
+    def new_store(self) -> RunStore:
+        truncate(self.dsn, self.schema)
+        return PostgresRunStore(self.dsn, schema=self.schema, clock="caller", max_size=2)
+
+
+@pytest.fixture(scope="module")
+def postgres_machine_schema() -> Iterator[None]:
+    dsn = require_postgres()
+    schema = asyncio.run(migrated_schema(dsn))
+    PostgresRuntimeMachine.dsn, PostgresRuntimeMachine.schema = dsn, schema
+    yield
+    drop_schema(dsn, schema)
+
+
+PostgresRuntimeMachine.TestCase.settings = settings(
+    max_examples=25,
+    stateful_step_count=25,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestRuntimeOverPostgres = pytest.mark.usefixtures("postgres_machine_schema")(
+    pytest.mark.postgres(pytest.mark.timeout(900)(PostgresRuntimeMachine.TestCase))
+)

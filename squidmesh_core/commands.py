@@ -82,10 +82,15 @@ class Decision:
 
     ``state.version`` is one more than the version the decision was based on
     (1 for a new run); stores use it for optimistic concurrency.
+
+    ``base`` is the stored state the decision was made from (``None`` for a new
+    run or when unknown). Stores that keep steps and attempts in rows of their
+    own write only what differs from it; it takes no part in equality.
     """
 
     state: RunState
     commands: tuple[Command, ...] = ()
+    base: RunState | None = field(default=None, compare=False, repr=False)
 
     @property
     def expected_version(self) -> int:

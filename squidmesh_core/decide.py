@@ -158,6 +158,7 @@ class _Draft:
         self.commands: list[Command] = []
         self.trailing: list[Command] = []
         self.started_status = run.status
+        self.base = run if run.version > 0 else None
 
     # -- status changes (checked against the tables) --------------------------------
 
@@ -262,7 +263,7 @@ class _Draft:
                 attributes={"from": self.started_status.value, "to": self.run.status.value},
             )
         final = replace(self.run, version=self.run.version + 1, updated_at=self.now)
-        return Decision(state=final, commands=(*self.commands, *self.trailing))
+        return Decision(state=final, commands=(*self.commands, *self.trailing), base=self.base)
 
 
 # ---------------------------------------------------------------- helpers

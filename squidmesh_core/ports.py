@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from returns.result import Result
 
@@ -127,6 +127,20 @@ class RunStore(Protocol):
         self, *, workflow: str | None, status: RunStatus | None, limit: int
     ) -> Sequence[RunState]:
         """Runs matching the filters, newest first (creation time, then id)."""
+        ...
+
+
+@runtime_checkable
+class WakeupSource(Protocol):
+    """Optional store capability: tells the dispatcher when jobs became due elsewhere.
+
+    Stores shared by several processes (PostgreSQL's LISTEN/NOTIFY) implement it
+    so a dispatcher wakes early instead of waiting for its next poll. A notice is
+    only a hint: dispatchers still poll, so lost notices cost latency, not runs.
+    """
+
+    async def watch(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever jobs may have become due, until cancelled."""
         ...
 
 

@@ -2,7 +2,8 @@
 
 ::
 
-    squidmesh smoke [--verbose] [--store memory|sqlite:PATH]
+    squidmesh smoke [--verbose] [--store memory|sqlite:PATH|postgresql://...[?schema=S]]
+    squidmesh migrate --dsn DSN [--schema S]
     squidmesh run start  --app MOD:ATTR WORKFLOW [PAYLOAD|-] [--trigger T]
                          [--idempotency-key K] [--wait]
     squidmesh run show   --app MOD:ATTR RUN_ID
@@ -22,6 +23,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
@@ -30,6 +32,7 @@ from pathlib import Path
 from returns.result import Failure, Result
 
 from squidmesh_backends.errors import BackendError, ConfigurationError
+from squidmesh_backends.runtime.runtime import Runtime
 from squidmesh_core.jsonvalue import JsonValue
 from squidmesh_core.state import RunStatus
 from squidmesh_core.views import Run
@@ -51,6 +54,20 @@ def _docs_tables(args: argparse.Namespace) -> int:
     path = Path(args.write)
     path.write_text(render_tables_into(path.read_text()))
     print(f"status tables written to {path}")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from squidmesh_backends.postgres import LATEST_VERSION, migrate
+
+    if not args.dsn:
+        raise ConfigurationError("give the database with --dsn or SQUIDMESH_DSN")
+    applied = asyncio.run(migrate(args.dsn, schema=args.schema))
+    if applied:
+        done = ", ".join(str(v) for v in applied)
+        print(f"schema {args.schema}: applied migration(s) {done}; now at version {LATEST_VERSION}")
+    else:
+        print(f"schema {args.schema}: already at version {LATEST_VERSION}; nothing to do")
     return 0
 
 
@@ -111,6 +128,13 @@ async def _run_command(args: argparse.Namespace) -> int:
     from squidmesh_backends.cli.app import load_runtime
 
     runtime = load_runtime(args.app)
+    try:
+        return await _run_action(runtime, args)
+    finally:
+        await runtime.aclose()
+
+
+async def _run_action(runtime: Runtime, args: argparse.Namespace) -> int:
     match args.action:
         case "start":
             payload = _read_payload(args.payload)
@@ -188,9 +212,23 @@ def build_parser() -> argparse.ArgumentParser:
     smoke.add_argument("--verbose", action="store_true", help="print every event as it happens")
     smoke.add_argument(
         "--store",
-        help="'memory' or 'sqlite:PATH' (default: a fresh SQLite file in a temporary folder)",
+        help="'memory', 'sqlite:PATH' or 'postgresql://...[?schema=NAME]' (migrated first); "
+        "default: a fresh SQLite file in a temporary folder",
     )
     smoke.set_defaults(handler=_smoke)
+
+    migrate = commands.add_parser(
+        "migrate", help="create or upgrade SquidMesh's tables in a PostgreSQL database"
+    )
+    migrate.add_argument(
+        "--dsn",
+        default=os.environ.get("SQUIDMESH_DSN"),
+        help="libpq connection string or postgresql:// URL (default: $SQUIDMESH_DSN)",
+    )
+    migrate.add_argument(
+        "--schema", default="public", help="PostgreSQL schema for the tables (default: public)"
+    )
+    migrate.set_defaults(handler=_migrate)
 
     run = commands.add_parser("run", help="start, show, list, cancel or replay runs")
     actions = run.add_subparsers(dest="action", required=True)

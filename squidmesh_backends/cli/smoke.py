@@ -12,7 +12,9 @@ from returns.result import Failure
 from squidmesh_backends.cli.gateway import GatewayStub
 from squidmesh_backends.cli.render import summary, timeline
 from squidmesh_backends.examples.payment_recovery import payment_recovery
+from squidmesh_backends.postgres import migrate
 from squidmesh_backends.runtime import RuntimeSettings, compose
+from squidmesh_backends.runtime.bootstrap import split_schema
 from squidmesh_core.commands import Emit
 from squidmesh_core.state import AttemptStatus, RunStatus
 from squidmesh_core.views import Run
@@ -59,12 +61,17 @@ def check(run: Run, gateway_requests: int) -> list[str]:
 async def run_smoke(*, verbose: bool, store: str | None = None, out: TextIO = sys.stdout) -> int:
     """Run the example through a real runtime and a loopback gateway; 0 if every check passes.
 
-    ``store`` is a store spec (``memory``, ``sqlite:PATH``); by default a fresh
-    SQLite file in a temporary directory, the embedded durable store.
+    ``store`` is a store spec (``memory``, ``sqlite:PATH``, ``postgresql://...``);
+    by default a fresh SQLite file in a temporary directory, the embedded durable
+    store. A PostgreSQL schema is migrated first, as a deployment would.
     """
     if store is None:
         with tempfile.TemporaryDirectory(prefix="squidmesh-smoke-") as folder:
             return await run_smoke(verbose=verbose, store=f"sqlite:{folder}/smoke.db", out=out)
+    if store.startswith(("postgresql://", "postgres://")):
+        dsn, schema = split_schema(store)
+        applied = await migrate(dsn, schema=schema)
+        print(f"migrated schema {schema} (applied: {list(applied) or 'nothing new'})", file=out)
     settings = RuntimeSettings(
         poll_interval=timedelta(milliseconds=200),
         lease=timedelta(seconds=15),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from urllib.parse import unquote
 
 from squidmesh_backends.errors import ConfigurationError
 from squidmesh_backends.memory import MemoryRunStore
+from squidmesh_backends.postgres import PostgresRunStore
 from squidmesh_backends.runtime.inprocess import InProcessExecutor
 from squidmesh_backends.runtime.runtime import Runtime
 from squidmesh_backends.runtime.settings import RuntimeSettings
@@ -26,8 +28,9 @@ def compose(
 
     Args:
         workflows: the workflows this runtime may run (registered by name).
-        store: ``"memory"``, ``"sqlite:PATH"`` (the embedded durable store) or a
-            RunStore instance.
+        store: ``"memory"``, ``"sqlite:PATH"`` (the embedded durable store),
+            ``"postgresql://..."`` (optionally with ``?schema=NAME``) or a RunStore
+            instance. A store built from a name is closed by ``Runtime.aclose``.
         executor: ``"inprocess"`` or an Executor instance.
         settings: leases, polling, concurrency; defaults are production-safe.
         sinks: event subscribers.
@@ -44,13 +47,19 @@ def compose(
         runner = InProcessExecutor(concurrency=chosen.concurrency)
     else:
         runner = executor
-    return Runtime(
+    runtime = Runtime(
         store=run_store, executor=runner, workflows=workflows, settings=chosen, sinks=sinks
     )
+    runtime.owns_store = isinstance(store, str)
+    return runtime
 
 
 def open_store(spec: str) -> RunStore:
-    """Build a store from its name: ``memory`` or ``sqlite:PATH``.
+    """Build a store from its name: ``memory``, ``sqlite:PATH`` or a PostgreSQL URL.
+
+    A PostgreSQL URL (``postgresql://`` or ``postgres://``) may carry
+    ``schema=NAME`` among its query parameters: the schema holding SquidMesh's
+    tables (default ``public``), which ``squidmesh migrate`` must have prepared.
 
     Raises:
         ConfigurationError: the name is not one of these.
@@ -62,4 +71,23 @@ def open_store(spec: str) -> RunStore:
         if not path:
             raise ConfigurationError("sqlite store needs a path: 'sqlite:PATH'")
         return SqliteRunStore(path)
-    raise ConfigurationError(f"unknown store {spec!r} (use 'memory' or 'sqlite:PATH')")
+    if spec.startswith(("postgresql://", "postgres://")):
+        dsn, schema = split_schema(spec)
+        return PostgresRunStore(dsn, schema=schema)
+    raise ConfigurationError(
+        f"unknown store {spec!r} (use 'memory', 'sqlite:PATH' or 'postgresql://...')"
+    )
+
+
+def split_schema(url: str) -> tuple[str, str]:
+    """Take SquidMesh's ``schema`` parameter out of a PostgreSQL URL: ``(dsn, schema)``."""
+    base, _, query = url.partition("?")
+    kept: list[str] = []
+    schema = "public"
+    for part in filter(None, query.split("&")):
+        name, _, value = part.partition("=")
+        if name == "schema":
+            schema = unquote(value)
+        else:
+            kept.append(part)
+    return (f"{base}?{'&'.join(kept)}" if kept else base), schema

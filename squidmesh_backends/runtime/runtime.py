@@ -31,7 +31,7 @@ from squidmesh_backends.runtime.inprocess import InProcessExecutor
 from squidmesh_backends.runtime.settings import RuntimeSettings
 from squidmesh_core.definition import WorkflowDefinition
 from squidmesh_core.ids import JobId, LeaseToken
-from squidmesh_core.ports import Clock, EventSink, Executor, IdSource, RunStore
+from squidmesh_core.ports import Clock, EventSink, Executor, IdSource, RunStore, WakeupSource
 from squidmesh_core.state import RunStatus
 from squidmesh_core.views import Run
 
@@ -77,6 +77,9 @@ class Runtime:
         if isinstance(self.executor, InProcessExecutor):
             self.executor.on_done = self.dispatcher.kick
         self._loop_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self.owns_store = False
+        """When true (``compose`` built the store), ``aclose`` closes it too."""
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -95,12 +98,20 @@ class Runtime:
         await self.executor.start(self._handle)
         self.dispatcher.reset()
         self._loop_task = asyncio.create_task(self.dispatcher.run(), name="squidmesh-dispatcher")
+        if isinstance(self.store, WakeupSource):
+            self._watch_task = asyncio.create_task(
+                self.store.watch(self.dispatcher.kick), name="squidmesh-wakeups"
+            )
 
     async def stop(self) -> None:
         """Stop claiming, let running steps finish within the shutdown timeout, release the rest."""
         task, self._loop_task = self._loop_task, None
         if task is None:
             return
+        watcher, self._watch_task = self._watch_task, None
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
         self.dispatcher.stop()
         await asyncio.gather(task, return_exceptions=True)
         unfinished = await self.executor.stop(timeout=self.settings.shutdown_timeout)
@@ -108,12 +119,19 @@ class Runtime:
             released = await self.store.release(job_id, token)
             LOG.warning("released %s on shutdown (held: %s)", job_id, released)
 
+    async def aclose(self) -> None:
+        """Stop, then close the store if ``compose`` opened it (it reopens on next use)."""
+        await self.stop()
+        close = getattr(self.store, "close", None)
+        if self.owns_store and callable(close):
+            await close()
+
     async def __aenter__(self) -> Self:
         await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        await self.aclose()
 
     # ---------------------------------------------------------------- API
 

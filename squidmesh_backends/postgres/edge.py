@@ -1,0 +1,82 @@
+"""The one place psycopg errors become SquidMesh exceptions.
+
+Every public coroutine of this package runs its database work through
+:func:`guarded`, which retries operations interrupted by a lost connection
+(each attempt takes a fresh connection from the pool) and then translates what
+is left. No psycopg exception leaves the package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import PoolTimeout
+
+from squidmesh_backends.errors import BackendError, BackendUnavailableError
+
+T = TypeVar("T")
+LOG = logging.getLogger("squidmesh.postgres")
+
+# Connection-level SQLSTATEs: class 08 (connection exception) and the server
+# going away (admin shutdown, crash shutdown, cannot connect now).
+_GONE = ("57P01", "57P02", "57P03")
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """True when ``exc`` means the server or the connection went away."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate
+    if state is None:
+        return not isinstance(exc, pg_errors.QueryCanceled | pg_errors.PipelineAborted)
+    return state.startswith("08") or state in _GONE
+
+
+def is_contention(exc: BaseException) -> bool:
+    """True for serialization failures and deadlocks: safe to retry the transaction."""
+    return isinstance(exc, pg_errors.SerializationFailure | pg_errors.DeadlockDetected)
+
+
+def translate(exc: psycopg.Error, what: str) -> BackendError:
+    """A SquidMesh exception describing ``exc`` (raised while doing ``what``)."""
+    if is_disconnect(exc):
+        return BackendUnavailableError(f"PostgreSQL unavailable while {what}: {exc}")
+    if isinstance(exc, pg_errors.QueryCanceled):
+        return BackendUnavailableError(f"PostgreSQL cancelled a statement while {what}: {exc}")
+    return BackendError(f"PostgreSQL failed while {what}: {type(exc).__name__}: {exc}")
+
+
+async def guarded(
+    what: str,
+    work: Callable[[], Awaitable[T]],
+    *,
+    retry_for: float,
+) -> T:
+    """Run ``work``; retry it while the connection keeps failing, up to ``retry_for`` seconds.
+
+    Retrying is safe for every store operation: reads have no effect, claims
+    and heartbeats only touch leases, and a commit whose outcome was lost with
+    the connection is refused on its second try by the version guard.
+    """
+    deadline = time.monotonic() + retry_for
+    pause = 0.05
+    while True:
+        try:
+            return await work()
+        except psycopg.Error as exc:
+            if is_disconnect(exc) and time.monotonic() + pause < deadline:
+                LOG.warning("%s: connection lost (%s); retrying in %.2fs", what, exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+                continue
+            raise translate(exc, what) from exc
+        except (UnicodeEncodeError, OverflowError) as exc:
+            raise BackendError(f"PostgreSQL cannot hold a value while {what}: {exc}") from exc

@@ -1,0 +1,785 @@
+"""``PostgresRunStore``: production persistence on PostgreSQL (psycopg 3, async pool).
+
+Runs, step runs, attempts and jobs live in tables of their own (see
+``migrations/0001_initial.sql``). A decision is applied in one transaction sent
+as one pipeline: the run row guarded by its version, the lease fence, the step
+and attempt rows that differ from the decision's ``base``, the job commands and
+a ``NOTIFY`` when jobs were scheduled. Reading a run is one statement.
+
+Claims lease due jobs with ``FOR UPDATE SKIP LOCKED``. With ``clock="database"``
+(the default) due times and lease expiries are compared against the server's
+``now()``, so workers on machines with skewed clocks agree on who holds a job;
+``clock="caller"`` uses the times the runtime passes in (tests with a fake or
+time-skipping clock).
+
+Every database call goes through :func:`squidmesh_backends.postgres.edge.guarded`,
+the single place psycopg errors are retried or translated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Self, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+from returns.result import Failure, Result, Success
+
+from squidmesh_backends.errors import BackendError, ConfigurationError
+from squidmesh_backends.postgres.edge import guarded, is_contention, is_disconnect, translate
+from squidmesh_backends.postgres.migrations import check_schema, quoted_schema
+from squidmesh_core.codec import decode_run, encode_failure
+from squidmesh_core.commands import CancelJob, Decision, FinishJob, RescheduleJob, ScheduleJob
+from squidmesh_core.errors import CommitError, DuplicateRun, StaleLease, VersionConflict
+from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
+from squidmesh_core.jsonvalue import JsonObject
+from squidmesh_core.ports import Claim, Fence
+from squidmesh_core.state import (
+    SCHEMA_VERSION,
+    Attempt,
+    Job,
+    RunState,
+    RunStatus,
+    StepFailure,
+    StepRunState,
+)
+
+LOG = logging.getLogger("squidmesh.postgres")
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[TupleRow]
+GUARD_STATE = "SQM01"
+
+
+def _quiet_aborted_pipelines(record: logging.LogRecord) -> bool:
+    """Drop psycopg's note that a pipeline whose block already raised could not sync.
+
+    A refused commit (version conflict, stale lease) aborts the pipeline on
+    purpose; the exception raised in the block is the real outcome and is
+    handled here, so the second, derived message is noise.
+    """
+    return not (
+        record.msg == "error ignored terminating %r: %s"
+        and isinstance(record.args, tuple)
+        and len(record.args) == 2
+        and isinstance(record.args[1], psycopg.errors.PipelineAborted)
+    )
+
+
+logging.getLogger("psycopg").addFilter(_quiet_aborted_pipelines)
+
+
+@dataclass(slots=True)
+class StoreStats:
+    """What the store sent to the server: for tests and benchmarks."""
+
+    transactions: int = 0
+    """Write transactions committed by ``commit`` (refused ones are not counted)."""
+    statements: int = 0
+    """Statements executed by successful commits (an ``executemany`` row counts as one)."""
+    last_commit: list[str] = field(default_factory=list)
+    """A one-line summary of each statement of the latest successful commit."""
+
+
+class _Refused(Exception):
+    def __init__(self, error: CommitError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class PostgresRunStore:
+    """A RunStore on PostgreSQL. It passes ``RunStoreContract``.
+
+    Args:
+        dsn: a libpq connection string or ``postgresql://`` URL.
+        schema: the PostgreSQL schema holding SquidMesh's tables (migrate it first
+            with ``squidmesh migrate --dsn ... --schema ...``).
+        min_size, max_size: connection pool bounds.
+        statement_timeout: set on every pooled connection.
+        idle_in_transaction_timeout: set on every pooled connection.
+        clock: ``"database"`` compares claims and leases with the server's
+            ``now()``; ``"caller"`` uses the times the runtime passes.
+        retry_for: how long an operation keeps retrying after losing its
+            connection before raising ``BackendUnavailableError``.
+        contention_retries: retries of a commit after a deadlock or serialization
+            failure before it is reported as a version conflict.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "public",
+        min_size: int = 1,
+        max_size: int = 10,
+        statement_timeout: timedelta = timedelta(seconds=30),
+        idle_in_transaction_timeout: timedelta = timedelta(seconds=60),
+        clock: Literal["database", "caller"] = "database",
+        retry_for: timedelta = timedelta(seconds=15),
+        contention_retries: int = 3,
+    ) -> None:
+        if clock not in ("database", "caller"):
+            raise ConfigurationError(f"clock must be 'database' or 'caller', not {clock!r}")
+        if not 1 <= min_size <= max_size:
+            raise ConfigurationError("pool sizes must satisfy 1 <= min_size <= max_size")
+        self.dsn = dsn
+        self.schema = schema
+        self.clock = clock
+        self.min_size = min_size
+        self.max_size = max_size
+        self.statement_timeout = statement_timeout
+        self.idle_in_transaction_timeout = idle_in_transaction_timeout
+        self.retry_for = retry_for.total_seconds()
+        self.contention_retries = contention_retries
+        self.stats = StoreStats()
+        self.channel = "squidmesh_jobs" if schema == "public" else f"squidmesh_jobs_{schema}"
+        self._sql = _Statements(quoted_schema(schema), clock)
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._opening = asyncio.Lock()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Open the pool and check the schema version.
+
+        Raises:
+            MigrationRequiredError: the schema is missing, behind or newer.
+            BackendUnavailableError: the server cannot be reached.
+        """
+        async with self._opening:
+            if self._pool is not None:
+                return
+            pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+                self.dsn,
+                min_size=self.min_size,
+                max_size=self.max_size,
+                open=False,
+                kwargs={"autocommit": True},
+                configure=self._configure,
+                timeout=max(self.retry_for, 1.0),
+                reconnect_timeout=max(self.retry_for * 4, 60.0),
+                name=f"squidmesh-{self.schema}",
+            )
+            try:
+                await guarded("opening the pool", pool.open, retry_for=self.retry_for)
+
+                async def check() -> None:
+                    async with pool.connection() as conn:
+                        await check_schema(conn, self.schema)
+
+                await guarded("checking the schema", check, retry_for=self.retry_for)
+            except BaseException:
+                await pool.close()
+                raise
+            self._pool = pool
+
+    async def close(self) -> None:
+        """Close the pool (the store reopens on next use)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def _configure(self, conn: Conn) -> None:
+        ms_statement = int(self.statement_timeout.total_seconds() * 1000)
+        ms_idle = int(self.idle_in_transaction_timeout.total_seconds() * 1000)
+        await conn.execute(
+            "SELECT set_config('statement_timeout', %s, false),"
+            " set_config('idle_in_transaction_session_timeout', %s, false),"
+            " set_config('TimeZone', 'UTC', false)",
+            (str(ms_statement), str(ms_idle)),
+        )
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Conn]:
+        if self._pool is None:
+            await self.open()
+        pool = self._pool
+        if pool is None:
+            raise BackendError("the PostgreSQL store was closed while in use")
+        async with pool.connection() as conn:
+            yield conn
+
+    async def _do(self, what: str, work: Callable[[Conn], Awaitable[T]]) -> T:
+        async def attempt() -> T:
+            async with self._connection() as conn:
+                return await work(conn)
+
+        return await guarded(what, attempt, retry_for=self.retry_for)
+
+    # ---------------------------------------------------------------- reads
+
+    async def load(self, run_id: RunId) -> RunState | None:
+        async def work(conn: Conn) -> RunState | None:
+            cursor = await conn.execute(self._sql.load, (run_id,))
+            row = await cursor.fetchone()
+            return None if row is None else _decode(row)
+
+        if not _is_uuid(run_id):
+            return None
+        return await self._do("loading a run", work)
+
+    async def find_by_idempotency_key(self, workflow: str, key: IdempotencyKey) -> RunState | None:
+        async def work(conn: Conn) -> RunState | None:
+            cursor = await conn.execute(self._sql.by_key, (workflow, key))
+            row = await cursor.fetchone()
+            return None if row is None else _decode(row)
+
+        return await self._do("finding a run by idempotency key", work)
+
+    async def list_runs(
+        self, *, workflow: str | None, status: RunStatus | None, limit: int
+    ) -> Sequence[RunState]:
+        async def work(conn: Conn) -> list[RunState]:
+            cursor = await conn.execute(
+                self._sql.listing,
+                {
+                    "workflow": workflow,
+                    "status": None if status is None else status.value,
+                    "limit": max(limit, 0),
+                },
+            )
+            return [_decode(row) for row in await cursor.fetchall()]
+
+        return await self._do("listing runs", work)
+
+    # ---------------------------------------------------------------- commit
+
+    async def commit(
+        self, decision: Decision, *, fence: Fence | None = None
+    ) -> Result[None, CommitError]:
+        plan = self._plan(decision, fence)
+
+        async def work(conn: Conn) -> Result[None, CommitError]:
+            for _ in range(self.contention_retries + 1):
+                try:
+                    async with conn.transaction(), conn.pipeline():
+                        for sql, params in plan:
+                            if isinstance(params, list):
+                                async with conn.cursor() as cursor:
+                                    await cursor.executemany(sql, params)
+                            else:
+                                await conn.execute(sql, params)
+                except pg_errors.UniqueViolation as exc:
+                    if decision.expected_version != 0:
+                        raise
+                    return Failure(await self._duplicate(conn, decision.state, exc))
+                except psycopg.Error as exc:
+                    if exc.sqlstate == GUARD_STATE:
+                        return Failure(_guard_error(exc, decision, fence))
+                    if is_contention(exc):
+                        LOG.info("commit of run %s hit %s; retrying", decision.state.id, exc)
+                        continue
+                    raise
+                self.stats.transactions += 1
+                self.stats.statements += sum(len(p) if isinstance(p, list) else 1 for _, p in plan)
+                self.stats.last_commit = [_summary(sql, p) for sql, p in plan]
+                return Success(None)
+            return Failure(
+                VersionConflict(run_id=decision.state.id, expected=decision.expected_version)
+            )
+
+        return await self._do("committing a decision", work)
+
+    def _plan(self, decision: Decision, fence: Fence | None) -> list[tuple[str, Params]]:
+        """The statements that apply ``decision``, in lock order: run, fence, rows, jobs."""
+        sql = self._sql
+        state, base = decision.state, decision.base
+        if base is not None and (base.id != state.id or base.version != state.version - 1):
+            base = None
+        plan: list[tuple[str, Params]] = []
+        if decision.expected_version == 0:
+            plan.append((sql.insert_run, _run_row(state)))
+        else:
+            changes: dict[str, object] = {
+                "status": state.status.value,
+                "version": state.version,
+                "updated_at": state.updated_at,
+            }
+            if base is None or base.context != state.context:
+                changes["context"] = _jsonb(state.context)
+            if base is None or base.payload != state.payload:
+                changes["payload"] = _jsonb(state.payload)
+            if base is None or base.last_error != state.last_error:
+                changes["last_error"] = _jsonb(state.last_error)
+            plan.append(
+                (
+                    sql.update_run(tuple(changes)),
+                    {
+                        **changes,
+                        "id": state.id,
+                        "expected": decision.expected_version,
+                    },
+                )
+            )
+        if fence is not None:
+            plan.append((sql.fence, (fence.job_id, fence.lease_token)))
+        steps, attempts = _changed_rows(state, base)
+        if steps:
+            plan.append((sql.upsert_step, steps))
+        if attempts:
+            plan.append((sql.upsert_attempt, attempts))
+        schedules: list[Sequence[object]] = []
+        deletes: list[Sequence[object]] = []
+        wake = False
+        for command in decision.commands:
+            match command:
+                case ScheduleJob(job=job):
+                    schedules.append(_job_row(job))
+                    wake = True
+                case RescheduleJob(job_id=job_id, due_at=due_at):
+                    plan.append((sql.reschedule, (due_at, job_id)))
+                    wake = True
+                case CancelJob(job_id=job_id) | FinishJob(job_id=job_id):
+                    deletes.append((job_id,))
+                case _:
+                    pass
+        if deletes:
+            plan.append((sql.delete_job, deletes))
+        if schedules:
+            plan.append((sql.insert_job, schedules))
+        scheduled = {row[0] for row in schedules}
+        starts = [
+            (job.status.value, job.lease_token, job.id)
+            for job in _changed_jobs(state, base)
+            if job.id not in scheduled
+        ]
+        if starts:
+            plan.append((sql.start_job, starts))
+        if wake:
+            plan.append((sql.notify, (self.channel,)))
+        return plan
+
+    async def _duplicate(
+        self, conn: Conn, state: RunState, exc: pg_errors.UniqueViolation
+    ) -> DuplicateRun:
+        if exc.diag.constraint_name == "squidmesh_runs_idempotency":
+            cursor = await conn.execute(
+                self._sql.key_owner, (state.workflow, state.idempotency_key)
+            )
+            row = await cursor.fetchone()
+            if row is not None:
+                return DuplicateRun(run_id=state.id, existing_run_id=str(row[0]))
+        if exc.diag.constraint_name in ("squidmesh_runs_pkey", "squidmesh_runs_idempotency"):
+            return DuplicateRun(run_id=state.id, existing_run_id=state.id)
+        raise exc
+
+    # ---------------------------------------------------------------- leases
+
+    async def claim_due(
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        lease_for: timedelta,
+        owner: str,
+        mint: Callable[[], LeaseToken],
+    ) -> Sequence[Claim]:
+        if limit <= 0:
+            return []
+        tokens = [mint() for _ in range(limit)]
+
+        async def work(conn: Conn) -> list[Claim]:
+            cursor = await conn.execute(
+                self._sql.claim,
+                {"now": now, "limit": limit, "tokens": tokens, "owner": owner, "lease": lease_for},
+            )
+            rows = await cursor.fetchall()
+            return [
+                Claim(
+                    job_id=JobId(str(job_id)),
+                    run_id=RunId(str(run_id)),
+                    lease_token=LeaseToken(str(token)),
+                    lease_expires_at=_as_datetime(expires),
+                )
+                for job_id, run_id, token, expires, _ in sorted(rows, key=lambda r: r[4])
+            ]
+
+        return await self._do("claiming due jobs", work)
+
+    async def heartbeat(self, job_id: JobId, lease_token: LeaseToken, *, until: datetime) -> bool:
+        async def work(conn: Conn) -> bool:
+            cursor = await conn.execute(
+                self._sql.heartbeat,
+                {
+                    "until": until,
+                    "extend": until - datetime.now(UTC),
+                    "id": job_id,
+                    "token": lease_token,
+                },
+            )
+            return cursor.rowcount == 1
+
+        return await self._do("extending a lease", work)
+
+    async def release(self, job_id: JobId, lease_token: LeaseToken) -> bool:
+        async def work(conn: Conn) -> bool:
+            cursor = await conn.execute(self._sql.release, (job_id, lease_token, self.channel))
+            return len(await cursor.fetchall()) == 1
+
+        return await self._do("releasing a lease", work)
+
+    async def next_due_at(self) -> datetime | None:
+        async def work(conn: Conn) -> datetime | None:
+            cursor = await conn.execute(self._sql.next_due)
+            row = await cursor.fetchone()
+            if row is None or row[0] is None:
+                return None
+            if self.clock == "database":
+                delta = row[0]
+                assert isinstance(delta, timedelta)
+                return datetime.now(UTC) + delta
+            return _as_datetime(row[0])
+
+        return await self._do("reading the next due time", work)
+
+    # ---------------------------------------------------------------- wake-ups
+
+    async def watch(self, wake: Callable[[], None]) -> None:
+        """LISTEN for jobs becoming due and call ``wake`` for each notice, until cancelled.
+
+        Reconnects with backoff after losing the connection, and calls ``wake``
+        after every (re)connect, since notices sent meanwhile were lost.
+        """
+        pause = 0.1
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+                    await conn.execute(f'LISTEN "{self.channel}"')
+                    pause = 0.1
+                    wake()
+                    async for _ in conn.notifies():
+                        wake()
+            except psycopg.Error as exc:
+                LOG.warning(
+                    "LISTEN %s failed (%s); reconnecting in %.1fs", self.channel, exc, pause
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    # ---------------------------------------------------------------- look-behind
+
+    async def job_rows(self) -> dict[JobId, tuple[datetime, LeaseToken | None]]:
+        """Look behind the port: every job row as (due_at, lease token). For tests."""
+
+        async def work(conn: Conn) -> dict[JobId, tuple[datetime, LeaseToken | None]]:
+            cursor = await conn.execute(self._sql.job_rows)
+            return {
+                JobId(str(r[0])): (_as_datetime(r[1]), None if r[2] is None else LeaseToken(r[2]))
+                for r in await cursor.fetchall()
+            }
+
+        return await self._do("reading job rows", work)
+
+    async def execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement on a pooled connection and return its rows (tests, operations)."""
+
+        async def work(conn: Conn) -> list[tuple[Any, ...]]:
+            cursor = await conn.execute(sql.encode(), params)
+            return list(await cursor.fetchall()) if cursor.description else []
+
+        return await self._do("running a statement", work)
+
+
+# ---------------------------------------------------------------- SQL
+
+Params = Sequence[object] | dict[str, object] | list[Sequence[object]]
+
+_STEP_JSON = """jsonb_build_object(
+    'step', s.step, 'status', s.status, 'scheduled_at', s.scheduled_at,
+    'updated_at', s.updated_at, 'input', s.input, 'output', s.output, 'error', s.error,
+    'attempts', COALESCE((
+        SELECT jsonb_agg(jsonb_build_object(
+            'number', a.number, 'status', a.status, 'job_id', a.job_id,
+            'lease_token', a.lease_token, 'started_at', a.started_at,
+            'finished_at', a.finished_at, 'error', a.error) ORDER BY a.number)
+        FROM {s}.squidmesh_attempts a WHERE a.run_id = s.run_id AND a.step = s.step
+    ), '[]'::jsonb))"""
+
+_JOB_JSON = """jsonb_build_object(
+    'id', j.id, 'run_id', j.run_id, 'step', j.step, 'attempt', j.attempt,
+    'due_at', j.due_at, 'status', j.state, 'lease_token', j.started_token)"""
+
+
+class _Statements:
+    """Every statement the store sends, with the schema name filled in once."""
+
+    def __init__(self, s: str, clock: str) -> None:
+        self.s = s
+        now = "now()" if clock == "database" else "%(now)s"
+        run_select = f"""
+            SELECT r.id, r.workflow, r.trigger, r.status, r.version, r.payload, r.context,
+                   r.created_at, r.updated_at, r.last_error, r.replayed_from, r.idempotency_key,
+                   COALESCE((SELECT jsonb_agg({_STEP_JSON} ORDER BY s.position)
+                             FROM {s}.squidmesh_step_runs s WHERE s.run_id = r.id), '[]'::jsonb),
+                   COALESCE((SELECT jsonb_agg({_JOB_JSON} ORDER BY j.seq)
+                             FROM {s}.squidmesh_jobs j WHERE j.run_id = r.id), '[]'::jsonb)
+            FROM {s}.squidmesh_runs r"""
+        run_select = run_select.replace("{s}", s)
+        self.load = f"{run_select} WHERE r.id = %s"
+        self.by_key = f"{run_select} WHERE r.workflow = %s AND r.idempotency_key = %s"
+        self.listing = (
+            f"{run_select} WHERE (%(workflow)s::text IS NULL OR r.workflow = %(workflow)s)"
+            " AND (%(status)s::text IS NULL OR r.status = %(status)s)"
+            " ORDER BY r.created_at DESC, r.id DESC LIMIT %(limit)s"
+        )
+        self.key_owner = (
+            f"SELECT id FROM {s}.squidmesh_runs WHERE workflow = %s AND idempotency_key = %s"
+        )
+        self.insert_run = (
+            f"INSERT INTO {s}.squidmesh_runs (id, workflow, trigger, status, version, payload,"
+            " context, created_at, updated_at, last_error, replayed_from, idempotency_key)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        )
+        self.fence = (
+            f"SELECT {s}.squidmesh_require(EXISTS (SELECT 1 FROM {s}.squidmesh_jobs"
+            " WHERE id = %s AND lease_token = %s FOR UPDATE), 'stale_lease')"
+        )
+        self.upsert_step = (
+            f"INSERT INTO {s}.squidmesh_step_runs (run_id, step, position, status, scheduled_at,"
+            " updated_at, input, output, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (run_id, step) DO UPDATE SET status = excluded.status,"
+            " scheduled_at = excluded.scheduled_at, updated_at = excluded.updated_at,"
+            " input = excluded.input, output = excluded.output, error = excluded.error"
+        )
+        self.upsert_attempt = (
+            f"INSERT INTO {s}.squidmesh_attempts (run_id, step, number, status, job_id,"
+            " lease_token, started_at, finished_at, error) VALUES (%s, %s, %s, %s, %s, %s, %s,"
+            " %s, %s) ON CONFLICT (run_id, step, number) DO UPDATE SET status = excluded.status,"
+            " job_id = excluded.job_id, lease_token = excluded.lease_token,"
+            " started_at = excluded.started_at, finished_at = excluded.finished_at,"
+            " error = excluded.error"
+        )
+        self.insert_job = (
+            f"INSERT INTO {s}.squidmesh_jobs (id, run_id, step, attempt, due_at, state,"
+            " started_token) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (id) DO UPDATE SET due_at = excluded.due_at, state = excluded.state,"
+            " started_token = excluded.started_token, lease_token = NULL, lease_owner = NULL,"
+            " lease_expires_at = NULL"
+        )
+        self.reschedule = f"UPDATE {s}.squidmesh_jobs SET due_at = %s WHERE id = %s"
+        self.delete_job = f"DELETE FROM {s}.squidmesh_jobs WHERE id = %s"
+        self.start_job = (
+            f"UPDATE {s}.squidmesh_jobs SET state = %s, started_token = %s WHERE id = %s"
+        )
+        self.notify = "SELECT pg_notify(%s, '')"
+        self.claim = f"""
+            WITH due AS (
+                SELECT id, row_number() OVER (ORDER BY due_at, id) AS n
+                FROM (SELECT id, due_at FROM {s}.squidmesh_jobs
+                      WHERE due_at <= {now}
+                        AND (lease_expires_at IS NULL OR lease_expires_at <= {now})
+                      ORDER BY due_at, id LIMIT %(limit)s
+                      FOR UPDATE SKIP LOCKED) picked
+            )
+            UPDATE {s}.squidmesh_jobs j
+               SET lease_token = (%(tokens)s::text[])[due.n], lease_owner = %(owner)s,
+                   lease_expires_at = {now} + %(lease)s::interval
+              FROM due WHERE j.id = due.id
+            RETURNING j.id, j.run_id, j.lease_token, j.lease_expires_at, due.n"""
+        until = "now() + %(extend)s::interval" if clock == "database" else "%(until)s"
+        self.heartbeat = (
+            f"UPDATE {s}.squidmesh_jobs SET lease_expires_at = {until}"
+            " WHERE id = %(id)s AND lease_token = %(token)s"
+        )
+        self.release = (
+            f"WITH freed AS (UPDATE {s}.squidmesh_jobs SET lease_token = NULL,"
+            " lease_owner = NULL, lease_expires_at = NULL WHERE id = %s AND lease_token = %s"
+            " RETURNING 1) SELECT pg_notify(%s, '') FROM freed"
+        )
+        earliest = (
+            f"LEAST((SELECT min(due_at) FROM {s}.squidmesh_jobs WHERE lease_expires_at IS NULL),"
+            f" (SELECT min(lease_expires_at) FROM {s}.squidmesh_jobs"
+            " WHERE lease_expires_at IS NOT NULL))"
+        )
+        self.next_due = (
+            f"SELECT {earliest} - now()" if clock == "database" else f"SELECT {earliest}"
+        )
+        self.job_rows = f"SELECT id, due_at, lease_token FROM {s}.squidmesh_jobs"
+
+    def update_run(self, columns: Iterable[str]) -> str:
+        sets = ", ".join(f"{c} = %({c})s" for c in columns)
+        return (
+            f"WITH changed AS (UPDATE {self.s}.squidmesh_runs SET {sets}"
+            " WHERE id = %(id)s AND version = %(expected)s RETURNING 1)"
+            f" SELECT {self.s}.squidmesh_require(EXISTS (SELECT 1 FROM changed),"
+            " 'version_conflict')"
+        )
+
+
+# ---------------------------------------------------------------- rows
+
+
+def _jsonb(value: JsonObject | StepFailure | None) -> Jsonb | None:
+    if value is None:
+        return None
+    if isinstance(value, StepFailure):
+        return Jsonb(encode_failure(value))
+    return Jsonb(dict(value))
+
+
+def _run_row(state: RunState) -> Sequence[object]:
+    return (
+        state.id,
+        state.workflow,
+        state.trigger,
+        state.status.value,
+        state.version,
+        _jsonb(state.payload),
+        _jsonb(state.context),
+        state.created_at,
+        state.updated_at,
+        _jsonb(state.last_error),
+        state.replayed_from,
+        state.idempotency_key,
+    )
+
+
+def _step_row(run_id: RunId, position: int, step: StepRunState) -> Sequence[object]:
+    return (
+        run_id,
+        step.step,
+        position,
+        step.status.value,
+        step.scheduled_at,
+        step.updated_at,
+        _jsonb(step.input),
+        _jsonb(step.output),
+        _jsonb(step.error),
+    )
+
+
+def _attempt_row(run_id: RunId, step: str, attempt: Attempt) -> Sequence[object]:
+    return (
+        run_id,
+        step,
+        attempt.number,
+        attempt.status.value,
+        attempt.job_id,
+        attempt.lease_token,
+        attempt.started_at,
+        attempt.finished_at,
+        _jsonb(attempt.error),
+    )
+
+
+def _job_row(job: Job) -> Sequence[object]:
+    return (
+        job.id,
+        job.run_id,
+        job.step,
+        job.attempt,
+        job.due_at,
+        job.status.value,
+        job.lease_token,
+    )
+
+
+def _changed_rows(
+    state: RunState, base: RunState | None
+) -> tuple[list[Sequence[object]], list[Sequence[object]]]:
+    """Step and attempt rows of ``state`` that differ from ``base`` (all of them without one)."""
+    before = {} if base is None else {s.step: s for s in base.steps}
+    steps: list[Sequence[object]] = []
+    attempts: list[Sequence[object]] = []
+    for position, step in enumerate(state.steps):
+        old = before.get(step.step)
+        if old is step:
+            continue
+        if (
+            old is None
+            or old.status != step.status
+            or old.scheduled_at != step.scheduled_at
+            or old.updated_at != step.updated_at
+            or old.input != step.input
+            or old.output != step.output
+            or old.error != step.error
+        ):
+            steps.append(_step_row(state.id, position, step))
+        previous = {} if old is None else {a.number: a for a in old.attempts}
+        attempts.extend(
+            _attempt_row(state.id, step.step, attempt)
+            for attempt in step.attempts
+            if previous.get(attempt.number) != attempt
+        )
+    return steps, attempts
+
+
+def _changed_jobs(state: RunState, base: RunState | None) -> Iterable[Job]:
+    before = {} if base is None else {j.id: j for j in base.jobs}
+    for job in state.jobs:
+        old = before.get(job.id)
+        if old is None or old.status != job.status or old.lease_token != job.lease_token:
+            yield job
+
+
+def _decode(row: Sequence[Any]) -> RunState:
+    (run_id, workflow, trigger, status, version, payload, context, created_at, updated_at,
+     last_error, replayed_from, key, steps, jobs) = row  # fmt: skip
+    data: dict[str, object] = {
+        "schema_version": SCHEMA_VERSION,
+        "id": str(run_id),
+        "workflow": workflow,
+        "trigger": trigger,
+        "status": status,
+        "payload": payload,
+        "context": context,
+        "created_at": _as_datetime(created_at).isoformat(),
+        "updated_at": _as_datetime(updated_at).isoformat(),
+        "version": version,
+        "steps": steps,
+        "jobs": jobs,
+        "last_error": last_error,
+        "replayed_from": None if replayed_from is None else str(replayed_from),
+        "idempotency_key": key,
+    }
+    decoded = decode_run(data)
+    if isinstance(decoded, Failure):
+        raise BackendError(f"stored run {run_id} does not decode: {decoded.failure()}")
+    return decoded.unwrap()
+
+
+def _as_datetime(value: object) -> datetime:
+    if not isinstance(value, datetime):
+        raise BackendError(f"expected a timestamp from PostgreSQL, got {type(value).__name__}")
+    return value
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _guard_error(exc: psycopg.Error, decision: Decision, fence: Fence | None) -> CommitError:
+    code = exc.diag.message_primary
+    if code == "stale_lease" and fence is not None:
+        return StaleLease(job_id=fence.job_id)
+    if code == "version_conflict":
+        return VersionConflict(run_id=decision.state.id, expected=decision.expected_version)
+    raise translate(exc, "committing a decision") from exc
+
+
+def _summary(sql: str, params: Params) -> str:
+    words = " ".join(sql.split())
+    head = words[:80] + ("..." if len(words) > 80 else "")
+    return f"{head} x{len(params)}" if isinstance(params, list) else head
+
+
+__all__ = ["PostgresRunStore", "StoreStats", "is_disconnect"]
