@@ -376,7 +376,7 @@ def _start(
     )
     if trigger is None:
         return Failure(UnknownTrigger(workflow=definition.name, trigger=str(event.trigger)))
-    context = check_json_object(event.context)
+    context = check_json_object(event.context, limits=definition.limits)
     if isinstance(context, Failure):
         problem = context.failure()
         return Failure(
@@ -392,6 +392,7 @@ def _start(
         workflow=definition.name,
         trigger=trigger.name,
         now=now,
+        limits=definition.limits,
     ).map(
         lambda payload: _new_run(
             definition,
@@ -440,6 +441,7 @@ def _replay(
         workflow=definition.name,
         trigger=source.trigger,
         now=source.created_at,
+        limits=definition.limits,
     ).map(
         lambda payload: _new_run(
             definition,
@@ -526,7 +528,7 @@ def _succeed(
     if isinstance(found, Failure):
         return found
     job = found.unwrap()
-    checked = check_json_object(event.output)
+    checked = check_json_object(event.output, limits=definition.limits)
     if isinstance(checked, Failure):
         problem = checked.failure()
         failure = StepFailure(

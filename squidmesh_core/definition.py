@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 
+from squidmesh_core.jsonvalue import DEFAULT_LIMITS, JsonLimits
 from squidmesh_core.payload import EMPTY_CONTRACT, FieldSpec, PayloadContract
 from squidmesh_core.retry import Retry
 
@@ -132,6 +133,8 @@ class WorkflowDefinition:
     """Checked payload contract of each trigger, by trigger name."""
     payload_fields: tuple[FieldSpec, ...] = ()
     """Union of all triggers' fields (first declaration wins)."""
+    limits: JsonLimits = DEFAULT_LIMITS
+    """Size and depth bounds for payloads, initial contexts and step outputs."""
 
     @property
     def default_trigger(self) -> TriggerSpec:

@@ -35,6 +35,7 @@ from squidmesh_core.definition import (
     TriggerSpec,
     WorkflowDefinition,
 )
+from squidmesh_core.jsonvalue import DEFAULT_LIMITS, JsonLimits
 from squidmesh_core.retry import Backoff, Exponential, Fixed, Linear, Retry
 from squidmesh_core.validation import build_workflow
 
@@ -151,10 +152,13 @@ def workflow(
     triggers: Iterable[TriggerSpec],
     steps: Iterable[StepSpec],
     transitions: Iterable[TransitionSpec | Iterable[TransitionSpec]] = (),
+    limits: JsonLimits = DEFAULT_LIMITS,
 ) -> WorkflowDefinition:
     """Declare and validate a workflow.
 
     ``transitions`` may mix single transitions and groups (such as :func:`chain`).
+    ``limits`` bounds payloads, initial contexts and step outputs (default 1 MiB,
+    64 levels deep); anything larger is refused before it is stored.
 
     Raises:
         InvalidWorkflowError: listing every problem found.
@@ -165,7 +169,9 @@ def workflow(
             flat.append(item)
         else:
             flat.extend(item)
-    result = build_workflow(name, triggers=tuple(triggers), steps=tuple(steps), transitions=flat)
+    result = build_workflow(
+        name, triggers=tuple(triggers), steps=tuple(steps), transitions=flat, limits=limits
+    )
     if isinstance(result, Failure):
         raise result.failure().to_exception()
     return result.unwrap()

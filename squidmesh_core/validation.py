@@ -33,6 +33,7 @@ from squidmesh_core.definition import (
 )
 from squidmesh_core.errors import DefinitionErrors, DefinitionProblem
 from squidmesh_core.ids import NAME_PATTERN
+from squidmesh_core.jsonvalue import DEFAULT_LIMITS, JsonLimits
 from squidmesh_core.payload import PayloadContract, describe_contract, merge_contract_fields
 from squidmesh_core.retry import MAX_DELAY, Exponential, Fixed, Linear, Retry
 
@@ -341,8 +342,12 @@ def build_workflow(
     triggers: Sequence[TriggerSpec],
     steps: Sequence[StepSpec],
     transitions: Sequence[TransitionSpec] = (),
+    limits: JsonLimits = DEFAULT_LIMITS,
 ) -> Result[WorkflowDefinition, DefinitionErrors]:
     """Validate a declared workflow.
+
+    ``limits`` bounds the size and nesting of its payloads and step outputs
+    (default: 1 MiB encoded, 64 levels).
 
     Returns:
         ``Success(WorkflowDefinition)``, or ``Failure(DefinitionErrors)`` with one
@@ -391,5 +396,6 @@ def build_workflow(
             entry_steps=tuple(entries),
             contracts=contracts,
             payload_fields=fields,
+            limits=limits,
         )
     )

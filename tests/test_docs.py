@@ -6,9 +6,12 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.services import drop_schema, require_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -27,8 +30,29 @@ def test_the_readme_has_code_to_check() -> None:
     assert any(name.startswith("README.md") for name, _ in blocks())
 
 
+DOCS_SCHEMA = "squidmesh"
+"""The schema the PostgreSQL examples use; dropped after each of them."""
+
+
+@pytest.fixture
+def postgres_if_needed(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """For a block that mentions SQUIDMESH_DSN: the DSN to give it, and clean-up after."""
+    code = request.node.callspec.params["code"]
+    if "SQUIDMESH_DSN" not in code:
+        yield {}
+        return
+    dsn = require_postgres()
+    drop_schema(dsn, DOCS_SCHEMA)
+    yield {"SQUIDMESH_DSN": dsn}
+    drop_schema(dsn, DOCS_SCHEMA)
+
+
 @pytest.mark.parametrize(("name", "code"), blocks(), ids=[name for name, _ in blocks()])
-def test_code_block_runs(name: str, code: str) -> None:
+def test_code_block_runs(
+    name: str, code: str, postgres_if_needed: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in postgres_if_needed.items():
+        monkeypatch.setenv(key, value)
     exec(compile(code, name, "exec", dont_inherit=True), {"__name__": "docs_example"})
 
 
@@ -45,7 +69,9 @@ def shell_blocks() -> list[tuple[str, str]]:
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize(("name", "code"), shell_blocks(), ids=[name for name, _ in shell_blocks()])
-def test_shell_block_runs(name: str, code: str, tmp_path: Path) -> None:
+def test_shell_block_runs(
+    name: str, code: str, tmp_path: Path, postgres_if_needed: dict[str, str]
+) -> None:
     # `make test` is the command running this very test; every other line runs.
     code = "\n".join(
         ": make test is this suite" if line.strip().startswith("make test") else line
@@ -56,6 +82,7 @@ def test_shell_block_runs(name: str, code: str, tmp_path: Path) -> None:
         **os.environ,
         "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "SQUIDMESH_EXAMPLE_DB": str(tmp_path / "example.db"),
+        **postgres_if_needed,
     }
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", code],

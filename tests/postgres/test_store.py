@@ -1,0 +1,297 @@
+"""PostgreSQL-specific behaviour: migrations, namespaces, database time, statement counts, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from returns.result import Failure, Success
+
+from squidmesh_backends.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigurationError,
+    MigrationRequiredError,
+)
+from squidmesh_backends.postgres import LATEST_VERSION, PostgresRunStore, migrate
+from squidmesh_backends.postgres.migrations import MIGRATIONS
+from squidmesh_backends.runtime.bootstrap import open_store, split_schema
+from squidmesh_core.commands import Decision
+from squidmesh_core.decide import decide
+from squidmesh_core.errors import StaleLease, VersionConflict
+from squidmesh_core.events import CancelRequested, StepSucceeded
+from squidmesh_core.ids import JobId, LeaseToken
+from squidmesh_core.ports import Fence
+from squidmesh_core.testing.contracts.run_store import (
+    FLOW,
+    LEASE,
+    T0,
+    Tokens,
+    committed,
+    deliver,
+    new_run,
+    run_id,
+)
+from tests.services import drop_schema
+
+pytestmark = pytest.mark.postgres
+
+
+async def tables(dsn: str, schema: str) -> set[str]:
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cursor = await conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        )
+        return {row[0] for row in await cursor.fetchall()}
+
+
+# ---------------------------------------------------------------- migrations
+
+
+async def test_migrate_creates_the_tables_and_records_the_version(
+    pg_dsn: str, fresh_schema: str
+) -> None:
+    assert await migrate(pg_dsn, schema=fresh_schema) == tuple(m.version for m in MIGRATIONS)
+    assert await tables(pg_dsn, fresh_schema) == {
+        "squidmesh_schema_migrations",
+        "squidmesh_runs",
+        "squidmesh_step_runs",
+        "squidmesh_attempts",
+        "squidmesh_jobs",
+    }
+    assert await migrate(pg_dsn, schema=fresh_schema) == ()
+
+
+async def test_concurrent_migrations_apply_each_file_once(pg_dsn: str, fresh_schema: str) -> None:
+    results = await asyncio.gather(*(migrate(pg_dsn, schema=fresh_schema) for _ in range(6)))
+    assert sorted(results) == [()] * 5 + [(LATEST_VERSION,)]
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+        cursor = await conn.execute(
+            f'SELECT version FROM "{fresh_schema}".squidmesh_schema_migrations'
+        )
+        assert await cursor.fetchall() == [(LATEST_VERSION,)]
+
+
+async def test_an_unmigrated_schema_is_refused_naming_the_command(
+    pg_dsn: str, fresh_schema: str
+) -> None:
+    store = PostgresRunStore(pg_dsn, schema=fresh_schema)
+    with pytest.raises(MigrationRequiredError) as raised:
+        await store.open()
+    assert f"squidmesh migrate --dsn <DSN> --schema {fresh_schema}" in str(raised.value)
+    assert "version 0" in str(raised.value)
+    with pytest.raises(MigrationRequiredError):
+        await store.load(run_id(1))
+
+
+async def test_a_newer_schema_is_refused_by_the_store_and_by_migrate(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        await conn.execute(
+            f'INSERT INTO "{pg_schema}".squidmesh_schema_migrations (version, name, checksum)'
+            " VALUES (%s, 'future', 'x')",
+            (LATEST_VERSION + 1,),
+        )
+    with pytest.raises(MigrationRequiredError, match="newer than this SquidMesh"):
+        await PostgresRunStore(pg_dsn, schema=pg_schema).open()
+    with pytest.raises(MigrationRequiredError, match="upgrade SquidMesh"):
+        await migrate(pg_dsn, schema=pg_schema)
+
+
+async def test_an_edited_migration_is_detected(pg_dsn: str, pg_schema: str) -> None:
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        await conn.execute(
+            f'UPDATE "{pg_schema}".squidmesh_schema_migrations SET checksum = %s', ("edited",)
+        )
+    with pytest.raises(MigrationRequiredError, match="must never change"):
+        await migrate(pg_dsn, schema=pg_schema)
+
+
+async def test_schemas_keep_stores_apart(pg_dsn: str, pg_store: PostgresRunStore) -> None:
+    other = "sm_test_other_ns"
+    await migrate(pg_dsn, schema=other)
+    try:
+        async with PostgresRunStore(pg_dsn, schema=other, clock="caller") as neighbour:
+            await committed(pg_store, new_run(1))
+            assert await neighbour.load(run_id(1)) is None
+            assert (
+                await neighbour.claim_due(
+                    now=T0, limit=5, lease_for=LEASE, owner="n", mint=Tokens()
+                )
+                == []
+            )
+    finally:
+        drop_schema(pg_dsn, other)
+
+
+@pytest.mark.parametrize("name", ["Public", "a-b", "x;drop table y", "", "1abc", "a" * 64])
+def test_schema_names_are_checked(name: str) -> None:
+    with pytest.raises(ConfigurationError, match="invalid PostgreSQL schema name"):
+        PostgresRunStore("postgresql://127.0.0.1/x", schema=name)
+
+
+def test_urls_carry_the_schema() -> None:
+    assert split_schema("postgresql://u@h:5/db?schema=jobs&sslmode=disable") == (
+        "postgresql://u@h:5/db?sslmode=disable",
+        "jobs",
+    )
+    assert split_schema("postgres://h/db") == ("postgres://h/db", "public")
+    store = open_store("postgresql://h/db?schema=app_jobs")
+    assert isinstance(store, PostgresRunStore)
+    assert store.schema == "app_jobs"
+    assert store.dsn == "postgresql://h/db"
+
+
+# ---------------------------------------------------------------- session settings
+
+
+async def test_pooled_connections_carry_the_timeouts(pg_dsn: str, pg_schema: str) -> None:
+    async with PostgresRunStore(
+        pg_dsn,
+        schema=pg_schema,
+        statement_timeout=timedelta(seconds=7),
+        idle_in_transaction_timeout=timedelta(seconds=9),
+    ) as store:
+        rows = await store.execute(
+            "SELECT current_setting('statement_timeout'),"
+            " current_setting('idle_in_transaction_session_timeout'), current_setting('TimeZone')"
+        )
+    assert rows == [("7s", "9s", "UTC")]
+
+
+async def test_a_statement_over_the_timeout_is_a_backend_error(pg_dsn: str, pg_schema: str) -> None:
+    async with PostgresRunStore(
+        pg_dsn, schema=pg_schema, statement_timeout=timedelta(milliseconds=100)
+    ) as store:
+        with pytest.raises(BackendUnavailableError, match="cancelled a statement"):
+            await store.execute("SELECT pg_sleep(1)")
+
+
+# ---------------------------------------------------------------- one transaction per step
+
+
+async def test_a_step_transition_is_one_transaction_of_few_statements(
+    pg_store: PostgresRunStore,
+) -> None:
+    state = await committed(pg_store, new_run(1))
+    before = pg_store.stats.transactions
+    state, token = await deliver(pg_store, state, T0)
+    assert pg_store.stats.transactions == before + 1
+    start_statements = list(pg_store.stats.last_commit)
+    job = JobId(f"{state.id}/first/1")
+    done = decide(
+        FLOW, state, StepSucceeded(job_id=job, lease_token=token, output={"a": 1}), now=T0
+    ).unwrap()
+    statements_before = pg_store.stats.statements
+    await committed(pg_store, done, Fence(job_id=job, lease_token=token))
+    assert pg_store.stats.transactions == before + 2
+    # Step succeeded and the next one scheduled: run update, fence, the two step rows,
+    # the attempt row, the finished job, the new job, one NOTIFY.
+    assert pg_store.stats.statements - statements_before == 8
+    kinds = [line.split(" ")[0] for line in pg_store.stats.last_commit]
+    assert kinds == ["WITH", "SELECT", "INSERT", "INSERT", "DELETE", "INSERT", "SELECT"]
+    assert "squidmesh_attempts" in " ".join(start_statements)
+
+
+async def test_unchanged_steps_are_not_rewritten(pg_store: PostgresRunStore) -> None:
+    state = await committed(pg_store, new_run(1))
+    state, token = await deliver(pg_store, state, T0)
+    job = JobId(f"{state.id}/first/1")
+    done = decide(
+        FLOW, state, StepSucceeded(job_id=job, lease_token=token, output={}), now=T0
+    ).unwrap()
+    state = await committed(pg_store, done, Fence(job_id=job, lease_token=token))
+    state, _ = await deliver(pg_store, state, T0)
+    # Starting 'pause' touches its own step row and attempt, never 'first' again.
+    assert sum("squidmesh_step_runs" in line for line in pg_store.stats.last_commit) == 1
+    assert "x1" in next(s for s in pg_store.stats.last_commit if "squidmesh_step_runs" in s)
+    assert await pg_store.load(state.id) == state
+
+
+async def test_a_decision_without_a_base_writes_everything_and_still_loads_equal(
+    pg_store: PostgresRunStore,
+) -> None:
+    state = await committed(pg_store, new_run(1))
+    state, _ = await deliver(pg_store, state, T0)
+    decision = decide(FLOW, state, CancelRequested(), now=T0).unwrap()
+    bare = Decision(state=decision.state, commands=decision.commands)
+    assert await pg_store.commit(bare) == Success(None)
+    assert await pg_store.load(state.id) == decision.state
+
+
+async def test_a_refused_commit_writes_nothing(pg_store: PostgresRunStore) -> None:
+    state = await committed(pg_store, new_run(1))
+    state, token = await deliver(pg_store, state, T0)
+    job = JobId(f"{state.id}/first/1")
+    done = decide(
+        FLOW, state, StepSucceeded(job_id=job, lease_token=token, output={"a": 1}), now=T0
+    ).unwrap()
+    wrong = Fence(job_id=job, lease_token=LeaseToken("not-the-lease"))
+    assert await pg_store.commit(done, fence=wrong) == Failure(StaleLease(job_id=job))
+    assert await pg_store.load(state.id) == state
+    assert await pg_store.commit(done, fence=Fence(job_id=job, lease_token=token)) == Success(None)
+    assert isinstance(
+        (await pg_store.commit(done, fence=Fence(job_id=job, lease_token=token))).failure(),
+        VersionConflict,
+    )
+
+
+# ---------------------------------------------------------------- database time
+
+
+async def test_the_database_clock_decides_what_is_due(pg_dsn: str, pg_schema: str) -> None:
+    now = datetime.now(UTC)
+    async with PostgresRunStore(pg_dsn, schema=pg_schema) as store:
+        await committed(store, new_run(1, at=now - timedelta(seconds=1)))
+        await committed(store, new_run(2, at=now + timedelta(hours=1)))
+        # The caller's clock is ignored: it claims "from the past" and "from the future".
+        claims = await store.claim_due(
+            now=now - timedelta(days=1), limit=5, lease_for=LEASE, owner="w", mint=Tokens()
+        )
+        assert [c.run_id for c in claims] == [run_id(1)]
+        assert abs(claims[0].lease_expires_at - (now + LEASE)) < timedelta(seconds=5)
+        later = await store.claim_due(
+            now=now + timedelta(days=1), limit=5, lease_for=LEASE, owner="w", mint=Tokens()
+        )
+        assert later == []
+        upcoming = await store.next_due_at()
+        assert upcoming is not None
+        assert abs(upcoming - (now + LEASE)) < timedelta(seconds=5)
+        held = claims[0]
+        assert await store.heartbeat(
+            held.job_id, held.lease_token, until=datetime.now(UTC) + timedelta(minutes=10)
+        )
+        rows = await store.execute(
+            f'SELECT lease_expires_at - now() FROM "{pg_schema}".squidmesh_jobs WHERE id = %s',
+            (held.job_id,),
+        )
+        assert timedelta(minutes=9) < rows[0][0] <= timedelta(minutes=10)
+
+
+# ---------------------------------------------------------------- faults
+
+
+async def test_an_unreachable_server_raises_backend_unavailable() -> None:
+    store = PostgresRunStore(
+        "postgresql://postgres@127.0.0.1:1/nothing", retry_for=timedelta(milliseconds=300)
+    )
+    with pytest.raises(BackendUnavailableError):
+        await store.open()
+    with pytest.raises(BackendUnavailableError):
+        await store.load(run_id(1))
+    with pytest.raises(BackendUnavailableError):
+        await migrate("postgresql://postgres@127.0.0.1:1/nothing", retry_for=0.2)
+
+
+async def test_a_value_postgres_cannot_hold_is_a_backend_error(pg_store: PostgresRunStore) -> None:
+    with pytest.raises(BackendError):
+        await pg_store.execute("SELECT %s::text", ("a\x00b",))
+
+
+async def test_malformed_run_ids_load_as_missing(pg_store: PostgresRunStore) -> None:
+    from squidmesh_core.ids import RunId
+
+    assert await pg_store.load(RunId("not-a-uuid'; drop table x; --")) is None
