@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit docs clean bench-core
+.PHONY: demo test lint typecheck unit docs clean bench-core bench-postgres
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "SquidMesh needs Python 3.11 or newer"'
@@ -45,3 +45,7 @@ clean:
 ## bench-core: measure pure decide throughput and record it in docs/performance.md
 bench-core: $(STAMP)
 	$(BIN)/python bench/core_decide.py --runs 2000 --rounds 5 --write docs/performance.md
+
+## bench-postgres: the runtime on PostgreSQL; rewrites its section of docs/performance.md
+bench-postgres: $(STAMP)
+	$(BIN)/python bench/postgres_store.py --runs 500 --concurrency 16 --write docs/performance.md

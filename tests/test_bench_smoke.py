@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -10,9 +12,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[f"bench_{name}"] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -22,3 +25,16 @@ def test_core_benchmark_runs_at_a_tiny_size() -> None:
     rates = bench.measure(3, 1)
     assert len(rates) == 1
     assert rates[0] > 0
+
+
+def test_postgres_benchmark_runs_at_a_tiny_size() -> None:
+    from tests.services import require_postgres
+
+    dsn = require_postgres()
+    bench = load("postgres_store")
+    result = asyncio.run(bench.measure(3, 2, dsn))
+    assert result.steps == 30
+    assert result.store_transactions == 3 * 21  # create + (start, outcome) per step
+    text = bench.report(result, "tiny")
+    assert "| write transactions per decision | 1.00 |" in text
+    assert len(result.statement_list) == 7

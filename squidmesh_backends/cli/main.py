@@ -3,7 +3,7 @@
 ::
 
     squidmesh smoke [--verbose] [--store memory|sqlite:PATH|postgresql://...[?schema=S]]
-    squidmesh migrate --dsn DSN [--schema S]
+    squidmesh migrate --dsn DSN [--schema S] [--wait SECONDS]
     squidmesh run start  --app MOD:ATTR WORKFLOW [PAYLOAD|-] [--trigger T]
                          [--idempotency-key K] [--wait]
     squidmesh run show   --app MOD:ATTR RUN_ID
@@ -62,7 +62,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
     if not args.dsn:
         raise ConfigurationError("give the database with --dsn or SQUIDMESH_DSN")
-    applied = asyncio.run(migrate(args.dsn, schema=args.schema))
+    applied = asyncio.run(migrate(args.dsn, schema=args.schema, retry_for=args.wait))
     if applied:
         done = ", ".join(str(v) for v in applied)
         print(f"schema {args.schema}: applied migration(s) {done}; now at version {LATEST_VERSION}")
@@ -227,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument(
         "--schema", default="public", help="PostgreSQL schema for the tables (default: public)"
+    )
+    migrate.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="keep retrying an unreachable server this long (default: 10)",
     )
     migrate.set_defaults(handler=_migrate)
 

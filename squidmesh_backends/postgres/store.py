@@ -778,7 +778,7 @@ def _guard_error(exc: psycopg.Error, decision: Decision, fence: Fence | None) ->
 
 def _summary(sql: str, params: Params) -> str:
     words = " ".join(sql.split())
-    head = words[:80] + ("..." if len(words) > 80 else "")
+    head = words[:110] + ("..." if len(words) > 110 else "")
     return f"{head} x{len(params)}" if isinstance(params, list) else head
 
 

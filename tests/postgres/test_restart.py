@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -13,26 +12,15 @@ import pytest
 
 from squidmesh_backends.postgres import PostgresRunStore, migrate
 from squidmesh_backends.runtime import Runtime, RuntimeSettings
-from squidmesh_core import COMPLETE, RunStatus, StepContext, chain, manual, step, workflow
+from squidmesh_core import RunStatus
 from tests.postgres.cluster import ThrowawayCluster
+from tests.postgres.counting import CountingFlow
 
 pytestmark = pytest.mark.postgres
 
-CALLS: Counter[tuple[str, str, int]] = Counter()
-
-
-async def slow(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
-    CALLS[(ctx.run_id, ctx.step, ctx.attempt)] += 1
-    await asyncio.sleep(0.05)
-    return {ctx.step: ctx.attempt}
-
-
-FLOW = workflow(
-    "restart.flow",
-    triggers=[manual()],
-    steps=[step("one", slow), step("two", slow), step("three", slow)],
-    transitions=chain("one", "two", "three", COMPLETE),
-)
+COUNTING = CountingFlow("restart.flow", delay=0.05)
+FLOW = COUNTING.definition
+CALLS = COUNTING.calls
 
 
 @pytest.fixture
@@ -77,8 +65,7 @@ async def test_runs_complete_across_a_server_restart(
         (run.id, run.status) for run in finished if run.status is not RunStatus.COMPLETED
     ]
     assert all(run.context == {"one": 1, "two": 1, "three": 1} for run in finished)
-    assert len(CALLS) == 180, "every step ran exactly one attempt"
-    assert set(CALLS.values()) == {1}, "an attempt was executed twice"
+    assert COUNTING.every_attempt_ran_once(60), "an attempt was lost or executed twice"
     assert any("connection lost" in r.getMessage() for r in caplog.records), (
         "the restart was never noticed: the test did not exercise the fault"
     )

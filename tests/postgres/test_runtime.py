@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -26,6 +25,7 @@ from squidmesh_core import (
     step,
     workflow,
 )
+from tests.postgres.counting import CountingFlow
 
 pytestmark = pytest.mark.postgres
 
@@ -242,27 +242,13 @@ async def test_notify_wakes_a_sleeping_dispatcher_in_another_runtime(
 # ---------------------------------------------------------------- two runtimes, one database
 
 
-CALLS: Counter[tuple[str, str, int]] = Counter()
-
-
-async def counted(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
-    CALLS[(ctx.run_id, ctx.step, ctx.attempt)] += 1
-    await asyncio.sleep(0)
-    return {ctx.step: ctx.attempt}
-
-
-SHARED = workflow(
-    "pg.shared",
-    triggers=[manual()],
-    steps=[step("a", counted), step("b", counted), step("c", counted)],
-    transitions=chain("a", "b", "c", COMPLETE),
-)
+SHARED = CountingFlow("pg.shared")
 
 
 async def test_two_runtimes_complete_500_runs_without_running_a_step_twice(
     pg_dsn: str, pg_schema: str
 ) -> None:
-    CALLS.clear()
+    SHARED.calls.clear()
     settings = RuntimeSettings(
         poll_interval=timedelta(milliseconds=200),
         lease=timedelta(seconds=30),
@@ -273,11 +259,12 @@ async def test_two_runtimes_complete_500_runs_without_running_a_step_twice(
     async with (
         PostgresRunStore(pg_dsn, schema=pg_schema, max_size=6) as left_store,
         PostgresRunStore(pg_dsn, schema=pg_schema, max_size=6) as right_store,
-        Runtime(store=left_store, workflows=[SHARED], settings=settings) as left,
-        Runtime(store=right_store, workflows=[SHARED], settings=settings) as right,
+        Runtime(store=left_store, workflows=[SHARED.definition], settings=settings) as left,
+        Runtime(store=right_store, workflows=[SHARED.definition], settings=settings) as right,
     ):
         ids = [
-            (await (left if i % 2 else right).start_run(SHARED, {})).unwrap().id for i in range(500)
+            (await (left if i % 2 else right).start_run(SHARED.definition, {})).unwrap().id
+            for i in range(500)
         ]
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -293,7 +280,6 @@ async def test_two_runtimes_complete_500_runs_without_running_a_step_twice(
     assert {r.id for r in runs} == set(ids)
     assert all(r.status is RunStatus.COMPLETED for r in runs)
     assert all(len(s.attempts) == 1 for r in runs for s in r.steps)
-    assert len(CALLS) == 1500
-    assert set(CALLS.values()) == {1}, "a step attempt ran twice"
+    assert SHARED.every_attempt_ran_once(500), "a step attempt was lost or ran twice"
     assert min(claimed) > 0, f"one runtime did all the work: {claimed}"
     assert await left_store.job_rows() == {}

@@ -295,3 +295,38 @@ async def test_malformed_run_ids_load_as_missing(pg_store: PostgresRunStore) -> 
     from squidmesh_core.ids import RunId
 
     assert await pg_store.load(RunId("not-a-uuid'; drop table x; --")) is None
+
+
+async def inject_serialization_failures(store: PostgresRunStore, count: int) -> None:
+    """Make the next ``count`` run updates fail with SQLSTATE 40001 (a sequence survives rollback)."""
+    s = f'"{store.schema}"'
+    await store.execute(f"CREATE SEQUENCE {s}.injected_failures")
+    await store.execute(
+        f"CREATE FUNCTION {s}.fail_some() RETURNS trigger LANGUAGE plpgsql AS $$"
+        f" BEGIN IF nextval('{store.schema}.injected_failures') <= {count} THEN"
+        " RAISE EXCEPTION USING ERRCODE = '40001', MESSAGE = 'injected'; END IF;"
+        " RETURN NEW; END $$"
+    )
+    await store.execute(
+        f"CREATE TRIGGER fail_some BEFORE UPDATE ON {s}.squidmesh_runs"
+        f" FOR EACH ROW EXECUTE FUNCTION {s}.fail_some()"
+    )
+
+
+async def test_serialization_failures_are_retried(pg_store: PostgresRunStore) -> None:
+    state = await committed(pg_store, new_run(1))
+    await inject_serialization_failures(pg_store, 2)
+    state, _ = await deliver(pg_store, state, T0)
+    assert await pg_store.load(state.id) == state
+
+
+async def test_persistent_serialization_failures_become_a_version_conflict(
+    pg_store: PostgresRunStore,
+) -> None:
+    state = await committed(pg_store, new_run(1))
+    await inject_serialization_failures(pg_store, 1000)
+    decision = decide(FLOW, state, CancelRequested(), now=T0).unwrap()
+    assert await pg_store.commit(decision) == Failure(
+        VersionConflict(run_id=state.id, expected=state.version)
+    )
+    assert await pg_store.load(state.id) == state
