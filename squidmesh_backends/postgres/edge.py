@@ -23,9 +23,10 @@ from squidmesh_backends.errors import BackendError, BackendUnavailableError
 T = TypeVar("T")
 LOG = logging.getLogger("squidmesh.postgres")
 
-# Connection-level SQLSTATEs: class 08 (connection exception) and the server
-# going away (admin shutdown, crash shutdown, cannot connect now).
-_GONE = ("57P01", "57P02", "57P03")
+# Connection-level SQLSTATEs: class 08 (connection exception), the server going
+# away (admin shutdown, crash shutdown, cannot connect now) and the server ending
+# a session it found idle (idle_session_timeout, idle_in_transaction timeout).
+_GONE = ("57P01", "57P02", "57P03", "57P05", "25P03")
 
 
 def is_disconnect(exc: BaseException) -> bool:

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
-import uuid
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,7 @@ from typing import Any, Literal, Self, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import TupleRow
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json
 from psycopg_pool import AsyncConnectionPool
 from returns.result import Failure, Result, Success
 
@@ -40,7 +41,7 @@ from squidmesh_backends.postgres.migrations import check_schema, quoted_schema
 from squidmesh_core.codec import decode_run, encode_failure
 from squidmesh_core.commands import CancelJob, Decision, FinishJob, RescheduleJob, ScheduleJob
 from squidmesh_core.errors import CommitError, DuplicateRun, StaleLease, VersionConflict
-from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
+from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId, parse_run_id
 from squidmesh_core.jsonvalue import JsonObject
 from squidmesh_core.ports import Claim, Fence
 from squidmesh_core.state import (
@@ -87,6 +88,16 @@ class StoreStats:
     """Statements executed by successful commits (an ``executemany`` row counts as one)."""
     last_commit: list[str] = field(default_factory=list)
     """A one-line summary of each statement of the latest successful commit."""
+
+
+def notify_channel(schema: str) -> str:
+    """The NOTIFY channel of ``schema`` (at most 63 bytes, as PostgreSQL requires)."""
+    if schema == "public":
+        return "squidmesh_jobs"
+    name = f"squidmesh_jobs_{schema}"
+    if len(name) <= 63:
+        return name
+    return f"squidmesh_jobs_{hashlib.sha256(schema.encode()).hexdigest()[:32]}"
 
 
 class _Refused(Exception):
@@ -140,10 +151,10 @@ class PostgresRunStore:
         self.retry_for = retry_for.total_seconds()
         self.contention_retries = contention_retries
         self.stats = StoreStats()
-        self.channel = "squidmesh_jobs" if schema == "public" else f"squidmesh_jobs_{schema}"
+        self.channel = notify_channel(schema)
         self._sql = _Statements(quoted_schema(schema), clock)
         self._pool: AsyncConnectionPool[Conn] | None = None
-        self._opening = asyncio.Lock()
+        self._opening: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -161,7 +172,7 @@ class PostgresRunStore:
             MigrationRequiredError: the schema is missing, behind or newer.
             BackendUnavailableError: the server cannot be reached.
         """
-        async with self._opening:
+        async with self._open_lock():
             if self._pool is not None:
                 return
             pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
@@ -187,6 +198,19 @@ class PostgresRunStore:
                 await pool.close()
                 raise
             self._pool = pool
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the connection pool is open."""
+        return self._pool is not None
+
+    def _open_lock(self) -> asyncio.Lock:
+        # One lock per event loop: a store may be used from a new loop after close()
+        # (e.g. the blocking facade used twice).
+        loop = asyncio.get_running_loop()
+        if self._opening is None or self._opening[0] is not loop:
+            self._opening = (loop, asyncio.Lock())
+        return self._opening[1]
 
     async def close(self) -> None:
         """Close the pool (the store reopens on next use)."""
@@ -229,7 +253,7 @@ class PostgresRunStore:
             row = await cursor.fetchone()
             return None if row is None else _decode(row)
 
-        if not _is_uuid(run_id):
+        if isinstance(parse_run_id(run_id), Failure):
             return None
         return await self._do("loading a run", work)
 
@@ -262,40 +286,61 @@ class PostgresRunStore:
     async def commit(
         self, decision: Decision, *, fence: Fence | None = None
     ) -> Result[None, CommitError]:
-        plan = self._plan(decision, fence)
+        commit_id = secrets.token_hex(12)
+        plan = self._plan(decision, fence, commit_id)
+        tries = 0
 
         async def work(conn: Conn) -> Result[None, CommitError]:
-            for _ in range(self.contention_retries + 1):
-                try:
-                    async with conn.transaction(), conn.pipeline():
-                        for sql, params in plan:
-                            if isinstance(params, list):
-                                async with conn.cursor() as cursor:
-                                    await cursor.executemany(sql, params)
-                            else:
-                                await conn.execute(sql, params)
-                except pg_errors.UniqueViolation as exc:
-                    if decision.expected_version != 0:
-                        raise
-                    return Failure(await self._duplicate(conn, decision.state, exc))
-                except psycopg.Error as exc:
-                    if exc.sqlstate == GUARD_STATE:
-                        return Failure(_guard_error(exc, decision, fence))
-                    if is_contention(exc):
-                        LOG.info("commit of run %s hit %s; retrying", decision.state.id, exc)
-                        continue
-                    raise
+            nonlocal tries
+            tries += 1
+            outcome = await self._apply(conn, plan, decision, fence)
+            if isinstance(outcome, Failure) and tries > 1:
+                # An earlier try lost its connection: it may have committed after all.
+                cursor = await conn.execute(self._sql.last_commit, (decision.state.id,))
+                row = await cursor.fetchone()
+                if row is not None and (row[0], row[1]) == (decision.state.version, commit_id):
+                    LOG.info("commit %s of run %s had succeeded", commit_id, decision.state.id)
+                    outcome = Success(None)
+            if isinstance(outcome, Success):
                 self.stats.transactions += 1
                 self.stats.statements += sum(len(p) if isinstance(p, list) else 1 for _, p in plan)
                 self.stats.last_commit = [_summary(sql, p) for sql, p in plan]
-                return Success(None)
-            return Failure(
-                VersionConflict(run_id=decision.state.id, expected=decision.expected_version)
-            )
+            return outcome
 
         return await self._do("committing a decision", work)
 
-    def _plan(self, decision: Decision, fence: Fence | None) -> list[tuple[str, Params]]:
+    async def _apply(
+        self, conn: Conn, plan: list[tuple[str, Params]], decision: Decision, fence: Fence | None
+    ) -> Result[None, CommitError]:
+        """Send ``plan`` as one pipelined transaction; refusals come back as ``Failure``."""
+        for _ in range(self.contention_retries + 1):
+            try:
+                async with conn.transaction(), conn.pipeline():
+                    for sql, params in plan:
+                        if isinstance(params, list):
+                            async with conn.cursor() as cursor:
+                                await cursor.executemany(sql, params)
+                        else:
+                            await conn.execute(sql, params)
+            except pg_errors.UniqueViolation as exc:
+                if decision.expected_version != 0:
+                    raise
+                return Failure(await self._duplicate(conn, decision.state, exc))
+            except psycopg.Error as exc:
+                if exc.sqlstate == GUARD_STATE:
+                    return Failure(_guard_error(exc, decision, fence))
+                if is_contention(exc):
+                    LOG.info("commit of run %s hit %s; retrying", decision.state.id, exc)
+                    continue
+                raise
+            return Success(None)
+        return Failure(
+            VersionConflict(run_id=decision.state.id, expected=decision.expected_version)
+        )
+
+    def _plan(
+        self, decision: Decision, fence: Fence | None, commit_id: str
+    ) -> list[tuple[str, Params]]:
         """The statements that apply ``decision``, in lock order: run, fence, rows, jobs."""
         sql = self._sql
         state, base = decision.state, decision.base
@@ -303,19 +348,20 @@ class PostgresRunStore:
             base = None
         plan: list[tuple[str, Params]] = []
         if decision.expected_version == 0:
-            plan.append((sql.insert_run, _run_row(state)))
+            plan.append((sql.insert_run, (*_run_row(state), commit_id)))
         else:
             changes: dict[str, object] = {
+                "last_commit": commit_id,
                 "status": state.status.value,
                 "version": state.version,
                 "updated_at": state.updated_at,
             }
             if base is None or base.context != state.context:
-                changes["context"] = _jsonb(state.context)
+                changes["context"] = _json(state.context)
             if base is None or base.payload != state.payload:
-                changes["payload"] = _jsonb(state.payload)
+                changes["payload"] = _json(state.payload)
             if base is None or base.last_error != state.last_error:
-                changes["last_error"] = _jsonb(state.last_error)
+                changes["last_error"] = _json(state.last_error)
             plan.append(
                 (
                     sql.update_run(tuple(changes)),
@@ -391,9 +437,9 @@ class PostgresRunStore:
     ) -> Sequence[Claim]:
         if limit <= 0:
             return []
-        tokens = [mint() for _ in range(limit)]
 
         async def work(conn: Conn) -> list[Claim]:
+            tokens = [mint() for _ in range(limit)]  # fresh ones for every try
             cursor = await conn.execute(
                 self._sql.claim,
                 {"now": now, "limit": limit, "tokens": tokens, "owner": owner, "lease": lease_for},
@@ -499,18 +545,18 @@ class PostgresRunStore:
 
 Params = Sequence[object] | dict[str, object] | list[Sequence[object]]
 
-_STEP_JSON = """jsonb_build_object(
+_STEP_JSON = """json_build_object(
     'step', s.step, 'status', s.status, 'scheduled_at', s.scheduled_at,
     'updated_at', s.updated_at, 'input', s.input, 'output', s.output, 'error', s.error,
     'attempts', COALESCE((
-        SELECT jsonb_agg(jsonb_build_object(
+        SELECT json_agg(json_build_object(
             'number', a.number, 'status', a.status, 'job_id', a.job_id,
             'lease_token', a.lease_token, 'started_at', a.started_at,
             'finished_at', a.finished_at, 'error', a.error) ORDER BY a.number)
         FROM {s}.squidmesh_attempts a WHERE a.run_id = s.run_id AND a.step = s.step
-    ), '[]'::jsonb))"""
+    ), '[]'::json))"""
 
-_JOB_JSON = """jsonb_build_object(
+_JOB_JSON = """json_build_object(
     'id', j.id, 'run_id', j.run_id, 'step', j.step, 'attempt', j.attempt,
     'due_at', j.due_at, 'status', j.state, 'lease_token', j.started_token)"""
 
@@ -524,10 +570,10 @@ class _Statements:
         run_select = f"""
             SELECT r.id, r.workflow, r.trigger, r.status, r.version, r.payload, r.context,
                    r.created_at, r.updated_at, r.last_error, r.replayed_from, r.idempotency_key,
-                   COALESCE((SELECT jsonb_agg({_STEP_JSON} ORDER BY s.position)
-                             FROM {s}.squidmesh_step_runs s WHERE s.run_id = r.id), '[]'::jsonb),
-                   COALESCE((SELECT jsonb_agg({_JOB_JSON} ORDER BY j.seq)
-                             FROM {s}.squidmesh_jobs j WHERE j.run_id = r.id), '[]'::jsonb)
+                   COALESCE((SELECT json_agg({_STEP_JSON} ORDER BY s.position)
+                             FROM {s}.squidmesh_step_runs s WHERE s.run_id = r.id), '[]'::json),
+                   COALESCE((SELECT json_agg({_JOB_JSON} ORDER BY j.seq)
+                             FROM {s}.squidmesh_jobs j WHERE j.run_id = r.id), '[]'::json)
             FROM {s}.squidmesh_runs r"""
         run_select = run_select.replace("{s}", s)
         self.load = f"{run_select} WHERE r.id = %s"
@@ -542,9 +588,10 @@ class _Statements:
         )
         self.insert_run = (
             f"INSERT INTO {s}.squidmesh_runs (id, workflow, trigger, status, version, payload,"
-            " context, created_at, updated_at, last_error, replayed_from, idempotency_key)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " context, created_at, updated_at, last_error, replayed_from, idempotency_key,"
+            " last_commit) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         )
+        self.last_commit = f"SELECT version, last_commit FROM {s}.squidmesh_runs WHERE id = %s"
         self.fence = (
             f"SELECT {s}.squidmesh_require(EXISTS (SELECT 1 FROM {s}.squidmesh_jobs"
             " WHERE id = %s AND lease_token = %s FOR UPDATE), 'stale_lease')"
@@ -624,12 +671,12 @@ class _Statements:
 # ---------------------------------------------------------------- rows
 
 
-def _jsonb(value: JsonObject | StepFailure | None) -> Jsonb | None:
+def _json(value: JsonObject | StepFailure | None) -> Json | None:
     if value is None:
         return None
     if isinstance(value, StepFailure):
-        return Jsonb(encode_failure(value))
-    return Jsonb(dict(value))
+        return Json(encode_failure(value))
+    return Json(dict(value))
 
 
 def _run_row(state: RunState) -> Sequence[object]:
@@ -639,11 +686,11 @@ def _run_row(state: RunState) -> Sequence[object]:
         state.trigger,
         state.status.value,
         state.version,
-        _jsonb(state.payload),
-        _jsonb(state.context),
+        _json(state.payload),
+        _json(state.context),
         state.created_at,
         state.updated_at,
-        _jsonb(state.last_error),
+        _json(state.last_error),
         state.replayed_from,
         state.idempotency_key,
     )
@@ -657,9 +704,9 @@ def _step_row(run_id: RunId, position: int, step: StepRunState) -> Sequence[obje
         step.status.value,
         step.scheduled_at,
         step.updated_at,
-        _jsonb(step.input),
-        _jsonb(step.output),
-        _jsonb(step.error),
+        _json(step.input),
+        _json(step.output),
+        _json(step.error),
     )
 
 
@@ -673,7 +720,7 @@ def _attempt_row(run_id: RunId, step: str, attempt: Attempt) -> Sequence[object]
         attempt.lease_token,
         attempt.started_at,
         attempt.finished_at,
-        _jsonb(attempt.error),
+        _json(attempt.error),
     )
 
 
@@ -757,14 +804,6 @@ def _as_datetime(value: object) -> datetime:
     if not isinstance(value, datetime):
         raise BackendError(f"expected a timestamp from PostgreSQL, got {type(value).__name__}")
     return value
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _guard_error(exc: psycopg.Error, decision: Decision, fence: Fence | None) -> CommitError:

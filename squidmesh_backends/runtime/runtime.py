@@ -230,7 +230,7 @@ class SyncRuntime:
     def __exit__(self, *exc: object) -> None:
         loop, thread = self._loop, self._thread
         try:
-            self._call(self.runtime.stop())
+            self._call(self.runtime.aclose())
         finally:
             if loop is not None and thread is not None:
                 loop.call_soon_threadsafe(loop.stop)

@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from squidmesh_backends.postgres import PostgresRunStore
-from squidmesh_backends.runtime import JobOutcome, Runtime, RuntimeSettings
+from squidmesh_backends.runtime import JobOutcome, Runtime, RuntimeSettings, compose
 from squidmesh_core import (
     COMPLETE,
     InvalidPayload,
@@ -283,3 +283,13 @@ async def test_two_runtimes_complete_500_runs_without_running_a_step_twice(
     assert SHARED.every_attempt_ran_once(500), "a step attempt was lost or ran twice"
     assert min(claimed) > 0, f"one runtime did all the work: {claimed}"
     assert await left_store.job_rows() == {}
+
+
+def test_the_blocking_facade_works_on_postgres(pg_dsn: str, pg_schema: str) -> None:
+    runtime = compose(workflows=[EMIT], store=f"{pg_dsn}?schema={pg_schema}", settings=FAST)
+    with runtime.sync() as rt:
+        started = rt.start_run(EMIT, {}).unwrap()
+        done = rt.wait_for(started.id, timeout=timedelta(seconds=10)).unwrap()
+    assert done.status is RunStatus.COMPLETED
+    assert isinstance(runtime.store, PostgresRunStore)
+    assert not runtime.store.is_open  # closed with the facade

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 from returns.result import Failure, Success
 
 from squidmesh_backends.errors import (
@@ -66,12 +67,31 @@ async def test_migrate_creates_the_tables_and_records_the_version(
 
 async def test_concurrent_migrations_apply_each_file_once(pg_dsn: str, fresh_schema: str) -> None:
     results = await asyncio.gather(*(migrate(pg_dsn, schema=fresh_schema) for _ in range(6)))
-    assert sorted(results) == [()] * 5 + [(LATEST_VERSION,)]
+    everything = tuple(m.version for m in MIGRATIONS)
+    assert sorted(results) == [()] * 5 + [everything]
     async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
         cursor = await conn.execute(
             f'SELECT version FROM "{fresh_schema}".squidmesh_schema_migrations'
         )
-        assert await cursor.fetchall() == [(LATEST_VERSION,)]
+        assert [v for (v,) in await cursor.fetchall()] == list(everything)
+
+
+async def test_upgrading_from_version_1_keeps_the_runs(pg_dsn: str, fresh_schema: str) -> None:
+    assert await migrate(pg_dsn, schema=fresh_schema, up_to=1) == (1,)
+    with pytest.raises(MigrationRequiredError, match="is at version 1"):
+        await PostgresRunStore(pg_dsn, schema=fresh_schema).open()
+    payload = {"n": 1, "s": "x"}
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        await conn.execute(
+            f'INSERT INTO "{fresh_schema}".squidmesh_runs (id, workflow, trigger, status, version,'
+            " payload, context, created_at, updated_at) VALUES (%s, 'contract.flow', 'manual',"
+            " 'completed', 3, %s, '{}', now(), now())",
+            (run_id(1), Jsonb(payload)),
+        )
+    assert await migrate(pg_dsn, schema=fresh_schema) == (2,)
+    async with PostgresRunStore(pg_dsn, schema=fresh_schema, clock="caller") as store:
+        loaded = await store.load(run_id(1))
+    assert loaded is not None and dict(loaded.payload) == payload
 
 
 async def test_an_unmigrated_schema_is_refused_naming_the_command(
