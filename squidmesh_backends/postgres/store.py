@@ -35,6 +35,7 @@ from psycopg.types.json import Json
 from psycopg_pool import AsyncConnectionPool
 from returns.result import Failure, Result, Success
 
+from squidmesh_backends._aio import LoopLock
 from squidmesh_backends.errors import BackendError, ConfigurationError
 from squidmesh_backends.postgres.edge import guarded, is_contention, is_disconnect, translate
 from squidmesh_backends.postgres.migrations import check_schema, quoted_schema
@@ -154,7 +155,7 @@ class PostgresRunStore:
         self.channel = notify_channel(schema)
         self._sql = _Statements(quoted_schema(schema), clock)
         self._pool: AsyncConnectionPool[Conn] | None = None
-        self._opening: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._opening = LoopLock()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -172,7 +173,7 @@ class PostgresRunStore:
             MigrationRequiredError: the schema is missing, behind or newer.
             BackendUnavailableError: the server cannot be reached.
         """
-        async with self._open_lock():
+        async with self._opening.get():
             if self._pool is not None:
                 return
             pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
@@ -203,14 +204,6 @@ class PostgresRunStore:
     def is_open(self) -> bool:
         """Whether the connection pool is open."""
         return self._pool is not None
-
-    def _open_lock(self) -> asyncio.Lock:
-        # One lock per event loop: a store may be used from a new loop after close()
-        # (e.g. the blocking facade used twice).
-        loop = asyncio.get_running_loop()
-        if self._opening is None or self._opening[0] is not loop:
-            self._opening = (loop, asyncio.Lock())
-        return self._opening[1]
 
     async def close(self) -> None:
         """Close the pool (the store reopens on next use)."""

@@ -45,8 +45,9 @@ class Dispatcher:
         self._wake.set()
 
     def reset(self) -> None:
-        """Allow ``run`` again after ``stop`` (a runtime may be started twice)."""
+        """Allow ``run`` again after ``stop`` (a runtime may be started twice, on a new loop)."""
         self._stopping = False
+        self._wake = asyncio.Event()
 
     async def run(self) -> None:
         while not self._stopping:

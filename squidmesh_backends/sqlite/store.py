@@ -26,6 +26,7 @@ from typing import Self, TypeVar
 
 from returns.result import Failure, Result, Success
 
+from squidmesh_backends._aio import LoopLock
 from squidmesh_backends.errors import BackendError, BackendUnavailableError, MigrationRequiredError
 from squidmesh_core.codec import decode_run, encode_run
 from squidmesh_core.commands import CancelJob, Decision, FinishJob, RescheduleJob, ScheduleJob
@@ -83,7 +84,7 @@ class SqliteRunStore:
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        self._opening = asyncio.Lock()
+        self._opening = LoopLock()
         self.commits = 0
 
     # ---------------------------------------------------------------- lifecycle
@@ -97,7 +98,7 @@ class SqliteRunStore:
 
     async def open(self) -> None:
         """Open the file, creating the schema in an empty database."""
-        async with self._opening:
+        async with self._opening.get():
             if self._conn is None:
                 self._conn = await asyncio.to_thread(self._connect_with_retry)
 

@@ -127,3 +127,13 @@ def test_the_blocking_facade_runs_a_workflow(tmp_path: Path) -> None:
         replay = rt.replay_run(run.id).unwrap()
         assert replay.replayed_from == run.id
         assert rt.cancel_run(run.id).failure().code == "invalid_transition"
+
+
+def test_the_blocking_facade_can_be_entered_again(store_spec: str) -> None:
+    # Each `with` runs a new event loop: nothing may stay bound to the first one.
+    runtime = compose(workflows=[LIVE], store=store_spec, settings=FAST)
+    for _ in range(3):
+        with runtime.sync() as rt:
+            run = rt.start_run("live.flow", {}).unwrap()
+            done = rt.wait_for(run.id, timeout=timedelta(seconds=20)).unwrap()
+            assert done.status is RunStatus.COMPLETED
