@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit docs clean bench-core bench-postgres
+.PHONY: demo test lint typecheck unit docs clean bench-core bench-postgres bench-taskiq
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "SquidMesh needs Python 3.11 or newer"'
@@ -49,3 +49,7 @@ bench-core: $(STAMP)
 ## bench-postgres: the runtime on PostgreSQL; rewrites its section of docs/performance.md
 bench-postgres: $(STAMP)
 	$(BIN)/python bench/postgres_store.py --runs 500 --concurrency 16 --write docs/performance.md
+
+## bench-taskiq: steps through Taskiq on Redis (inline on/off) next to a raw Taskiq round trip
+bench-taskiq: $(STAMP)
+	$(BIN)/python bench/taskiq_steps.py --serial 100 --burst 200 --raw-burst 2000 --write docs/performance.md

@@ -81,6 +81,7 @@ class RunStore(Protocol):
     * ``claim_due`` leases each due job to exactly one caller: a job is due when
       ``due_at <= now`` and it has no lease or its lease expired. Every claim
       mints a new token (through the caller's ``mint`` function).
+    * ``claim_job`` leases one named job under the same rule, or returns ``None``.
     * ``heartbeat`` and ``release`` act only for the current lease holder.
     * Faults (database gone) raise ``BackendError`` subclasses; nothing else escapes.
     """
@@ -109,6 +110,22 @@ class RunStore(Protocol):
         mint: Callable[[], LeaseToken],
     ) -> Sequence[Claim]:
         """Lease up to ``limit`` due jobs, earliest ``due_at`` first."""
+        ...
+
+    async def claim_job(
+        self,
+        job_id: JobId,
+        *,
+        now: datetime,
+        lease_for: timedelta,
+        owner: str,
+        lease_token: LeaseToken,
+    ) -> Claim | None:
+        """Lease this one job if it is due and unleased (or its lease expired); else ``None``.
+
+        The worker that just committed a step's outcome uses it to run the next
+        step itself (the inline fast path) instead of waiting for a dispatcher.
+        """
         ...
 
     async def heartbeat(self, job_id: JobId, lease_token: LeaseToken, *, until: datetime) -> bool:

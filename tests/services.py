@@ -58,3 +58,30 @@ def drop_schema(dsn: str, schema: str) -> None:
 def truncate(dsn: str, schema: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'TRUNCATE "{schema}".squidmesh_runs CASCADE')
+
+
+REDIS_URL = os.environ.get("SQUIDMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@functools.cache
+def redis_problem() -> str | None:
+    """Why Redis cannot be used, or ``None`` when it can."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+        client.ping()
+        client.close()
+    except redis.RedisError as exc:
+        return f"Redis at SQUIDMESH_TEST_REDIS_URL={REDIS_URL} is not reachable: {exc}"
+    return None
+
+
+def require_redis() -> str:
+    """The Redis URL, or skip (fail under CI) when the server is unreachable."""
+    problem = redis_problem()
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(problem)
+        pytest.skip(problem)
+    return REDIS_URL

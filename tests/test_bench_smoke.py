@@ -38,3 +38,16 @@ def test_postgres_benchmark_runs_at_a_tiny_size() -> None:
     text = bench.report(result, "tiny")
     assert "| write transactions per decision | 1.00 |" in text
     assert len(result.statement_list) == 7
+
+
+def test_taskiq_benchmark_runs_at_a_tiny_size() -> None:
+    from tests.services import require_postgres, require_redis
+
+    require_postgres()
+    require_redis()
+    bench = load("taskiq_steps")
+    raw, engines = asyncio.run(bench.measure(3, 3, 10))
+    assert len(raw.serial.samples) == 3 and raw.burst_per_second > 0
+    assert [e.inline for e in engines] == [True, False]
+    assert all(e.steps_per_second > 0 for e in engines)
+    assert "per-step overhead" in bench.report(raw, engines, "tiny")

@@ -3,7 +3,9 @@
 ::
 
     squidmesh smoke [--verbose] [--store memory|sqlite:PATH|postgresql://...[?schema=S]]
+                    [--broker redis://...]
     squidmesh migrate --dsn DSN [--schema S] [--wait SECONDS]
+    squidmesh worker --app MOD:ATTR [--concurrency N]
     squidmesh run start  --app MOD:ATTR WORKFLOW [PAYLOAD|-] [--trigger T]
                          [--idempotency-key K] [--wait]
     squidmesh run show   --app MOD:ATTR RUN_ID
@@ -71,10 +73,16 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from squidmesh_backends.cli.worker import run_worker
+
+    return asyncio.run(run_worker(args.app, concurrency=args.concurrency))
+
+
 def _smoke(args: argparse.Namespace) -> int:
     from squidmesh_backends.cli.smoke import run_smoke
 
-    return asyncio.run(run_smoke(verbose=args.verbose, store=args.store))
+    return asyncio.run(run_smoke(verbose=args.verbose, store=args.store, broker=args.broker))
 
 
 def _describe_error(error: object) -> str:
@@ -215,7 +223,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="'memory', 'sqlite:PATH' or 'postgresql://...[?schema=NAME]' (migrated first); "
         "default: a fresh SQLite file in a temporary folder",
     )
+    smoke.add_argument(
+        "--broker",
+        metavar="redis://...",
+        help="run the steps in a separate `squidmesh worker` process through Taskiq on Redis",
+    )
     smoke.set_defaults(handler=_smoke)
+
+    worker = commands.add_parser(
+        "worker", help="claim, publish and run steps until SIGTERM (scale out with more workers)"
+    )
+    worker.add_argument("--app", required=True, metavar="MOD:ATTR", help="the host's Runtime")
+    worker.add_argument(
+        "--concurrency", type=int, help="steps this process runs at once (default: settings)"
+    )
+    worker.set_defaults(handler=_worker)
 
     migrate = commands.add_parser(
         "migrate", help="create or upgrade SquidMesh's tables in a PostgreSQL database"

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import TextIO
 
+import redis.asyncio
 from returns.result import Failure
 
 from squidmesh_backends.cli.gateway import GatewayStub
 from squidmesh_backends.cli.render import summary, timeline
+from squidmesh_backends.cli.smoke_app import SETTINGS
+from squidmesh_backends.cli.worker import READY
+from squidmesh_backends.errors import ConfigurationError
 from squidmesh_backends.examples.payment_recovery import payment_recovery
 from squidmesh_backends.postgres import migrate
-from squidmesh_backends.runtime import RuntimeSettings, compose
+from squidmesh_backends.runtime import Runtime, compose
 from squidmesh_backends.runtime.bootstrap import split_schema
 from squidmesh_core.commands import Emit
 from squidmesh_core.state import AttemptStatus, RunStatus
@@ -58,34 +68,47 @@ def check(run: Run, gateway_requests: int) -> list[str]:
     return problems
 
 
-async def run_smoke(*, verbose: bool, store: str | None = None, out: TextIO = sys.stdout) -> int:
+async def run_smoke(
+    *,
+    verbose: bool,
+    store: str | None = None,
+    broker: str | None = None,
+    out: TextIO = sys.stdout,
+) -> int:
     """Run the example through a real runtime and a loopback gateway; 0 if every check passes.
 
     ``store`` is a store spec (``memory``, ``sqlite:PATH``, ``postgresql://...``);
     by default a fresh SQLite file in a temporary directory, the embedded durable
     store. A PostgreSQL schema is migrated first, as a deployment would.
+
+    With ``broker`` (``redis://...``) the steps run in a separate
+    ``squidmesh worker`` process through Taskiq, and this process only starts
+    the run and watches the store; the worker is stopped with SIGTERM at the end.
     """
     if store is None:
         with tempfile.TemporaryDirectory(prefix="squidmesh-smoke-") as folder:
-            return await run_smoke(verbose=verbose, store=f"sqlite:{folder}/smoke.db", out=out)
+            return await run_smoke(
+                verbose=verbose, store=f"sqlite:{folder}/smoke.db", broker=broker, out=out
+            )
+    if broker is not None and store == "memory":
+        print("smoke: a worker process cannot share the memory store", file=out)
+        return 2
     if store.startswith(("postgresql://", "postgres://")):
         dsn, schema = split_schema(store)
         applied = await migrate(dsn, schema=schema)
         print(f"migrated schema {schema} (applied: {list(applied) or 'nothing new'})", file=out)
-    settings = RuntimeSettings(
-        poll_interval=timedelta(milliseconds=200),
-        lease=timedelta(seconds=15),
-        heartbeat_every=timedelta(seconds=5),
-        shutdown_timeout=timedelta(seconds=5),
-    )
-    async with GatewayStub([(503, {"error": "busy"}), (200, {"status": "settled"})]) as gateway:
+    async with (
+        GatewayStub([(503, {"error": "busy"}), (200, {"status": "settled"})]) as gateway,
+        _worker_process(store, broker, out) as worker,
+    ):
         runtime = compose(
             workflows=[payment_recovery],
             store=store,
-            settings=settings,
+            settings=SETTINGS,
             sinks=[PrintingSink(out)] if verbose else [],
         )
-        async with runtime:
+        # With a worker process this runtime is never started: it only starts the run.
+        async with runtime if worker is None else _closing(runtime):
             started = await runtime.start_run(
                 payment_recovery,
                 {"account_id": "acct-42", "invoice_id": "inv-7", "gateway_url": gateway.url},
@@ -101,10 +124,71 @@ async def run_smoke(*, verbose: bool, store: str | None = None, out: TextIO = sy
             done = (
                 await runtime.wait_for(started.unwrap().id, timeout=timedelta(seconds=60))
             ).unwrap()
+    if worker is not None:
+        print(f"worker process {worker.pid} stopped with exit code {worker.returncode}", file=out)
     print(summary(done), file=out)
     print(timeline(done), file=out)
     problems = check(done, len(gateway.requests))
+    if worker is not None and worker.returncode != 0:
+        problems.append(f"the worker process exited with {worker.returncode} on SIGTERM")
     for problem in problems:
         print(f"CHECK FAILED: {problem}", file=out)
     print("smoke: all checks passed" if not problems else "smoke: FAILED", file=out)
     return 1 if problems else 0
+
+
+@contextlib.asynccontextmanager
+async def _closing(runtime: Runtime) -> AsyncIterator[Runtime]:
+    try:
+        yield runtime
+    finally:
+        await runtime.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _worker_process(
+    store: str, broker: str | None, out: TextIO
+) -> AsyncIterator[asyncio.subprocess.Process | None]:
+    """A ``squidmesh worker`` child running the smoke app, stopped with SIGTERM on exit."""
+    if broker is None:
+        yield None
+        return
+    queue = f"squidmesh_smoke_{secrets.token_hex(4)}"
+    env = {
+        **os.environ,
+        "SQUIDMESH_SMOKE_STORE": store,
+        "SQUIDMESH_SMOKE_BROKER": broker,
+        "SQUIDMESH_SMOKE_QUEUE": queue,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "squidmesh_backends.cli.main",
+        "worker",
+        "--app",
+        "squidmesh_backends.cli.smoke_app:runtime",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        if READY not in line.decode():
+            rest = await proc.stdout.read()
+            raise ConfigurationError(f"the worker did not start: {(line + rest).decode()}")
+        print(line.decode().strip(), file=out, flush=True)
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        client = redis.asyncio.Redis.from_url(broker)
+        try:
+            await client.delete(queue)
+        finally:
+            await client.aclose()

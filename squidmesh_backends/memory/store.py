@@ -153,6 +153,28 @@ class MemoryRunStore:
             )
         return claims
 
+    async def claim_job(
+        self,
+        job_id: JobId,
+        *,
+        now: datetime,
+        lease_for: timedelta,
+        owner: str,
+        lease_token: LeaseToken,
+    ) -> Claim | None:
+        row = self._jobs.get(job_id)
+        if row is None or row.claimable_at() > now:
+            return None
+        row.lease_token = lease_token
+        row.lease_expires_at = now + lease_for
+        row.owner = owner
+        return Claim(
+            job_id=row.job_id,
+            run_id=row.run_id,
+            lease_token=lease_token,
+            lease_expires_at=row.lease_expires_at,
+        )
+
     async def heartbeat(self, job_id: JobId, lease_token: LeaseToken, *, until: datetime) -> bool:
         row = self._jobs.get(job_id)
         if row is None or row.lease_token != lease_token:

@@ -450,6 +450,38 @@ class PostgresRunStore:
 
         return await self._do("claiming due jobs", work)
 
+    async def claim_job(
+        self,
+        job_id: JobId,
+        *,
+        now: datetime,
+        lease_for: timedelta,
+        owner: str,
+        lease_token: LeaseToken,
+    ) -> Claim | None:
+        async def work(conn: Conn) -> Claim | None:
+            cursor = await conn.execute(
+                self._sql.claim_one,
+                {
+                    "now": now,
+                    "id": job_id,
+                    "token": lease_token,
+                    "owner": owner,
+                    "lease": lease_for,
+                },
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                return None
+            return Claim(
+                job_id=job_id,
+                run_id=RunId(str(row[0])),
+                lease_token=lease_token,
+                lease_expires_at=_as_datetime(row[1]),
+            )
+
+        return await self._do("claiming a job", work)
+
     async def heartbeat(self, job_id: JobId, lease_token: LeaseToken, *, until: datetime) -> bool:
         async def work(conn: Conn) -> bool:
             cursor = await conn.execute(
@@ -631,6 +663,15 @@ class _Statements:
                    lease_expires_at = {now} + %(lease)s::interval
               FROM due WHERE j.id = due.id
             RETURNING j.id, j.run_id, j.lease_token, j.lease_expires_at, due.n"""
+        self.claim_one = f"""
+            UPDATE {s}.squidmesh_jobs
+               SET lease_token = %(token)s, lease_owner = %(owner)s,
+                   lease_expires_at = {now} + %(lease)s::interval
+             WHERE id = (SELECT id FROM {s}.squidmesh_jobs
+                         WHERE id = %(id)s AND due_at <= {now}
+                           AND (lease_expires_at IS NULL OR lease_expires_at <= {now})
+                         FOR UPDATE SKIP LOCKED)
+            RETURNING run_id, lease_expires_at"""
         until = "now() + %(extend)s::interval" if clock == "database" else "%(until)s"
         self.heartbeat = (
             f"UPDATE {s}.squidmesh_jobs SET lease_expires_at = {until}"

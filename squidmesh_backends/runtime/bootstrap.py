@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from urllib.parse import unquote
 
+from taskiq import AsyncBroker
+
 from squidmesh_backends.errors import ConfigurationError
 from squidmesh_backends.memory import MemoryRunStore
 from squidmesh_backends.postgres import PostgresRunStore
@@ -12,6 +14,7 @@ from squidmesh_backends.runtime.inprocess import InProcessExecutor
 from squidmesh_backends.runtime.runtime import Runtime
 from squidmesh_backends.runtime.settings import RuntimeSettings
 from squidmesh_backends.sqlite import SqliteRunStore
+from squidmesh_backends.taskiq import TaskiqExecutor, open_broker
 from squidmesh_core.definition import WorkflowDefinition
 from squidmesh_core.ports import EventSink, Executor, RunStore
 
@@ -21,6 +24,7 @@ def compose(
     workflows: Iterable[WorkflowDefinition],
     store: str | RunStore = "memory",
     executor: str | Executor = "inprocess",
+    broker: str | AsyncBroker | None = None,
     settings: RuntimeSettings | None = None,
     sinks: Sequence[EventSink] = (),
 ) -> Runtime:
@@ -32,6 +36,9 @@ def compose(
             ``"postgresql://..."`` (optionally with ``?schema=NAME``) or a RunStore
             instance. A store built from a name is closed by ``Runtime.aclose``.
         executor: ``"inprocess"`` or an Executor instance.
+        broker: run steps through Taskiq: ``"redis://..."`` (a Redis streams
+            broker set up for SquidMesh), ``"memory"`` (Taskiq's in-process
+            broker, for tests) or any ``AsyncBroker``. Replaces ``executor``.
         settings: leases, polling, concurrency; defaults are production-safe.
         sinks: event subscribers.
 
@@ -41,7 +48,14 @@ def compose(
     chosen = settings or RuntimeSettings()
     run_store = open_store(store) if isinstance(store, str) else store
     runner: Executor
-    if isinstance(executor, str):
+    if broker is not None:
+        chosen_broker = (
+            open_broker(broker, lease=chosen.lease, concurrency=chosen.concurrency)
+            if isinstance(broker, str)
+            else broker
+        )
+        runner = TaskiqExecutor(chosen_broker, concurrency=chosen.concurrency)
+    elif isinstance(executor, str):
         if executor != "inprocess":
             raise ConfigurationError(f"unknown executor {executor!r} (available: 'inprocess')")
         runner = InProcessExecutor(concurrency=chosen.concurrency)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from enum import StrEnum
 from typing import TypeAlias
 
@@ -125,6 +126,8 @@ class Engine:
         self.ids = ids
         self.settings = settings
         self.sinks = list(sinks)
+        self.inline_steps = 0
+        """Steps this engine ran on the inline fast path (a counter for tests and benchmarks)."""
         self.registry: dict[str, WorkflowDefinition] = {}
         for definition in workflows:
             if (
@@ -148,10 +151,13 @@ class Engine:
             return Failure(UnknownWorkflow(workflow=str(name)))
         return Success(found)
 
-    def publish(self, decision: Decision) -> None:
+    def publish(self, decision: Decision, *, kick: bool = True) -> None:
         for event in decision.emitted:
             self._publish_one(event)
-        now = self.clock.now()
+        if kick:
+            self._kick_for(decision, self.clock.now())
+
+    def _kick_for(self, decision: Decision, now: datetime) -> None:
         if any(job.due_at <= now for job in decision.jobs_scheduled) or any(
             isinstance(c, RescheduleJob) for c in decision.commands
         ):
@@ -177,8 +183,13 @@ class Engine:
         *,
         fence: Fence | None = None,
         state: RunState | None = None,
+        kick: bool = True,
     ) -> Result[Decision, Rejected | NotFound]:
-        """Decide ``event`` on the latest state and commit it, re-deciding after conflicts."""
+        """Decide ``event`` on the latest state and commit it, re-deciding after conflicts.
+
+        ``kick=False`` does not wake the dispatcher for jobs the decision makes
+        due (the caller runs one of them inline and wakes it for the rest).
+        """
         for _ in range(self.settings.max_conflict_retries):
             current = state if state is not None else await self.store.load(run_id)
             state = None
@@ -191,7 +202,7 @@ class Engine:
             committed = await self.store.commit(decision, fence=fence)
             match committed:
                 case Success(_):
-                    self.publish(decision)
+                    self.publish(decision, kick=kick)
                     return Success(decision)
                 case Failure(VersionConflict()):
                     continue
@@ -359,21 +370,68 @@ class Engine:
 
     # ---------------------------------------------------------------- worker path
 
+    async def execute_chain(self, job_id: str, lease_token: str) -> JobOutcome:
+        """Deliver a claimed job; then, on the inline fast path, run the steps it makes due now.
+
+        After a step succeeds and its decision schedules a job due at once, the
+        worker leases that job by name (``claim_job``) and runs it itself, still
+        fenced by the new lease, up to ``inline_chain_limit`` steps. Any other
+        due job is left to the dispatcher, which is woken for it.
+        """
+        inline = self.settings.inline_next_step
+        outcome = JobOutcome.STALE
+        for _ in range(self.settings.inline_chain_limit):
+            outcome, recorded = await self._execute(
+                job_id, lease_token, heartbeat=True, kick=not inline
+            )
+            if not inline:
+                return outcome
+            now = self.clock.now()
+            due = (
+                [j for j in recorded.jobs_scheduled if j.due_at <= now]
+                if recorded is not None and outcome is JobOutcome.SUCCEEDED
+                else []
+            )
+            claim = None
+            if due:
+                claim = await self.store.claim_job(
+                    due[0].id,
+                    now=now,
+                    lease_for=self.settings.lease,
+                    owner=self.settings.owner,
+                    lease_token=self.ids.new_lease_token(),
+                )
+            if recorded is not None and (claim is None or len(due) > 1):
+                self._kick_for(recorded, now)
+            if claim is None:
+                return outcome
+            self.inline_steps += 1
+            job_id, lease_token = claim.job_id, claim.lease_token
+        self.on_job_due()
+        return outcome
+
     async def execute_job(
         self, job_id: str, lease_token: str, *, heartbeat: bool = True
     ) -> JobOutcome:
         """Deliver one claimed job (see the module docstring)."""
+        outcome, _ = await self._execute(job_id, lease_token, heartbeat=heartbeat, kick=True)
+        return outcome
+
+    async def _execute(
+        self, job_id: str, lease_token: str, *, heartbeat: bool, kick: bool
+    ) -> tuple[JobOutcome, Decision | None]:
+        """Deliver one job; the outcome, and the decision that recorded a step's result."""
         parsed = parse_job_id(job_id)
         if isinstance(parsed, Failure):
             LOG.warning("dropping a message with a malformed job id %r", parsed.failure().value)
-            return JobOutcome.FORGED
+            return JobOutcome.FORGED, None
         key = parsed.unwrap()
         token = LeaseToken(lease_token)
         jid = JobId(job_id)
         state = await self.store.load(key.run_id)
         if state is None:
             LOG.warning("dropping job %s: its run does not exist", job_id)
-            return JobOutcome.FORGED
+            return JobOutcome.FORGED, None
         found = self.workflow(state.workflow)
         if isinstance(found, Failure):
             LOG.error(
@@ -382,15 +440,15 @@ class Engine:
                 state.workflow,
             )
             await self.store.release(jid, token)
-            return JobOutcome.STALE
+            return JobOutcome.STALE, None
         definition = found.unwrap()
         job = state.job(jid)
         if job is None:
-            return JobOutcome.STALE
+            return JobOutcome.STALE, None
         fence = Fence(job_id=jid, lease_token=token)
         if job.status is JobStatus.STARTED:
             if job.lease_token == token or job.lease_token is None:
-                return JobOutcome.STALE
+                return JobOutcome.STALE, None
             expired = await self.apply(
                 definition,
                 state.id,
@@ -398,7 +456,9 @@ class Engine:
                 fence=fence,
                 state=state,
             )
-            return JobOutcome.RECLAIMED if isinstance(expired, Success) else JobOutcome.STALE
+            return (
+                JobOutcome.RECLAIMED if isinstance(expired, Success) else JobOutcome.STALE
+            ), None
         delivered = await self.apply(
             definition,
             state.id,
@@ -407,7 +467,7 @@ class Engine:
             state=state,
         )
         if isinstance(delivered, Failure):
-            return JobOutcome.STALE
+            return JobOutcome.STALE, None
         running = delivered.unwrap().state
         step_run = running.step_run(job.step)
         attempt = (
@@ -423,7 +483,7 @@ class Engine:
             )
         )
         if step_run is None or attempt is None:
-            return JobOutcome.CONVERGED
+            return JobOutcome.CONVERGED, None
         spec = definition.step(job.step)
         assert spec is not None
         ctx = StepContext(
@@ -448,11 +508,12 @@ class Engine:
             case Failure(failure):
                 logger.warning("step attempt failed: %s", failure.message)
                 event = StepFailed(job_id=jid, lease_token=token, failure=failure)
-        recorded = await self.apply(definition, running.id, event, fence=fence)
+        recorded = await self.apply(definition, running.id, event, fence=fence, kick=kick)
         if isinstance(recorded, Failure):
             logger.warning("outcome discarded: %s", recorded.failure())
-            return JobOutcome.LEASE_LOST
-        return JobOutcome.SUCCEEDED if isinstance(event, StepSucceeded) else JobOutcome.FAILED
+            return JobOutcome.LEASE_LOST, None
+        succeeded = isinstance(event, StepSucceeded)
+        return (JobOutcome.SUCCEEDED if succeeded else JobOutcome.FAILED), recorded.unwrap()
 
     async def _heartbeat(self, job_id: JobId, token: LeaseToken) -> None:
         interval = self.settings.heartbeat_every.total_seconds()

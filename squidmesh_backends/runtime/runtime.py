@@ -89,7 +89,7 @@ class Runtime:
         return dict(self.engine.registry)
 
     async def _handle(self, job_id: JobId, lease_token: LeaseToken) -> None:
-        await self.engine.execute_job(job_id, lease_token)
+        await self.engine.execute_chain(job_id, lease_token)
 
     async def start(self) -> None:
         """Start executing: the executor accepts jobs and the dispatcher claims them."""

@@ -29,6 +29,12 @@ class RuntimeSettings:
     """How often a decision is re-made after a version conflict before giving up."""
     owner: str = "squidmesh"
     """Name recorded on claims (host and process, for operators)."""
+    inline_next_step: bool = True
+    """After a step succeeds, run the next step at once in the same worker when it is
+    due now (leased and fenced like any delivery) instead of going through the
+    dispatcher and the executor's queue."""
+    inline_chain_limit: int = 64
+    """Most steps one delivery runs inline before handing back to the dispatcher."""
 
     def __post_init__(self) -> None:
         if self.heartbeat_every >= self.lease:
@@ -36,9 +42,14 @@ class RuntimeSettings:
         for name in ("lease", "heartbeat_every", "poll_interval"):
             if getattr(self, name) <= timedelta(0):
                 raise ConfigurationError(f"{name} must be positive")
-        if self.claim_batch < 1 or self.concurrency < 1 or self.max_conflict_retries < 1:
+        if (
+            self.claim_batch < 1
+            or self.concurrency < 1
+            or self.max_conflict_retries < 1
+            or self.inline_chain_limit < 1
+        ):
             raise ConfigurationError(
-                "claim_batch, concurrency and max_conflict_retries must be >= 1"
+                "claim_batch, concurrency, max_conflict_retries and inline_chain_limit must be >= 1"
             )
 
     @classmethod
@@ -46,7 +57,8 @@ class RuntimeSettings:
         """Read settings from ``SQUIDMESH_*`` environment variables.
 
         Variables: ``SQUIDMESH_LEASE_SECONDS``, ``SQUIDMESH_HEARTBEAT_SECONDS``,
-        ``SQUIDMESH_POLL_SECONDS``, ``SQUIDMESH_SHUTDOWN_SECONDS``, ``SQUIDMESH_CONCURRENCY``.
+        ``SQUIDMESH_POLL_SECONDS``, ``SQUIDMESH_SHUTDOWN_SECONDS``, ``SQUIDMESH_CONCURRENCY``,
+        ``SQUIDMESH_INLINE`` (``0`` or ``1``).
         """
 
         def seconds(name: str, default: timedelta) -> timedelta:
@@ -74,4 +86,15 @@ class RuntimeSettings:
             poll_interval=seconds("SQUIDMESH_POLL_SECONDS", base.poll_interval),
             shutdown_timeout=seconds("SQUIDMESH_SHUTDOWN_SECONDS", base.shutdown_timeout),
             concurrency=concurrency,
+            inline_next_step=_flag(environ.get("SQUIDMESH_INLINE"), base.inline_next_step),
         )
+
+
+def _flag(raw: str | None, default: bool) -> bool:
+    if raw is None:
+        return default
+    if raw.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"SQUIDMESH_INLINE must be 0 or 1, got {raw!r}")

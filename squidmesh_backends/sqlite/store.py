@@ -344,6 +344,38 @@ class SqliteRunStore:
 
         return await self._run(work)
 
+    async def claim_job(
+        self,
+        job_id: JobId,
+        *,
+        now: datetime,
+        lease_for: timedelta,
+        owner: str,
+        lease_token: LeaseToken,
+    ) -> Claim | None:
+        now_us = _us(now)
+        expires = now + lease_for
+
+        def work(conn: sqlite3.Connection) -> Claim | None:
+            with self._transaction(conn):
+                row = _query(
+                    conn,
+                    "UPDATE squidmesh_jobs SET lease_token = ?, lease_expires_us = ?, owner = ?"
+                    " WHERE id = ? AND due_us <= ? AND (lease_expires_us IS NULL OR lease_expires_us <= ?)"
+                    " RETURNING run_id",
+                    (lease_token, _us(expires), owner, job_id, now_us, now_us),
+                ).fetchone()
+            if row is None:
+                return None
+            return Claim(
+                job_id=job_id,
+                run_id=RunId(row[0]),
+                lease_token=lease_token,
+                lease_expires_at=expires,
+            )
+
+        return await self._run(work)
+
     async def heartbeat(self, job_id: JobId, lease_token: LeaseToken, *, until: datetime) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
             with self._transaction(conn):

@@ -205,6 +205,38 @@ class RunStoreContract:
         assert await run_store.commit(decision, fence=fence) == Failure(StaleLease(job_id=job))
         assert await run_store.load(state.id) == state
 
+    async def test_one_job_is_claimed_by_name_only_when_due_and_free(
+        self, run_store: RunStore
+    ) -> None:
+        state = await committed(run_store, new_run(1))
+        job = state.jobs[0].id
+
+        async def take(at: datetime, token: str) -> bool:
+            claim = await run_store.claim_job(
+                job, now=at, lease_for=LEASE, owner="inline", lease_token=LeaseToken(token)
+            )
+            if claim is not None:
+                assert (claim.job_id, claim.run_id, claim.lease_token) == (job, state.id, token)
+            return claim is not None
+
+        assert not await take(T0 - timedelta(seconds=1), "early")
+        assert await take(T0, "first")
+        assert not await take(T0, "second")
+        assert await claim(run_store, T0) == []
+        assert await run_store.heartbeat(job, LeaseToken("first"), until=T0 + LEASE)
+        assert await take(T0 + LEASE, "after-expiry")
+        assert not await run_store.heartbeat(job, LeaseToken("first"), until=T0 + LEASE * 2)
+        assert (
+            await run_store.claim_job(
+                JobId("nope/none/1"),
+                now=T0,
+                lease_for=LEASE,
+                owner="x",
+                lease_token=LeaseToken("t"),
+            )
+            is None
+        )
+
     async def test_heartbeat_extends_only_the_holders_lease(self, run_store: RunStore) -> None:
         state = await committed(run_store, new_run(1))
         _, token = await deliver(run_store, state, T0)

@@ -1,0 +1,106 @@
+"""The host application the worker-process tests run: ``tests.taskiq.worker_app:runtime``.
+
+Configured through environment variables so each test can point its workers at
+its own schema, queue and Redis:
+
+* ``SQUIDMESH_TEST_APP_STORE``  store spec (a PostgreSQL URL with ``?schema=``)
+* ``SQUIDMESH_TEST_APP_REDIS``  Redis URL; ``SQUIDMESH_TEST_APP_QUEUE`` stream name
+* ``SQUIDMESH_TEST_APP_LOG``    file every step attempt appends a line to
+* ``SQUIDMESH_TEST_APP_LEASE``  lease seconds (heartbeat a quarter of it)
+* ``SQUIDMESH_TEST_APP_DUPLICATE=1`` publish every message twice
+* ``SQUIDMESH_TEST_APP_INLINE=0`` turn the inline fast path off
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import timedelta
+
+from taskiq import AsyncBroker
+from taskiq.message import BrokerMessage
+from taskiq_redis import RedisStreamBroker
+
+from squidmesh_backends.runtime import Runtime, RuntimeSettings, compose
+from squidmesh_backends.taskiq import redis_stream_broker
+from squidmesh_core import COMPLETE, Retry, StepContext, chain, manual, step, workflow
+
+FIVE = [f"s{i}" for i in range(1, 6)]
+
+
+def _record(ctx: StepContext, what: str) -> None:
+    line = f"{what} {os.getpid()} {ctx.run_id} {ctx.step} {ctx.attempt}\n"
+    with open(os.environ["SQUIDMESH_TEST_APP_LOG"], "a", encoding="utf-8") as log:
+        log.write(line)
+
+
+async def quick(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
+    _record(ctx, "ran")
+    return {ctx.step: ctx.attempt}
+
+
+async def slow_first_attempt(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
+    _record(ctx, "start")
+    if ctx.attempt == 1:
+        await asyncio.sleep(30)  # long enough to be killed in the middle
+    _record(ctx, "ran")
+    return {"slow": ctx.attempt}
+
+
+five_steps = workflow(
+    "workers.five",
+    triggers=[manual()],
+    steps=[step(name, quick) for name in FIVE],
+    transitions=chain(*FIVE, COMPLETE),
+)
+crashable = workflow(
+    "workers.crashable",
+    triggers=[manual()],
+    steps=[step("slow", slow_first_attempt, retry=Retry(max_attempts=3)), step("after", quick)],
+    transitions=chain("slow", "after", COMPLETE),
+)
+
+
+class DuplicatingStreamBroker(RedisStreamBroker):
+    """Publishes every message twice: each delivery then happens at least twice."""
+
+    async def kick(self, message: BrokerMessage) -> None:
+        await super().kick(message)
+        await super().kick(message)
+
+
+def settings() -> RuntimeSettings:
+    lease = float(os.environ.get("SQUIDMESH_TEST_APP_LEASE", "10"))
+    return RuntimeSettings(
+        lease=timedelta(seconds=lease),
+        heartbeat_every=timedelta(seconds=lease / 4),
+        poll_interval=timedelta(milliseconds=250),
+        shutdown_timeout=timedelta(seconds=3),
+        concurrency=8,
+        claim_batch=8,
+        owner=f"worker-{os.getpid()}",
+        inline_next_step=os.environ.get("SQUIDMESH_TEST_APP_INLINE", "1") == "1",
+    )
+
+
+def broker(chosen: RuntimeSettings) -> AsyncBroker:
+    url = os.environ["SQUIDMESH_TEST_APP_REDIS"]
+    queue = os.environ["SQUIDMESH_TEST_APP_QUEUE"]
+    duplicate = os.environ.get("SQUIDMESH_TEST_APP_DUPLICATE") == "1"
+    return redis_stream_broker(
+        url,
+        lease=chosen.lease,
+        concurrency=8,
+        queue=queue,
+        broker_class=DuplicatingStreamBroker if duplicate else RedisStreamBroker,
+    )
+
+
+def runtime() -> Runtime:
+    chosen = settings()
+    return compose(
+        workflows=[five_steps, crashable],
+        store=os.environ["SQUIDMESH_TEST_APP_STORE"],
+        broker=broker(chosen),
+        settings=chosen,
+    )
