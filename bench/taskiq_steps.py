@@ -117,7 +117,7 @@ FINAL = ("completed", "failed", "cancelled")
 
 async def raw_taskiq(serial: int, burst: int, redis_url: str = REDIS) -> Raw:
     queue = f"bench_raw_{secrets.token_hex(4)}"
-    broker = redis_stream_broker(redis_url, lease=LEASE, concurrency=64, queue=queue)
+    broker = redis_stream_broker(redis_url, lease=LEASE, queue=queue)
     done: dict[int, asyncio.Future[None]] = {}
 
     async def ping(i: int) -> None:
@@ -126,7 +126,7 @@ async def raw_taskiq(serial: int, burst: int, redis_url: str = REDIS) -> Raw:
             future.set_result(None)
 
     task = broker.register_task(ping, task_name=f"bench.ping.{queue}")
-    executor = TaskiqExecutor(broker, concurrency=64)  # its receiver loop serves `ping` too
+    executor = TaskiqExecutor(broker)  # its receiver loop serves `ping` too
 
     async def handler(job_id: str, token: str) -> None:
         return None
@@ -167,17 +167,16 @@ async def squidmesh(
     settings = RuntimeSettings(
         lease=LEASE,
         poll_interval=timedelta(milliseconds=200),
-        concurrency=32,
         claim_batch=32,
         inline_next_step=inline,
     )
-    broker = redis_stream_broker(redis_url, lease=LEASE, concurrency=32, queue=queue)
+    broker = redis_stream_broker(redis_url, lease=LEASE, queue=queue)
     store = PostgresRunStore(dsn, schema=schema, max_size=16)
     finished = Finished()
     runtime = Runtime(
         store=store,
         workflows=[ONE, TEN],
-        executor=TaskiqExecutor(broker, concurrency=32),
+        executor=TaskiqExecutor(broker),
         settings=settings,
         sinks=[finished],
     )

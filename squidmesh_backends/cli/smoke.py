@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import TextIO
 
+import redis
 import redis.asyncio
 from returns.result import Failure
 
@@ -172,12 +173,15 @@ async def _worker_process(
         stderr=asyncio.subprocess.STDOUT,
     )
     assert proc.stdout is not None
+    drain: asyncio.Task[bytes] | None = None
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), 30)
         if READY not in line.decode():
             rest = await proc.stdout.read()
             raise ConfigurationError(f"the worker did not start: {(line + rest).decode()}")
         print(line.decode().strip(), file=out, flush=True)
+        # Keep reading the worker's output so a chatty worker never blocks on a full pipe.
+        drain = asyncio.create_task(proc.stdout.read())
         yield proc
     finally:
         if proc.returncode is None:
@@ -187,8 +191,12 @@ async def _worker_process(
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+        if drain is not None:
+            await asyncio.gather(drain, return_exceptions=True)
         client = redis.asyncio.Redis.from_url(broker)
         try:
             await client.delete(queue)
+        except redis.RedisError as exc:  # never hide the error that ended the smoke run
+            print(f"smoke: could not delete stream {queue}: {exc}", file=out)
         finally:
             await client.aclose()

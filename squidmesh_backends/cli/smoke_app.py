@@ -25,9 +25,7 @@ SETTINGS = RuntimeSettings(
 def runtime() -> Runtime:
     url = os.environ["SQUIDMESH_SMOKE_BROKER"]
     queue = os.environ.get("SQUIDMESH_SMOKE_QUEUE", "squidmesh_smoke")
-    broker = redis_stream_broker(
-        url, lease=SETTINGS.lease, concurrency=SETTINGS.concurrency, queue=queue
-    )
+    broker = redis_stream_broker(url, lease=SETTINGS.lease, queue=queue)
     return compose(
         workflows=[payment_recovery],
         store=os.environ["SQUIDMESH_SMOKE_STORE"],

@@ -50,11 +50,9 @@ def compose(
     runner: Executor
     if broker is not None:
         chosen_broker = (
-            open_broker(broker, lease=chosen.lease, concurrency=chosen.concurrency)
-            if isinstance(broker, str)
-            else broker
+            open_broker(broker, lease=chosen.lease) if isinstance(broker, str) else broker
         )
-        runner = TaskiqExecutor(chosen_broker, concurrency=chosen.concurrency)
+        runner = TaskiqExecutor(chosen_broker)
     elif isinstance(executor, str):
         if executor != "inprocess":
             raise ConfigurationError(f"unknown executor {executor!r} (available: 'inprocess')")

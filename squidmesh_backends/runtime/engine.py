@@ -370,45 +370,76 @@ class Engine:
 
     # ---------------------------------------------------------------- worker path
 
-    async def execute_chain(self, job_id: str, lease_token: str) -> JobOutcome:
+    async def execute_chain(
+        self,
+        job_id: str,
+        lease_token: str,
+        *,
+        on_next: Callable[[JobId, LeaseToken], None] = lambda job, token: None,
+    ) -> JobOutcome:
         """Deliver a claimed job; then, on the inline fast path, run the steps it makes due now.
 
-        After a step succeeds and its decision schedules a job due at once, the
-        worker leases that job by name (``claim_job``) and runs it itself, still
-        fenced by the new lease, up to ``inline_chain_limit`` steps. Any other
-        due job is left to the dispatcher, which is woken for it.
+        The delivered job's lease is renewed first: a message may have waited in
+        a broker for most of its lease, and the attempt must not start on a lease
+        about to lapse (it would be reclaimed and run twice). After a step
+        succeeds and its decision schedules a job due at once, the worker leases
+        that job by name (``claim_job``) and runs it itself, still fenced by the
+        new lease, up to ``inline_chain_limit`` steps; ``on_next`` hears of each
+        new lease so shutdown can release the right one. Any other due job is
+        left to the dispatcher, which is woken for it.
         """
         inline = self.settings.inline_next_step
+        limit = self.settings.inline_chain_limit
+        renewed = await self._renew(job_id, lease_token)
+        if not renewed:
+            return JobOutcome.STALE
         outcome = JobOutcome.STALE
-        for _ in range(self.settings.inline_chain_limit):
+        for step_number in range(1, limit + 1):
             outcome, recorded = await self._execute(
                 job_id, lease_token, heartbeat=True, kick=not inline
             )
-            if not inline:
+            if not inline or recorded is None:
                 return outcome
             now = self.clock.now()
             due = (
                 [j for j in recorded.jobs_scheduled if j.due_at <= now]
-                if recorded is not None and outcome is JobOutcome.SUCCEEDED
+                if outcome is JobOutcome.SUCCEEDED and step_number < limit
                 else []
             )
             claim = None
             if due:
-                claim = await self.store.claim_job(
-                    due[0].id,
-                    now=now,
-                    lease_for=self.settings.lease,
-                    owner=self.settings.owner,
-                    lease_token=self.ids.new_lease_token(),
-                )
-            if recorded is not None and (claim is None or len(due) > 1):
+                try:
+                    claim = await self.store.claim_job(
+                        due[0].id,
+                        now=now,
+                        lease_for=self.settings.lease,
+                        owner=self.settings.owner,
+                        lease_token=self.ids.new_lease_token(),
+                    )
+                except Exception:
+                    LOG.exception(
+                        "inline claim of %s failed; leaving it to the dispatcher", due[0].id
+                    )
+            if claim is None or len(due) > 1:
                 self._kick_for(recorded, now)
             if claim is None:
                 return outcome
             self.inline_steps += 1
             job_id, lease_token = claim.job_id, claim.lease_token
-        self.on_job_due()
+            on_next(claim.job_id, claim.lease_token)
         return outcome
+
+    async def _renew(self, job_id: str, lease_token: str) -> bool:
+        """Extend a delivered job's lease before starting it; ``False`` if it is not held."""
+        parsed = parse_job_id(job_id)
+        if isinstance(parsed, Failure):
+            return True  # _execute reports the malformed id
+        held = await self.store.heartbeat(
+            JobId(job_id), LeaseToken(lease_token), until=self.clock.now() + self.settings.lease
+        )
+        if not held:
+            LOG.info("dropping a delivery of %s: its lease is no longer held", job_id)
+        return held
 
     async def execute_job(
         self, job_id: str, lease_token: str, *, heartbeat: bool = True

@@ -78,6 +78,8 @@ class Runtime:
             self.executor.on_done = self.dispatcher.kick
         self._loop_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        self._holding: dict[tuple[JobId, LeaseToken], tuple[JobId, LeaseToken]] = {}
+        """For a delivery that went on inline: the lease it holds now."""
         self.owns_store = False
         """When true (``compose`` built the store), ``aclose`` closes it too."""
 
@@ -89,7 +91,20 @@ class Runtime:
         return dict(self.engine.registry)
 
     async def _handle(self, job_id: JobId, lease_token: LeaseToken) -> None:
-        await self.engine.execute_chain(job_id, lease_token)
+        key = (job_id, lease_token)
+
+        def moved(job: JobId, token: LeaseToken) -> None:
+            self._holding[key] = (job, token)
+
+        try:
+            await self.engine.execute_chain(job_id, lease_token, on_next=moved)
+        except asyncio.CancelledError:
+            raise  # stop() cancelled us: it still needs the lease we hold
+        except BaseException:
+            self._holding.pop(key, None)
+            raise
+        else:
+            self._holding.pop(key, None)
 
     async def start(self) -> None:
         """Start executing: the executor accepts jobs and the dispatcher claims them."""
@@ -115,7 +130,8 @@ class Runtime:
         self.dispatcher.stop()
         await asyncio.gather(task, return_exceptions=True)
         unfinished = await self.executor.stop(timeout=self.settings.shutdown_timeout)
-        for job_id, token in unfinished:
+        for delivered in unfinished:
+            job_id, token = self._holding.pop(delivered, delivered)
             released = await self.store.release(job_id, token)
             LOG.warning("released %s on shutdown (held: %s)", job_id, released)
 

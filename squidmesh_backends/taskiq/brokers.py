@@ -27,7 +27,6 @@ def redis_stream_broker(
     url: str,
     *,
     lease: timedelta,
-    concurrency: int,
     queue: str = QUEUE,
     maxlen: int = 100_000,
     broker_class: type[RedisStreamBroker] = RedisStreamBroker,
@@ -42,8 +41,8 @@ def redis_stream_broker(
     * ``idle_timeout`` is ten leases (at least ten minutes): Redis redelivery is
       only a backstop. The store's lease expiry is what re-publishes a job whose
       worker died, well before Redis would.
-    * ``xread_count`` is the worker's concurrency, so one worker does not
-      prefetch messages other workers could run.
+    * ``xread_count=1``: a worker takes one message per read, so it does not
+      hoard messages in its pending list that idle workers could run.
     """
     idle = max(timedelta(minutes=10), lease * 10)
     return broker_class(
@@ -55,11 +54,11 @@ def redis_stream_broker(
         approximate=True,
         idle_timeout=int(idle.total_seconds() * 1000),
         xread_block=1000,
-        xread_count=concurrency,
+        xread_count=1,
     )
 
 
-def open_broker(spec: str, *, lease: timedelta, concurrency: int) -> AsyncBroker:
+def open_broker(spec: str, *, lease: timedelta) -> AsyncBroker:
     """A broker from its name: ``memory`` (in-process, for tests) or ``redis://...``.
 
     Raises:
@@ -68,5 +67,5 @@ def open_broker(spec: str, *, lease: timedelta, concurrency: int) -> AsyncBroker
     if spec == "memory":
         return InMemoryBroker()
     if spec.startswith(("redis://", "rediss://", "unix://")):
-        return redis_stream_broker(spec, lease=lease, concurrency=concurrency)
+        return redis_stream_broker(spec, lease=lease)
     raise ConfigurationError(f"unknown broker {spec!r} (use 'memory' or 'redis://...')")

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -32,6 +34,8 @@ from squidmesh_core.ports import JobHandler
 
 LOG = logging.getLogger("squidmesh.taskiq")
 TASK_NAME = "squidmesh.run_job"
+PUBLISH_HORIZON = 2.0
+"""Seconds a publish counts against this process's free slots unless received sooner."""
 
 
 class TaskiqExecutor:
@@ -58,6 +62,8 @@ class TaskiqExecutor:
         self.received = 0
         self.refused = 0
         self.receiver_restarts = 0
+        self._recent: deque[float] = deque()
+        self._turned_away: list[tuple[JobId, LeaseToken]] = []
         self.shutdown_grace = shutdown_grace
         self._receiver: asyncio.Task[None] | None = None
 
@@ -72,7 +78,18 @@ class TaskiqExecutor:
 
     @property
     def free_slots(self) -> int:
-        return self.concurrency - len(self._running) if self._accepting else 0
+        """Capacity left, counting messages this process published but nobody took yet.
+
+        A publish is counted until a message is received here or
+        ``PUBLISH_HORIZON`` passes (another worker may have taken it), so a
+        dispatcher cannot claim far more than the workers can start.
+        """
+        if not self._accepting:
+            return 0
+        horizon = time.monotonic() - PUBLISH_HORIZON
+        while self._recent and self._recent[0] < horizon:
+            self._recent.popleft()
+        return self.concurrency - len(self._running) - len(self._recent)
 
     async def start(self, handler: JobHandler) -> None:
         """Start the broker and, unless it runs tasks in-process, a receiver loop."""
@@ -99,11 +116,6 @@ class TaskiqExecutor:
         with ThreadPoolExecutor(max_workers=1) as pool:
             while self._accepting:
                 finished = asyncio.Event()
-
-                def on_exit(_: Receiver, finished: asyncio.Event = finished) -> None:
-                    finished.set()
-                    raise asyncio.CancelledError
-
                 try:
                     receiver = Receiver(
                         broker=self.broker,
@@ -111,10 +123,9 @@ class TaskiqExecutor:
                         run_startup=False,
                         max_async_tasks=self.concurrency,
                         ack_type=AcknowledgeType.WHEN_EXECUTED,
-                        on_exit=on_exit,
                     )
                     await receiver.listen(finished)
-                    pause = 0.1
+                    LOG.warning("the Taskiq receiver ended; restarting in %.1fs", pause)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -132,19 +143,23 @@ class TaskiqExecutor:
             raise RuntimeError("the executor is not accepting work")
         await self.task.kiq(str(job_id), str(lease_token))
         self.published += 1
+        self._recent.append(time.monotonic())
 
     async def _receive(self, job_id: Any, lease_token: Any) -> None:
         """The Taskiq task: run the handler for one delivery (never raises)."""
         self.received += 1
+        if self._recent:
+            self._recent.popleft()
         if not isinstance(job_id, str) or not isinstance(lease_token, str):
             self.refused += 1
             LOG.warning("dropping a malformed message (%r, %r)", type(job_id), type(lease_token))
             return
         handler, slots = self._handler, self._slots
         if not self._accepting or handler is None or slots is None:
-            # Not serving: the job's lease expires and a running worker re-publishes it.
+            # Not serving (stopping): stop() hands the job back so its lease is released.
             self.refused += 1
-            LOG.info("not accepting work; leaving %s to lease expiry", job_id)
+            self._turned_away.append((JobId(job_id), LeaseToken(lease_token)))
+            LOG.info("not accepting work; handing %s back", job_id)
             return
         key = (JobId(job_id), LeaseToken(lease_token))
 
@@ -179,6 +194,8 @@ class TaskiqExecutor:
         if pending:
             _, still = await asyncio.wait(pending, timeout=timeout.total_seconds())
         unfinished = [self._running[t] for t in still if t in self._running]
+        unfinished += self._turned_away
+        self._turned_away = []
         for task in still:
             task.cancel()
         if still:

@@ -12,8 +12,8 @@ pytestmark = pytest.mark.redis
 
 @pytest.fixture
 def executor(redis_url: str, queue: str) -> TaskiqExecutor:
-    broker = redis_stream_broker(redis_url, lease=timedelta(seconds=30), concurrency=3, queue=queue)
-    return TaskiqExecutor(broker, concurrency=3, shutdown_grace=timedelta(seconds=2))
+    broker = redis_stream_broker(redis_url, lease=timedelta(seconds=30), queue=queue)
+    return TaskiqExecutor(broker, shutdown_grace=timedelta(seconds=2))
 
 
 class TestTaskiqExecutorOnRedisStreams(ExecutorContract):

@@ -84,7 +84,7 @@ async def test_the_inline_fast_path_runs_following_steps_without_the_broker(
     from squidmesh_backends.taskiq import redis_stream_broker
 
     settings = RuntimeSettings(poll_interval=timedelta(milliseconds=100), inline_next_step=inline)
-    broker = redis_stream_broker(redis_url, lease=settings.lease, concurrency=8, queue=queue)
+    broker = redis_stream_broker(redis_url, lease=settings.lease, queue=queue)
     runtime = compose(
         workflows=[TEN], store=f"{pg_dsn}?schema={pg_schema}", broker=broker, settings=settings
     )

@@ -76,7 +76,6 @@ def settings() -> RuntimeSettings:
         heartbeat_every=timedelta(seconds=lease / 4),
         poll_interval=timedelta(milliseconds=250),
         shutdown_timeout=timedelta(seconds=3),
-        concurrency=8,
         claim_batch=8,
         owner=f"worker-{os.getpid()}",
         inline_next_step=os.environ.get("SQUIDMESH_TEST_APP_INLINE", "1") == "1",
@@ -90,7 +89,6 @@ def broker(chosen: RuntimeSettings) -> AsyncBroker:
     return redis_stream_broker(
         url,
         lease=chosen.lease,
-        concurrency=8,
         queue=queue,
         broker_class=DuplicatingStreamBroker if duplicate else RedisStreamBroker,
     )

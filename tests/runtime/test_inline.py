@@ -1,0 +1,219 @@
+"""The inline fast path and lease renewal on delivery (regressions from review)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator
+from datetime import timedelta
+
+import pytest
+from taskiq import InMemoryBroker
+from taskiq.message import BrokerMessage
+
+from squidmesh_backends.memory import MemoryRunStore
+from squidmesh_backends.runtime import JobOutcome, Runtime, RuntimeSettings
+from squidmesh_backends.taskiq import TaskiqExecutor
+from squidmesh_core import (
+    COMPLETE,
+    JobId,
+    LeaseToken,
+    RunId,
+    RunStatus,
+    StepContext,
+    chain,
+    manual,
+    step,
+    workflow,
+)
+from squidmesh_core.testing.contracts.executor import settle
+
+GATE = asyncio.Event()
+
+
+async def noop(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
+    return {}
+
+
+async def gated(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
+    await GATE.wait()
+    return {}
+
+
+FIVE = workflow(
+    "inline.five",
+    triggers=[manual()],
+    steps=[step(f"s{i}", noop) for i in range(5)],
+    transitions=chain(*[f"s{i}" for i in range(5)], COMPLETE),
+)
+THEN_BLOCK = workflow(
+    "inline.then_block",
+    triggers=[manual()],
+    steps=[step("a", noop), step("b", gated)],
+    transitions=chain("a", "b", COMPLETE),
+)
+GATED = workflow(
+    "inline.gated", triggers=[manual()], steps=[step("b", gated)], transitions=chain("b", COMPLETE)
+)
+SLOW_POLL = RuntimeSettings(
+    poll_interval=timedelta(seconds=10),
+    lease=timedelta(seconds=4),
+    heartbeat_every=timedelta(seconds=1),
+    shutdown_timeout=timedelta(milliseconds=200),
+)
+
+
+@pytest.mark.parametrize("limit", [1, 2, 64])
+async def test_the_chain_limit_never_strands_a_leased_job(limit: int) -> None:
+    settings = RuntimeSettings(
+        poll_interval=timedelta(seconds=10),
+        lease=timedelta(seconds=4),
+        heartbeat_every=timedelta(seconds=1),
+        inline_chain_limit=limit,
+    )
+    async with Runtime(store=MemoryRunStore(), workflows=[FIVE], settings=settings) as rt:
+        began = time.monotonic()
+        run = (await rt.start_run(FIVE, {})).unwrap()
+        done = (await rt.wait_for(run.id, timeout=timedelta(seconds=10))).unwrap()
+        elapsed = time.monotonic() - began
+    assert done.status is RunStatus.COMPLETED
+    assert elapsed < 2, f"a step waited for a lease to lapse ({elapsed:.1f}s)"
+    assert rt.engine.inline_steps == 4 - 4 // limit if limit < 5 else 4
+
+
+async def test_shutdown_releases_the_lease_the_inline_chain_holds_now() -> None:
+    global GATE  # noqa: PLW0603  (a fresh event on this test's loop)
+    GATE = asyncio.Event()
+    store = MemoryRunStore()
+    rt = Runtime(store=store, workflows=[THEN_BLOCK], settings=SLOW_POLL)
+    await rt.start()
+    run = (await rt.start_run(THEN_BLOCK, {})).unwrap()
+    b_job = JobId(f"{run.id}/b/1")
+    await settle(lambda: rt.engine.inline_steps == 1)
+    assert (await store.job_rows())[b_job][1] is not None  # b is leased and running
+    await rt.stop()
+    assert (await store.job_rows())[b_job][1] is None, "b's lease was not released"
+    GATE.set()
+
+
+async def test_a_late_delivery_renews_its_lease_before_starting() -> None:
+    global GATE  # noqa: PLW0603  (a fresh event on this test's loop)
+    GATE = asyncio.Event()
+    store = MemoryRunStore()
+    settings = RuntimeSettings(
+        poll_interval=timedelta(seconds=10),
+        lease=timedelta(seconds=1),
+        heartbeat_every=timedelta(milliseconds=900),
+        inline_next_step=False,
+    )
+    rt = Runtime(store=store, workflows=[GATED], settings=settings)
+    await rt.start_run(GATED, {})
+    now = rt.clock.now()
+    claims = await store.claim_due(
+        now=now, limit=1, lease_for=settings.lease, owner="old", mint=rt.ids.new_lease_token
+    )
+    await asyncio.sleep(1.1)  # the message sat in a queue until its lease lapsed
+    delivery = asyncio.create_task(rt.engine.execute_chain(claims[0].job_id, claims[0].lease_token))
+    await asyncio.sleep(0.05)
+    # Renewed on delivery: nobody else may claim it while it runs.
+    assert (
+        await store.claim_due(
+            now=rt.clock.now(),
+            limit=5,
+            lease_for=settings.lease,
+            owner="x",
+            mint=rt.ids.new_lease_token,
+        )
+        == []
+    )
+    GATE.set()
+    assert await delivery is JobOutcome.SUCCEEDED
+
+
+async def test_a_delivery_whose_lease_was_taken_over_does_not_start() -> None:
+    store = MemoryRunStore()
+    settings = RuntimeSettings(
+        lease=timedelta(seconds=1), heartbeat_every=timedelta(milliseconds=500)
+    )
+    rt = Runtime(store=store, workflows=[FIVE], settings=settings)
+    run = (await rt.start_run(FIVE, {})).unwrap()
+    first = await store.claim_due(
+        now=rt.clock.now(),
+        limit=1,
+        lease_for=settings.lease,
+        owner="a",
+        mint=rt.ids.new_lease_token,
+    )
+    later = rt.clock.now() + timedelta(seconds=2)
+    await store.claim_due(
+        now=later, limit=1, lease_for=settings.lease, owner="b", mint=rt.ids.new_lease_token
+    )
+    assert await rt.engine.execute_chain(first[0].job_id, first[0].lease_token) is JobOutcome.STALE
+    state = await store.load(RunId(run.id))
+    assert state is not None and state.steps[0].attempts == ()
+
+
+class FailingClaims(MemoryRunStore):
+    async def claim_job(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("claim_job is down")
+
+
+async def test_a_failing_inline_claim_wakes_the_dispatcher() -> None:
+    async with Runtime(store=FailingClaims(), workflows=[FIVE], settings=SLOW_POLL) as rt:
+        began = time.monotonic()
+        run = (await rt.start_run(FIVE, {})).unwrap()
+        done = (await rt.wait_for(run.id, timeout=timedelta(seconds=8))).unwrap()
+    assert done.status is RunStatus.COMPLETED
+    assert time.monotonic() - began < 2
+
+
+async def test_messages_turned_away_while_stopping_are_handed_back() -> None:
+    release = asyncio.Event()
+
+    async def handler(job_id: JobId, lease_token: LeaseToken) -> None:
+        await release.wait()
+
+    executor = TaskiqExecutor(InMemoryBroker(), concurrency=2)
+    await executor.start(handler)
+    await executor.submit(JobId("running"), LeaseToken("t1"))
+    await settle(lambda: executor.free_slots < 2 and executor.received == 1)
+    stopping = asyncio.create_task(executor.stop(timeout=timedelta(milliseconds=300)))
+    await asyncio.sleep(0.05)
+    await executor.task.kiq("late", "t2")  # arrives while stopping
+    unfinished = await stopping
+    assert sorted(unfinished) == [("late", "t2"), ("running", "t1")]
+    release.set()
+
+
+class EndingBroker(InMemoryBroker):
+    """A broker whose listen() ends at once, as a non-Redis broker might."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listens = 0
+
+    async def kick(self, message: BrokerMessage) -> None:
+        return None
+
+    async def listen(self) -> AsyncGenerator[bytes, None]:
+        self.listens += 1
+        for _ in ():
+            yield b""
+
+
+async def test_the_receiver_is_restarted_when_the_broker_stops_listening(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import squidmesh_backends.taskiq.executor as module
+
+    monkeypatch.setattr(module, "InMemoryBroker", type("NeverInMemory", (), {}))
+    broker = EndingBroker()
+    executor = TaskiqExecutor(broker, concurrency=1)
+
+    async def handler(job_id: JobId, lease_token: LeaseToken) -> None:
+        return None
+
+    await executor.start(handler)
+    await settle(lambda: broker.listens >= 3, timeout=5)
+    assert executor.receiver_restarts >= 2
+    await executor.stop(timeout=timedelta(milliseconds=100))
