@@ -13,7 +13,7 @@ from datetime import timedelta
 from pydantic import BaseModel
 
 from squidmesh_backends.runtime import RuntimeSettings, compose
-from squidmesh_core import COMPLETE, StepContext, chain, manual, step, wait, workflow
+from squidmesh_core import COMPLETE, StepContext, chain, cron, manual, step, wait, workflow
 
 
 class Greeting(BaseModel):
@@ -35,4 +35,28 @@ runtime = compose(
     workflows=[hello],
     store="sqlite:" + os.environ.get("SQUIDMESH_EXAMPLE_DB", "squidmesh-example.db"),
     settings=RuntimeSettings(poll_interval=timedelta(milliseconds=100)),
+)
+
+
+class Digest(BaseModel):
+    audience: str = "team"
+
+
+async def send_digest(data: Digest, ctx: StepContext) -> dict[str, object]:
+    tick = None if ctx.schedule is None else ctx.schedule["tick"]
+    return {"sent_to": data.audience, "for_tick": tick}
+
+
+digest = workflow(
+    "demo.digest",
+    triggers=[cron("weekday_mornings", "30 8 * * 1-5", timezone="Europe/Riga", payload=Digest)],
+    steps=[step("send", send_digest)],
+    transitions=chain("send", COMPLETE),
+)
+
+scheduled_runtime = compose(
+    workflows=[hello, digest],
+    store="sqlite:" + os.environ.get("SQUIDMESH_EXAMPLE_DB", "squidmesh-example.db"),
+    settings=RuntimeSettings(poll_interval=timedelta(milliseconds=100)),
+    cron=[digest],
 )

@@ -59,6 +59,7 @@ class Topic(StrEnum):
     STEP_RETRY_SCHEDULED = "step.retry_scheduled"
     STEP_CANCELLED = "step.cancelled"
     LEASE_RECLAIMED = "lease.reclaimed"
+    CRON_TICKS_SKIPPED = "cron.ticks_skipped"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

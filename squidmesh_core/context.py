@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from squidmesh_core.ids import RunId
+from squidmesh_core.jsonvalue import JsonObject
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -21,6 +22,9 @@ class StepContext:
     """Stable across every attempt of this step in this run: pass it to external systems."""
     started_at: datetime
     """When this attempt started (the runtime clock)."""
+    schedule: JsonObject | None = None
+    """For runs started by a cron trigger: ``id``, ``workflow``, ``trigger``,
+    ``expression``, ``timezone`` and the nominal ``tick`` (ISO 8601, UTC)."""
 
 
 def step_idempotency_key(run_id: str, step: str) -> str:

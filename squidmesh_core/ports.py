@@ -94,6 +94,14 @@ class RunStore(Protocol):
         """The run started for ``workflow`` with ``key``, if any."""
         ...
 
+    async def latest_idempotency_key(self, workflow: str, prefix: str) -> IdempotencyKey | None:
+        """The greatest idempotency key of ``workflow`` that starts with ``prefix``, if any.
+
+        Cron triggers key each run by ``cron:<trigger>:<tick in UTC>``, so this is
+        the newest tick already started.
+        """
+        ...
+
     async def commit(
         self, decision: Decision, *, fence: Fence | None = None
     ) -> Result[None, CommitError]:

@@ -19,6 +19,7 @@ from datetime import timedelta
 
 from returns.result import Failure, Result, Success
 
+from squidmesh_core.cron import parse_cron
 from squidmesh_core.definition import (
     COMPLETE,
     LogLevel,
@@ -114,10 +115,10 @@ def _check_triggers(
                 "trigger_name",
                 f"{label} has an invalid name (letters, digits and _, at most 100 characters)",
             )
-        if trigger.kind is TriggerKind.CRON and not (
-            _non_empty(trigger.expression) and _non_empty(trigger.timezone)
-        ):
-            problems.add("cron_spec", f"{label} must define a cron expression and timezone")
+        if trigger.kind is TriggerKind.CRON:
+            parsed = parse_cron(trigger.expression, trigger.timezone)
+            if isinstance(parsed, Failure):
+                problems.add("cron_spec", f"{label} {parsed.failure()}")
         described = describe_contract(trigger.payload)
         if isinstance(described, Failure):
             for message in described.failure():

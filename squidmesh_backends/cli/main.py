@@ -13,6 +13,7 @@
     squidmesh run cancel --app MOD:ATTR RUN_ID
     squidmesh run replay --app MOD:ATTR RUN_ID
     squidmesh graph      --app MOD:ATTR WORKFLOW
+    squidmesh schedule list --app MOD:ATTR [--count N]
 
 Every ``run`` command accepts ``--json`` (errors then print as JSON too). Exit
 codes: 0 success, 1 refused (the error code and message are printed) or, with
@@ -196,6 +197,35 @@ def _run(args: argparse.Namespace) -> int:
     return asyncio.run(_run_command(args))
 
 
+def _schedule(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from squidmesh_backends.cli.app import load_runtime
+    from squidmesh_core.cron import parse_cron
+    from squidmesh_core.definition import TriggerKind
+
+    runtime = load_runtime(args.app)
+    active = {
+        (a.definition.name, a.trigger)
+        for a in (runtime.cron_loop.schedules if runtime.cron_loop else ())
+    }
+    now = datetime.now(UTC)
+    found = False
+    for name, definition in sorted(runtime.workflows.items()):
+        for trigger in definition.triggers:
+            if trigger.kind is not TriggerKind.CRON:
+                continue
+            found = True
+            schedule = parse_cron(trigger.expression, trigger.timezone).unwrap()
+            state = "active" if (name, trigger.name) in active else "not activated (cron=[...])"
+            print(f"{name} / {trigger.name}: {schedule.expression} in {schedule.timezone}, {state}")
+            for tick in schedule.upcoming(now, args.count):
+                print(f"  {tick.astimezone(schedule.zone).isoformat()}  ({tick.isoformat()})")
+    if not found:
+        print("no cron triggers")
+    return 0
+
+
 def _graph(args: argparse.Namespace) -> int:
     from squidmesh_backends.cli.app import load_runtime
     from squidmesh_core.graph import to_mermaid
@@ -287,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("run_id")
     replay = with_app(actions.add_parser("replay", help="start a new run from a run's payload"))
     replay.add_argument("run_id")
+
+    schedule = commands.add_parser("schedule", help="cron triggers and their next fire times")
+    schedule_actions = schedule.add_subparsers(dest="action", required=True)
+    schedule_list = schedule_actions.add_parser("list", help="list cron triggers")
+    schedule_list.add_argument("--app", required=True, metavar="MOD:ATTR")
+    schedule_list.add_argument("--count", type=int, default=5, help="fire times to show")
+    schedule_list.set_defaults(handler=_schedule)
 
     graph = commands.add_parser("graph", help="print a workflow as a Mermaid diagram")
     graph.add_argument("--app", required=True, metavar="MOD:ATTR")

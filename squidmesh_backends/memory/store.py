@@ -79,6 +79,10 @@ class MemoryRunStore:
         run_id = self._keys.get((workflow, key))
         return None if run_id is None else await self.load(run_id)
 
+    async def latest_idempotency_key(self, workflow: str, prefix: str) -> IdempotencyKey | None:
+        keys = [k for (w, k) in self._keys if w == workflow and k.startswith(prefix)]
+        return max(keys, default=None)
+
     async def commit(
         self, decision: Decision, *, fence: Fence | None = None
     ) -> Result[None, CommitError]:

@@ -258,6 +258,16 @@ class PostgresRunStore:
 
         return await self._do("finding a run by idempotency key", work)
 
+    async def latest_idempotency_key(self, workflow: str, prefix: str) -> IdempotencyKey | None:
+        async def work(conn: Conn) -> IdempotencyKey | None:
+            cursor = await conn.execute(
+                self._sql.latest_key, {"workflow": workflow, "prefix": prefix}
+            )
+            row = await cursor.fetchone()
+            return None if row is None else IdempotencyKey(str(row[0]))
+
+        return await self._do("reading the latest idempotency key", work)
+
     async def list_runs(
         self, *, workflow: str | None, status: RunStatus | None, limit: int
     ) -> Sequence[RunState]:
@@ -607,6 +617,11 @@ class _Statements:
             f"{run_select} WHERE (%(workflow)s::text IS NULL OR r.workflow = %(workflow)s)"
             " AND (%(status)s::text IS NULL OR r.status = %(status)s)"
             " ORDER BY r.created_at DESC, r.id DESC LIMIT %(limit)s"
+        )
+        self.latest_key = (
+            f"SELECT idempotency_key FROM {s}.squidmesh_runs WHERE workflow = %(workflow)s"
+            " AND left(idempotency_key, length(%(prefix)s)) = %(prefix)s"
+            ' ORDER BY idempotency_key COLLATE "C" DESC LIMIT 1'
         )
         self.key_owner = (
             f"SELECT id FROM {s}.squidmesh_runs WHERE workflow = %s AND idempotency_key = %s"

@@ -27,6 +27,7 @@ def compose(
     broker: str | AsyncBroker | None = None,
     settings: RuntimeSettings | None = None,
     sinks: Sequence[EventSink] = (),
+    cron: Iterable[str | WorkflowDefinition] = (),
 ) -> Runtime:
     """Build a :class:`Runtime`.
 
@@ -41,6 +42,8 @@ def compose(
             broker, for tests) or any ``AsyncBroker``. Replaces ``executor``.
         settings: leases, polling, concurrency; defaults are production-safe.
         sinks: event subscribers.
+        cron: the workflows (names or definitions) whose cron triggers this runtime
+            starts while it runs; a workflow not listed is never started by cron.
 
     Raises:
         ConfigurationError: an unknown store or executor name.
@@ -60,7 +63,12 @@ def compose(
     else:
         runner = executor
     runtime = Runtime(
-        store=run_store, executor=runner, workflows=workflows, settings=chosen, sinks=sinks
+        store=run_store,
+        executor=runner,
+        workflows=workflows,
+        settings=chosen,
+        sinks=sinks,
+        cron=cron,
     )
     runtime.owns_store = isinstance(store, str)
     return runtime

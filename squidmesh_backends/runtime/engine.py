@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import TypeAlias
@@ -60,6 +60,7 @@ from squidmesh_core.events import (
     StepSucceeded,
 )
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId, parse_job_id, parse_run_id
+from squidmesh_core.jsonvalue import EMPTY_OBJECT, JsonObject
 from squidmesh_core.ports import Clock, EventSink, Fence, IdSource, RunStore
 from squidmesh_core.state import AttemptStatus, JobStatus, RunState, RunStatus
 from squidmesh_core.views import Run, run_view
@@ -73,6 +74,11 @@ ReplayError: TypeAlias = InvalidRunId | NotFound | UnknownWorkflow | UnknownTrig
 ListError: TypeAlias = InvalidOption
 
 MAX_LIST_LIMIT = 1000
+
+
+def _schedule_of(run: RunState) -> JsonObject | None:
+    found = run.context.get("schedule")
+    return found if isinstance(found, Mapping) else None
 
 
 def _clean_name(value: object, limit: int) -> bool:
@@ -163,6 +169,10 @@ class Engine:
         ):
             self.on_job_due()
 
+    def publish_event(self, event: Emit) -> None:
+        """Hand one event to every sink (after whatever commit it reports)."""
+        self._publish_one(event)
+
     def _publish_one(self, event: Emit) -> None:
         LOG.debug(
             "%s",
@@ -225,6 +235,7 @@ class Engine:
         *,
         trigger: str | None = None,
         idempotency_key: str | None = None,
+        context: JsonObject | None = None,
     ) -> Result[Run, StartError]:
         found = self.workflow(workflow)
         if isinstance(found, Failure):
@@ -248,6 +259,7 @@ class Engine:
             payload=payload,
             trigger=trigger,
             idempotency_key=key,
+            context=context if context is not None else EMPTY_OBJECT,
         )
         decided = decide(definition, None, event, now=self.clock.now())
         if isinstance(decided, Failure):
@@ -524,6 +536,7 @@ class Engine:
             attempt=attempt.number,
             idempotency_key=step_idempotency_key(running.id, job.step),
             started_at=attempt.started_at,
+            schedule=_schedule_of(running),
         )
         logger = run_logger(running, job.step, attempt.number)
         beat = asyncio.create_task(self._heartbeat(jid, token)) if heartbeat else None

@@ -17,6 +17,7 @@ from typing import Self, TypeVar
 from returns.result import Failure, Result
 
 from squidmesh_backends.runtime.clock import SystemClock
+from squidmesh_backends.runtime.cron import CronLoop, active_schedules
 from squidmesh_backends.runtime.dispatcher import Dispatcher
 from squidmesh_backends.runtime.engine import (
     CancelError,
@@ -52,6 +53,7 @@ class Runtime:
         ids: IdSource | None = None,
         sinks: Sequence[EventSink] = (),
         settings: RuntimeSettings | None = None,
+        cron: Iterable[str | WorkflowDefinition] = (),
     ) -> None:
         self.settings = settings or RuntimeSettings()
         self.store = store
@@ -79,6 +81,17 @@ class Runtime:
         self._loop_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._holding: dict[tuple[JobId, LeaseToken], tuple[JobId, LeaseToken]] = {}
+        activated = tuple(cron)
+        self.cron_loop: CronLoop | None = None
+        """Starts cron runs while the runtime is started (only for the workflows in ``cron``)."""
+        if activated:
+            self.cron_loop = CronLoop(
+                self.engine,
+                active_schedules(self.engine, activated, now=self.clock.now()),
+                misfire_window=self.settings.cron_misfire_window,
+                poll=self.settings.poll_interval,
+            )
+        self._cron_task: asyncio.Task[None] | None = None
         """For a delivery that went on inline: the lease it holds now."""
         self.owns_store = False
         """When true (``compose`` built the store), ``aclose`` closes it too."""
@@ -113,6 +126,9 @@ class Runtime:
         await self.executor.start(self._handle)
         self.dispatcher.reset()
         self._loop_task = asyncio.create_task(self.dispatcher.run(), name="squidmesh-dispatcher")
+        if self.cron_loop is not None:
+            self.cron_loop.activated_at = self.clock.now()
+            self._cron_task = asyncio.create_task(self.cron_loop.run(), name="squidmesh-cron")
         if isinstance(self.store, WakeupSource):
             self._watch_task = asyncio.create_task(
                 self.store.watch(self.dispatcher.kick), name="squidmesh-wakeups"
@@ -123,10 +139,11 @@ class Runtime:
         task, self._loop_task = self._loop_task, None
         if task is None:
             return
-        watcher, self._watch_task = self._watch_task, None
-        if watcher is not None:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+        for background in (self._watch_task, self._cron_task):
+            if background is not None:
+                background.cancel()
+                await asyncio.gather(background, return_exceptions=True)
+        self._watch_task = self._cron_task = None
         self.dispatcher.stop()
         await asyncio.gather(task, return_exceptions=True)
         unfinished = await self.executor.stop(timeout=self.settings.shutdown_timeout)

@@ -35,6 +35,9 @@ class RuntimeSettings:
     dispatcher and the executor's queue."""
     inline_chain_limit: int = 64
     """Most steps one delivery runs inline before handing back to the dispatcher."""
+    cron_misfire_window: timedelta | None = None
+    """How far back missed cron ticks are caught up after every worker was down.
+    ``None``: only the most recent missed tick; older ones are skipped and reported."""
 
     def __post_init__(self) -> None:
         if self.heartbeat_every >= self.lease:

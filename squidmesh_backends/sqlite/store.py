@@ -215,6 +215,19 @@ class SqliteRunStore:
 
         return await self._run(work)
 
+    async def latest_idempotency_key(self, workflow: str, prefix: str) -> IdempotencyKey | None:
+        def work(conn: sqlite3.Connection) -> IdempotencyKey | None:
+            # A range on the unique (workflow, idempotency_key) index: keys starting with prefix.
+            row = _query(
+                conn,
+                "SELECT max(idempotency_key) FROM squidmesh_runs WHERE workflow = ?"
+                " AND idempotency_key >= ? AND idempotency_key < ?",
+                (workflow, prefix, prefix + "\U0010ffff"),
+            ).fetchone()
+            return None if row is None or row[0] is None else IdempotencyKey(row[0])
+
+        return await self._run(work)
+
     async def commit(
         self, decision: Decision, *, fence: Fence | None = None
     ) -> Result[None, CommitError]:

@@ -194,3 +194,17 @@ def test_idempotent_start_from_the_cli(tmp_path: Path) -> None:
     )
     assert json.loads(first.stdout)["id"] == json.loads(second.stdout)["id"]
     assert json.loads(second.stdout)["existing"] is True
+
+
+def test_schedule_list_prints_next_fire_times_in_the_triggers_zone(tmp_path: Path) -> None:
+    env = {"SQUIDMESH_EXAMPLE_DB": str(tmp_path / "x.db")}
+    result = squidmesh(
+        "schedule", "list", "--app", "examples.hello_app:scheduled_runtime", "--count", "2", env=env
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "demo.digest / weekday_mornings: 30 8 * * 1-5 in Europe/Riga, active"
+    assert len(lines) == 3
+    assert all("T08:30:00+0" in line for line in lines[1:])
+    plain = squidmesh("schedule", "list", "--app", "examples.hello_app:runtime", env=env)
+    assert plain.stdout.strip() == "no cron triggers"

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import time
 from collections import Counter
+from datetime import datetime, timedelta
 
 import pytest
 import redis.asyncio as aredis
 
+from squidmesh_backends.postgres import PostgresRunStore
 from squidmesh_core import AttemptStatus, RunStatus
 from tests.taskiq.conftest import OwnRedis, Workers, producer, wait_all
 from tests.taskiq.worker_app import crashable, five_steps
@@ -125,3 +128,28 @@ async def test_lost_messages_and_a_redis_restart_lose_no_run(
     assert {(r, s) for r, s, _ in ran} == {(r.id, f"s{i}") for r in runs for i in range(1, 6)}
     assert set(ran.values()) == {1}, "an attempt ran twice"
     assert workers.stop_all() == [0, 0]
+
+
+async def test_two_workers_start_one_run_per_cron_tick(
+    workers: Workers, pg_dsn: str, pg_schema: str
+) -> None:
+    factor = 30.0  # a minute passes every two real seconds
+    epoch = time.time()
+    workers.start(
+        2,
+        SQUIDMESH_TEST_APP_FAST_CLOCK=f"{epoch}:{factor}",
+        SQUIDMESH_TEST_APP_LEASE="600",
+    )
+    await asyncio.sleep(13)
+    assert workers.stop_all() == [0, 0]
+    store = PostgresRunStore(pg_dsn, schema=pg_schema, clock="caller", max_size=1)
+    async with store:
+        runs = await store.list_runs(workflow="workers.every_minute", status=None, limit=100)
+    ticks = sorted(str(dict(r.context["schedule"])["tick"]) for r in runs)  # type: ignore[arg-type]
+    assert len(ticks) >= 4, ticks
+    assert len(set(ticks)) == len(ticks), "a tick started twice"
+    minutes = [datetime.fromisoformat(t.replace("Z", "+00:00")) for t in ticks]
+    assert all(b - a == timedelta(minutes=1) for a, b in itertools.pairwise(minutes)), ticks
+    assert sum(r.status is RunStatus.COMPLETED for r in runs) >= len(runs) - 2
+    starters = {pid for what, pid, _, step, _ in workers.lines() if step == "tick"}
+    print(f"{len(ticks)} ticks, one run each; steps ran in {len(starters)} worker(s)")

@@ -9,21 +9,27 @@ its own schema, queue and Redis:
 * ``SQUIDMESH_TEST_APP_LEASE``  lease seconds (heartbeat a quarter of it)
 * ``SQUIDMESH_TEST_APP_DUPLICATE=1`` publish every message twice
 * ``SQUIDMESH_TEST_APP_INLINE=0`` turn the inline fast path off
+* ``SQUIDMESH_TEST_APP_FAST_CLOCK=EPOCH:FACTOR`` run on a clock that passes FACTOR
+  seconds per real second since the Unix time EPOCH (the same in every worker),
+  with the store comparing the runtime's times, and activate the minutely cron
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 
 from taskiq import AsyncBroker
 from taskiq.message import BrokerMessage
 from taskiq_redis import RedisStreamBroker
 
+from squidmesh_backends.postgres import PostgresRunStore
 from squidmesh_backends.runtime import Runtime, RuntimeSettings, compose
-from squidmesh_backends.taskiq import redis_stream_broker
-from squidmesh_core import COMPLETE, Retry, StepContext, chain, manual, step, workflow
+from squidmesh_backends.runtime.bootstrap import split_schema
+from squidmesh_backends.taskiq import TaskiqExecutor, redis_stream_broker
+from squidmesh_core import COMPLETE, Retry, StepContext, chain, cron, manual, step, workflow
 
 FIVE = [f"s{i}" for i in range(1, 6)]
 
@@ -61,6 +67,26 @@ crashable = workflow(
 )
 
 
+every_minute = workflow(
+    "workers.every_minute",
+    triggers=[cron("minutely", "* * * * *")],
+    steps=[step("tick", quick)],
+    transitions=chain("tick", COMPLETE),
+)
+
+
+class FastClock:
+    """Shared fake time: FACTOR seconds pass per real second since EPOCH, in every process."""
+
+    def __init__(self, epoch: float, factor: float) -> None:
+        self.epoch = epoch
+        self.factor = factor
+        self.start = datetime.fromtimestamp(epoch, UTC)
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=(time.time() - self.epoch) * self.factor)
+
+
 class DuplicatingStreamBroker(RedisStreamBroker):
     """Publishes every message twice: each delivery then happens at least twice."""
 
@@ -96,8 +122,22 @@ def broker(chosen: RuntimeSettings) -> AsyncBroker:
 
 def runtime() -> Runtime:
     chosen = settings()
+    fast = os.environ.get("SQUIDMESH_TEST_APP_FAST_CLOCK")
+    if fast:
+        epoch, factor = (float(part) for part in fast.split(":"))
+        dsn, schema = split_schema(os.environ["SQUIDMESH_TEST_APP_STORE"])
+        built = Runtime(
+            store=PostgresRunStore(dsn, schema=schema, clock="caller", max_size=4),
+            executor=TaskiqExecutor(broker(chosen), concurrency=chosen.concurrency),
+            workflows=[five_steps, crashable, every_minute],
+            clock=FastClock(epoch, factor),
+            settings=chosen,
+            cron=[every_minute],
+        )
+        built.owns_store = True
+        return built
     return compose(
-        workflows=[five_steps, crashable],
+        workflows=[five_steps, crashable, every_minute],
         store=os.environ["SQUIDMESH_TEST_APP_STORE"],
         broker=broker(chosen),
         settings=chosen,

@@ -145,11 +145,29 @@ class TestTriggers:
             "duplicate trigger names: 'go'"
         ]
 
-    @pytest.mark.parametrize(("expression", "zone"), [("", "UTC"), ("0 * * * *", ""), (" ", " ")])
-    def test_cron_needs_expression_and_timezone(self, expression: str, zone: str) -> None:
-        assert messages(build(triggers=[cron("nightly", expression, timezone=zone)])) == [
-            "trigger 'nightly' must define a cron expression and timezone"
-        ]
+    @pytest.mark.parametrize(
+        ("expression", "zone", "message"),
+        [
+            ("", "UTC", "needs a cron expression"),
+            (" ", " ", "needs a cron expression"),
+            ("0 * * * *", "", "needs an IANA time zone such as 'Europe/Riga' or 'Etc/UTC'"),
+            ("61 * * * *", "Etc/UTC", "has an invalid cron expression '61 * * * *': Bad minute"),
+            ("* * *", "Etc/UTC", "has an invalid cron expression '* * *': Wrong number of fields"),
+            ("@fortnightly", "Etc/UTC", "has an unknown cron alias '@fortnightly' (known: "),
+            ("0 3 * * *", "Mars/Olympus_Mons", "has an unknown time zone 'Mars/Olympus_Mons'"),
+            ("0 3 * * *", "../../etc/passwd", "has an unknown time zone '../../etc/passwd'"),
+        ],
+    )
+    def test_cron_expressions_and_zones_are_checked_naming_the_trigger(
+        self, expression: str, zone: str, message: str
+    ) -> None:
+        (found,) = messages(build(triggers=[cron("nightly", expression, timezone=zone)]))
+        assert found.startswith(f"trigger 'nightly' {message}")
+
+    @pytest.mark.parametrize("expression", ["@hourly", "@DAILY", "*/15 9-17 * * 1-5", "0 0 L * *"])
+    def test_valid_cron_triggers_pass(self, expression: str) -> None:
+        built = build(triggers=[cron("nightly", expression, timezone="Europe/Riga")])
+        assert isinstance(built, Success), built
 
     def test_payload_must_be_a_pydantic_model(self) -> None:
         result = build(triggers=[manual(payload=dict)])

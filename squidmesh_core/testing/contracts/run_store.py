@@ -237,6 +237,19 @@ class RunStoreContract:
             is None
         )
 
+    async def test_the_latest_key_with_a_prefix_is_found(self, run_store: RunStore) -> None:
+        keys = ["cron:nightly:2026-02-01T09:00:00Z", "cron:nightly:2026-02-02T09:00:00Z",
+                "cron:night:2026-02-09T09:00:00Z", "cron:nightly_x:2026-03-01T00:00:00Z", "manual-1"]  # fmt: skip
+        for n, key in enumerate(keys, 1):
+            await committed(run_store, new_run(n, key=key))
+        await committed(
+            run_store, new_run(99, key="cron:nightly:2026-09-09T09:00:00Z", definition=OTHER)
+        )
+        found = await run_store.latest_idempotency_key("contract.flow", "cron:nightly:")
+        assert found == "cron:nightly:2026-02-02T09:00:00Z"
+        assert await run_store.latest_idempotency_key("contract.flow", "cron:weekly:") is None
+        assert await run_store.latest_idempotency_key("contract.nope", "cron:") is None
+
     async def test_heartbeat_extends_only_the_holders_lease(self, run_store: RunStore) -> None:
         state = await committed(run_store, new_run(1))
         _, token = await deliver(run_store, state, T0)

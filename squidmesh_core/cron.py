@@ -1,0 +1,154 @@
+"""Cron schedules: validation and tick arithmetic, pure.
+
+Expressions have the usual five fields (minute, hour, day of month, month, day
+of week) or one of the aliases ``@yearly``/``@annually``, ``@monthly``,
+``@weekly``, ``@daily``/``@midnight``, ``@hourly``. Parsing and iteration are
+done by ``cronsim`` (a maintained, pure-Python cron evaluator that follows
+Debian cron, including its handling of daylight-saving transitions: a job due
+in an hour that is skipped in spring runs when the clock jumps, and a job in an
+hour that repeats in autumn runs once). Time zones are IANA names resolved by
+the standard library's ``zoneinfo`` from the installed time-zone database,
+which is static reference data, not I/O the core depends on for its decisions.
+
+Every function takes the current time as an argument; nothing here reads a
+clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+from returns.result import Failure, Result, Success
+
+ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_PROBE = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_TICKS = 10_000
+"""Most ticks one call enumerates (a guard against "every minute for a decade")."""
+
+
+@dataclass(frozen=True, slots=True)
+class CronSchedule:
+    """A validated cron expression in an IANA time zone."""
+
+    expression: str
+    """As written by the user (aliases kept)."""
+    timezone: str
+
+    @property
+    def fields(self) -> str:
+        """The five-field form (aliases expanded)."""
+        return ALIASES.get(self.expression.strip().lower(), self.expression.strip())
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The time zone the expression is read in."""
+        return ZoneInfo(self.timezone)
+
+    def after(self, moment: datetime) -> datetime:
+        """The first tick strictly after ``moment`` (aware), in UTC."""
+        local = moment.astimezone(self.zone).replace(second=0, microsecond=0)
+        for tick in CronSim(self.fields, local):
+            if tick > moment:
+                return tick.astimezone(UTC)
+        raise AssertionError("unreachable: a valid cron expression always has a next tick")
+
+    def upcoming(self, moment: datetime, count: int) -> tuple[datetime, ...]:
+        """The next ``count`` ticks strictly after ``moment``, in UTC."""
+        ticks: list[datetime] = []
+        cursor = moment
+        for _ in range(min(count, MAX_TICKS)):
+            cursor = self.after(cursor)
+            ticks.append(cursor)
+        return tuple(ticks)
+
+    def between(self, start: datetime, end: datetime) -> tuple[datetime, ...]:
+        """Ticks in ``(start, end]``, oldest first, at most ``MAX_TICKS`` (the newest kept)."""
+        ticks: list[datetime] = []
+        cursor = start
+        while True:
+            cursor = self.after(cursor)
+            if cursor > end:
+                return tuple(ticks)
+            ticks.append(cursor)
+            if len(ticks) > MAX_TICKS:
+                ticks.pop(0)
+
+    def latest(self, now: datetime, *, horizon: timedelta) -> datetime | None:
+        """The most recent tick at or before ``now``, looking back at most ``horizon``."""
+        found = self.between(now - horizon, now)
+        return found[-1] if found else None
+
+
+def parse_cron(expression: object, timezone: object) -> Result[CronSchedule, str]:
+    """Validate a cron expression and time zone; the error says what is wrong."""
+    if not isinstance(expression, str) or not expression.strip():
+        return Failure("needs a cron expression")
+    if not isinstance(timezone, str) or not timezone.strip():
+        return Failure("needs an IANA time zone such as 'Europe/Riga' or 'Etc/UTC'")
+    fields = ALIASES.get(expression.strip().lower(), expression.strip())
+    if fields.startswith("@"):
+        known = ", ".join(sorted(ALIASES))
+        return Failure(f"has an unknown cron alias {expression!r} (known: {known})")
+    try:
+        CronSim(fields, _PROBE)
+    except CronSimError as exc:
+        return Failure(f"has an invalid cron expression {expression!r}: {exc}")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return Failure(f"has an unknown time zone {timezone!r}")
+    return Success(CronSchedule(expression=expression.strip(), timezone=timezone))
+
+
+@dataclass(frozen=True, slots=True)
+class TickPlan:
+    """What a trigger loop should do now."""
+
+    start: tuple[datetime, ...]
+    """Ticks to start a run for, oldest first."""
+    skipped: int
+    """Missed ticks older than the misfire window, not started."""
+
+
+def plan_ticks(
+    schedule: CronSchedule,
+    *,
+    last_tick: datetime | None,
+    now: datetime,
+    misfire_window: timedelta | None,
+    first_seen: datetime,
+) -> TickPlan:
+    """Which ticks to start, given the newest tick already started.
+
+    * Ticks after ``last_tick`` (or, for a schedule never started, after
+      ``first_seen``, when the schedule was activated) and at or before ``now``
+      are due.
+    * With ``misfire_window=None`` only the newest due tick is started; with a
+      window, every due tick no older than ``now - misfire_window`` is.
+    * Due ticks not started are counted in ``skipped``.
+    """
+    since = last_tick if last_tick is not None else first_seen
+    due = schedule.between(since, now)
+    if not due:
+        return TickPlan(start=(), skipped=0)
+    if misfire_window is None:
+        kept = due[-1:]
+    else:
+        kept = tuple(t for t in due if t >= now - misfire_window) or ()
+    return TickPlan(start=kept, skipped=len(due) - len(kept))
+
+
+def schedule_id(trigger: str, tick: datetime) -> str:
+    """The stable id of one tick of a workflow's trigger (unique within the workflow)."""
+    return f"cron:{trigger}:{tick.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"

@@ -1,0 +1,83 @@
+"""Cron and idempotent starts on real PostgreSQL: racing trigger loops and racing starts."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from squidmesh_backends.postgres import PostgresRunStore
+from squidmesh_backends.runtime import FakeClock, Runtime, RuntimeSettings
+from squidmesh_core import COMPLETE, StepContext, chain, cron, manual, step, workflow
+
+pytestmark = pytest.mark.postgres
+T0 = datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)
+
+
+async def noop(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
+    return {}
+
+
+MINUTELY = workflow(
+    "pgcron.minutely",
+    triggers=[cron("tick", "* * * * *"), manual()],
+    steps=[step("noop", noop)],
+    transitions=chain("noop", COMPLETE),
+)
+
+
+async def test_four_trigger_loops_over_30_ticks_create_exactly_30_runs(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    clock = FakeClock(T0)
+    stores = [
+        PostgresRunStore(pg_dsn, schema=pg_schema, clock="caller", max_size=2) for _ in range(4)
+    ]
+    loops = []
+    for store in stores:
+        await store.open()
+        runtime = Runtime(store=store, workflows=[MINUTELY], clock=clock, cron=[MINUTELY])
+        assert runtime.cron_loop is not None
+        loops.append(runtime.cron_loop)
+    try:
+        created = 0
+        for minute in range(1, 31):
+            clock.set(T0 + timedelta(minutes=minute))
+            rounds = await asyncio.gather(*(loop.tick_once(clock.now()) for loop in loops))
+            created += sum(len(r) for r in rounds)
+        rows = await stores[0].execute(
+            f'SELECT count(*), count(DISTINCT idempotency_key) FROM "{pg_schema}".squidmesh_runs'
+        )
+    finally:
+        for store in stores:
+            await store.close()
+    assert created == 30
+    assert rows == [(30, 30)]
+    assert sum(loop.lost_races for loop in loops) <= 90
+
+
+async def test_concurrent_starts_with_one_key_create_one_run(pg_dsn: str, pg_schema: str) -> None:
+    stores = [PostgresRunStore(pg_dsn, schema=pg_schema, max_size=2) for _ in range(4)]
+    for store in stores:
+        await store.open()
+    try:
+        runtimes = [
+            Runtime(store=store, workflows=[MINUTELY], settings=RuntimeSettings())
+            for store in stores
+        ]
+        results = await asyncio.gather(
+            *(
+                rt.start_run(MINUTELY, {}, trigger="manual", idempotency_key="order-42")
+                for rt in runtimes
+                for _ in range(5)
+            )
+        )
+        runs = [r.unwrap() for r in results]
+        rows = await stores[0].execute(f'SELECT id FROM "{pg_schema}".squidmesh_runs')
+    finally:
+        for store in stores:
+            await store.close()
+    assert len({run.id for run in runs}) == 1
+    assert sum(not run.existing for run in runs) == 1
+    assert [str(r[0]) for r in rows] == [runs[0].id]
