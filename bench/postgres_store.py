@@ -28,6 +28,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import psycopg
+from _sections import write_section
 
 from squidmesh_backends.postgres import PostgresRunStore, migrate
 from squidmesh_backends.runtime import Runtime, RuntimeSettings
@@ -192,10 +193,7 @@ def main() -> int:
     text = report(result, command)
     print(text)
     if args.write:
-        doc = args.write.read_text()
-        head, _, rest = doc.partition(START)
-        _, _, tail = rest.partition(END)
-        args.write.write_text(head + text + tail)
+        write_section(args.write, START, END, text)
     return 0
 
 

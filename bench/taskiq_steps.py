@@ -31,6 +31,7 @@ from pathlib import Path
 
 import psycopg
 import redis.asyncio as aredis
+from _sections import write_section
 
 from squidmesh_backends.postgres import PostgresRunStore, migrate
 from squidmesh_backends.runtime import Runtime, RuntimeSettings
@@ -266,10 +267,7 @@ def main() -> int:
     text = report(raw, engines, command)
     print(text)
     if args.write:
-        doc = args.write.read_text()
-        head, _, rest = doc.partition(START)
-        _, _, tail = rest.partition(END)
-        args.write.write_text(head + text + tail)
+        write_section(args.write, START, END, text)
     return 0
 
 

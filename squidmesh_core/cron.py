@@ -33,6 +33,9 @@ ALIASES = {
     "@hourly": "0 * * * *",
 }
 _PROBE = datetime(2000, 1, 1, tzinfo=UTC)
+HOST_DEPENDENT_ZONES = frozenset({"localtime", "factory", "posixrules"})
+"""Names the zone database resolves differently per host: workers would disagree."""
+TICK_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 MAX_TICKS = 10_000
 """Most ticks one call enumerates (a guard against "every minute for a decade")."""
 
@@ -104,6 +107,10 @@ def parse_cron(expression: object, timezone: object) -> Result[CronSchedule, str
         CronSim(fields, _PROBE)
     except CronSimError as exc:
         return Failure(f"has an invalid cron expression {expression!r}: {exc}")
+    if timezone.strip().lower() in HOST_DEPENDENT_ZONES:
+        return Failure(
+            f"has the host-dependent time zone {timezone!r}: name a zone such as 'Etc/UTC'"
+        )
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -134,9 +141,11 @@ def plan_ticks(
     * Ticks after ``last_tick`` (or, for a schedule never started, after
       ``first_seen``, when the schedule was activated) and at or before ``now``
       are due.
-    * With ``misfire_window=None`` only the newest due tick is started; with a
-      window, every due tick no older than ``now - misfire_window`` is.
-    * Due ticks not started are counted in ``skipped``.
+    * The newest due tick is always started. With ``misfire_window=None`` it is
+      the only one; with a window, every due tick no older than
+      ``now - misfire_window`` is started too.
+    * Due ticks not started are counted in ``skipped`` (at most ``MAX_TICKS``
+      are looked at: a longer outage is reported as that many).
     """
     since = last_tick if last_tick is not None else first_seen
     due = schedule.between(since, now)
@@ -145,10 +154,28 @@ def plan_ticks(
     if misfire_window is None:
         kept = due[-1:]
     else:
-        kept = tuple(t for t in due if t >= now - misfire_window) or ()
+        kept = tuple(t for t in due[:-1] if t >= now - misfire_window) + due[-1:]
     return TickPlan(start=kept, skipped=len(due) - len(kept))
 
 
 def schedule_id(trigger: str, tick: datetime) -> str:
     """The stable id of one tick of a workflow's trigger (unique within the workflow)."""
-    return f"cron:{trigger}:{tick.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    return f"cron:{trigger}:{tick.astimezone(UTC).strftime(TICK_FORMAT)}"
+
+
+def tick_of_key(key: str | None, trigger: str) -> datetime | None:
+    """The tick a ``schedule_id`` names, or ``None`` if ``key`` is not one of ``trigger``'s."""
+    prefix = f"cron:{trigger}:"
+    if key is None or not key.startswith(prefix):
+        return None
+    text = key.removeprefix(prefix)
+    if len(text) != 20:
+        return None
+    try:
+        return datetime.strptime(text, TICK_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+CRON_KEY_PREFIX = "cron:"
+"""Idempotency keys with this prefix belong to cron triggers; callers may not use them."""

@@ -561,6 +561,23 @@ def _succeed(
         )
     output = checked.unwrap()
     mapped: JsonObject = {spec.output_key: dict(output)} if spec.output_key else output
+    reserved = sorted(RESERVED_CONTEXT_KEYS.intersection(mapped))
+    if reserved:
+        return Success(
+            _fail(
+                definition,
+                run,
+                job=job,
+                failure=StepFailure(
+                    kind=INVALID_OUTPUT,
+                    message=f"step {job.step!r} returned the reserved key {reserved[0]!r} "
+                    "(set by SquidMesh for cron runs)",
+                    retryable=False,
+                ),
+                attempt_status=AttemptStatus.FAILED,
+                now=now,
+            )
+        )
     draft = _Draft(definition, run, now)
     attempt = _live_attempt(draft, job)
     draft.put_attempt(job.step, replace(attempt, status=AttemptStatus.SUCCEEDED, finished_at=now))

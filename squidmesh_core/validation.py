@@ -124,7 +124,13 @@ def _check_triggers(
             for message in described.failure():
                 problems.add("payload", f"{label}: {message}")
         else:
-            contracts.setdefault(trigger.name, described.unwrap())
+            contract = described.unwrap()
+            if any(f.name == "schedule" for f in contract.fields):
+                problems.add(
+                    "reserved_key",
+                    f"{label}: payload field 'schedule' is reserved for cron schedule metadata",
+                )
+            contracts.setdefault(trigger.name, contract)
     _, conflicts = merge_contract_fields(contracts)
     for message in conflicts:
         problems.add("payload_conflict", message)
@@ -251,6 +257,10 @@ def _check_step(step: StepSpec, problems: _Problems) -> None:
         problems.add("input_mapping", f"{label} defines an invalid input mapping")
     if step.output_key is not None and not _non_empty(step.output_key):
         problems.add("output_mapping", f"{label} defines an invalid output mapping")
+    elif step.output_key == "schedule":
+        problems.add(
+            "reserved_key", f"{label} writes its output to 'schedule', which cron runs reserve"
+        )
     _check_retry(step, problems)
 
 

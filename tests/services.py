@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import secrets
+import socket
 
 import psycopg
 import pytest
@@ -85,3 +86,11 @@ def require_redis() -> str:
             pytest.fail(problem)
         pytest.skip(problem)
     return REDIS_URL
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

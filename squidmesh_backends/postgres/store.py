@@ -566,8 +566,13 @@ class PostgresRunStore:
 
         return await self._do("reading job rows", work)
 
-    async def execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        """Run one statement on a pooled connection and return its rows (tests, operations)."""
+    async def execute(
+        self, sql: str, params: Sequence[object] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement on a pooled connection and return its rows (tests, operations).
+
+        Without ``params`` the text is sent as it is (``%`` needs no escaping).
+        """
 
         async def work(conn: Conn) -> list[tuple[Any, ...]]:
             cursor = await conn.execute(sql.encode(), params)
@@ -620,8 +625,9 @@ class _Statements:
         )
         self.latest_key = (
             f"SELECT idempotency_key FROM {s}.squidmesh_runs WHERE workflow = %(workflow)s"
-            " AND left(idempotency_key, length(%(prefix)s)) = %(prefix)s"
-            ' ORDER BY idempotency_key COLLATE "C" DESC LIMIT 1'
+            ' AND idempotency_key IS NOT NULL AND (idempotency_key COLLATE "C") >= %(prefix)s'
+            ' AND (idempotency_key COLLATE "C") < %(prefix)s || chr(1114111)'
+            ' ORDER BY (idempotency_key COLLATE "C") DESC LIMIT 1'
         )
         self.key_owner = (
             f"SELECT id FROM {s}.squidmesh_runs WHERE workflow = %s AND idempotency_key = %s"

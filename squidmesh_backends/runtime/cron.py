@@ -18,18 +18,24 @@ that started the newest tick, as a ``cron.ticks_skipped`` event.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from returns.result import Failure, Success
 
 from squidmesh_backends.errors import ConfigurationError
 from squidmesh_backends.runtime.engine import Engine
 from squidmesh_core.commands import Emit, Topic
-from squidmesh_core.cron import CronSchedule, parse_cron, plan_ticks, schedule_id
+from squidmesh_core.cron import (
+    TICK_FORMAT,
+    CronSchedule,
+    parse_cron,
+    plan_ticks,
+    schedule_id,
+    tick_of_key,
+)
 from squidmesh_core.definition import TriggerKind, WorkflowDefinition
 from squidmesh_core.ids import RunId
 from squidmesh_core.payload import validate_payload
@@ -89,16 +95,6 @@ def active_schedules(
     return tuple(found)
 
 
-def _tick_of(key: str | None, prefix: str) -> datetime | None:
-    if key is None:
-        return None
-    try:
-        return datetime.strptime(key.removeprefix(prefix), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        LOG.warning("ignoring idempotency key %r: not a cron tick", key)
-        return None
-
-
 class CronLoop:
     """Starts due ticks of the active schedules; one per started runtime."""
 
@@ -117,28 +113,44 @@ class CronLoop:
         self.activated_at = engine.clock.now()
         self.started: list[RunId] = []
         self.lost_races = 0
+        self.store_reads = 0
+        self._newest: dict[tuple[str, str], datetime] = {}
+        """The newest tick known started, per (workflow, trigger): it survives pruning of
+        old runs and spares a store read while nothing is due."""
 
     async def tick_once(self, now: datetime) -> list[RunId]:
         """Start every run due at ``now``; the ids of the runs this call created."""
         created: list[RunId] = []
         for active in self.schedules:
-            last = await self.engine.store.latest_idempotency_key(
-                active.definition.name, active.prefix
+            where = (active.definition.name, active.trigger)
+            remembered = self._newest.get(where)
+            if remembered is not None and not active.schedule.between(remembered, now):
+                continue  # nothing due since the newest tick this loop saw started
+            self.store_reads += 1
+            stored = tick_of_key(
+                await self.engine.store.latest_idempotency_key(
+                    active.definition.name, active.prefix
+                ),
+                active.trigger,
             )
+            known = [t for t in (stored, remembered) if t is not None]
             plan = plan_ticks(
                 active.schedule,
-                last_tick=_tick_of(last, active.prefix),
+                last_tick=max(known) if known else None,
                 now=now,
                 misfire_window=self.misfire_window,
                 first_seen=self.activated_at,
             )
             for tick in plan.start:
                 run_id = await self._start(active, tick)
+                self._newest[where] = max(tick, self._newest.get(where, tick))
                 if run_id is None:
                     continue
                 created.append(run_id)
                 if plan.skipped and tick == plan.start[-1]:
                     self._report_skipped(active, run_id, tick, plan.skipped)
+            if stored is not None:
+                self._newest[where] = max(stored, self._newest.get(where, stored))
         self.started.extend(created)
         return created
 
@@ -150,14 +162,24 @@ class CronLoop:
             "trigger": active.trigger,
             "expression": active.schedule.expression,
             "timezone": active.schedule.timezone,
-            "tick": tick.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "tick": tick.strftime(TICK_FORMAT),
         }
+        # Defaults such as Today() and Now() resolve at the tick, not when the loop ran.
+        payload = validate_payload(
+            active.definition.contract(active.trigger),
+            {},
+            workflow=active.definition.name,
+            trigger=active.trigger,
+            now=tick,
+            limits=active.definition.limits,
+        ).value_or({})
         started = await self.engine.start_run(
             active.definition,
-            {},
+            dict(payload),
             trigger=active.trigger,
             idempotency_key=key,
             context={"schedule": meta},  # type: ignore[dict-item]
+            reserved_key=True,
         )
         match started:
             case Success(run) if not run.existing:
@@ -190,7 +212,7 @@ class CronLoop:
                 attributes={
                     "trigger": active.trigger,
                     "skipped": skipped,
-                    "started_tick": tick.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "started_tick": tick.strftime(TICK_FORMAT),
                 },
             )
         )
@@ -198,17 +220,15 @@ class CronLoop:
     async def run(self) -> None:
         """Loop until cancelled: start due ticks, sleep until the next (bounded by ``poll``)."""
         while True:
-            now = self.engine.clock.now()
+            delay = self.poll.total_seconds()
             try:
-                await self.tick_once(now)
+                await self.tick_once(self.engine.clock.now())
+                now = self.engine.clock.now()
+                upcoming = min((a.schedule.after(now) for a in self.schedules), default=None)
+                if upcoming is not None:
+                    delay = min(delay, max((upcoming - now).total_seconds(), 0.0) + 0.001)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 LOG.exception("cron pass failed; retrying after the poll interval")
-            now = self.engine.clock.now()
-            upcoming = min((a.schedule.after(now) for a in self.schedules), default=None)
-            delay = self.poll.total_seconds()
-            if upcoming is not None:
-                delay = min(delay, max((upcoming - now).total_seconds(), 0.0) + 0.001)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.sleep(delay)
+            await asyncio.sleep(delay)

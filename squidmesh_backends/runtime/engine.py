@@ -33,6 +33,7 @@ from squidmesh_backends.runtime.settings import RuntimeSettings
 from squidmesh_backends.runtime.steps import run_step
 from squidmesh_core.commands import Decision, Emit, RescheduleJob
 from squidmesh_core.context import StepContext, step_idempotency_key
+from squidmesh_core.cron import CRON_KEY_PREFIX
 from squidmesh_core.decide import decide
 from squidmesh_core.definition import WorkflowDefinition
 from squidmesh_core.errors import (
@@ -236,6 +237,7 @@ class Engine:
         trigger: str | None = None,
         idempotency_key: str | None = None,
         context: JsonObject | None = None,
+        reserved_key: bool = False,
     ) -> Result[Run, StartError]:
         found = self.workflow(workflow)
         if isinstance(found, Failure):
@@ -247,6 +249,17 @@ class Engine:
                     option="idempotency_key",
                     reason="must be a non-empty string of at most 200 characters without NUL "
                     "or lone surrogates",
+                )
+            )
+        if (
+            not reserved_key
+            and isinstance(idempotency_key, str)
+            and idempotency_key.startswith(CRON_KEY_PREFIX)
+        ):
+            return Failure(
+                InvalidOption(
+                    option="idempotency_key",
+                    reason=f"keys beginning with {CRON_KEY_PREFIX!r} belong to cron triggers",
                 )
             )
         key = None if idempotency_key is None else IdempotencyKey(idempotency_key)

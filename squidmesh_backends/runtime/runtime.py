@@ -81,6 +81,7 @@ class Runtime:
         self._loop_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._holding: dict[tuple[JobId, LeaseToken], tuple[JobId, LeaseToken]] = {}
+        # For a delivery that went on inline: the lease it holds now.
         activated = tuple(cron)
         self.cron_loop: CronLoop | None = None
         """Starts cron runs while the runtime is started (only for the workflows in ``cron``)."""
@@ -92,7 +93,6 @@ class Runtime:
                 poll=self.settings.poll_interval,
             )
         self._cron_task: asyncio.Task[None] | None = None
-        """For a delivery that went on inline: the lease it holds now."""
         self.owns_store = False
         """When true (``compose`` built the store), ``aclose`` closes it too."""
 

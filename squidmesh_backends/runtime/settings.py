@@ -40,6 +40,8 @@ class RuntimeSettings:
     ``None``: only the most recent missed tick; older ones are skipped and reported."""
 
     def __post_init__(self) -> None:
+        if self.cron_misfire_window is not None and self.cron_misfire_window <= timedelta(0):
+            raise ConfigurationError("cron_misfire_window must be positive (or None)")
         if self.heartbeat_every >= self.lease:
             raise ConfigurationError("heartbeat_every must be shorter than lease")
         for name in ("lease", "heartbeat_every", "poll_interval"):

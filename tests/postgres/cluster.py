@@ -9,12 +9,13 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from tests.services import free_port
 
 
 def _bindir() -> Path | None:
@@ -28,13 +29,6 @@ def _bindir() -> Path | None:
     return versions[-1].parent if versions else None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class ThrowawayCluster:
     """initdb + pg_ctl on a private directory; run as ``postgres`` when we are root."""
 
@@ -46,7 +40,7 @@ class ThrowawayCluster:
                 pytest.fail(reason)
             pytest.skip(reason)
         self.bindir = bindir
-        self.port = _free_port()
+        self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="squidmesh-pg-"))
         self.root.chmod(0o755)
         self.data = self.root / "data"

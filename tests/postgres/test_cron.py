@@ -81,3 +81,45 @@ async def test_concurrent_starts_with_one_key_create_one_run(pg_dsn: str, pg_sch
     assert len({run.id for run in runs}) == 1
     assert sum(not run.existing for run in runs) == 1
     assert [str(r[0]) for r in rows] == [runs[0].id]
+
+
+async def test_the_newest_tick_is_read_from_the_bytewise_index(pg_store: PostgresRunStore) -> None:
+    s = f'"{pg_store.schema}"'
+    await pg_store.execute(
+        f"INSERT INTO {s}.squidmesh_runs (id, workflow, trigger, status, version, payload,"
+        " context, created_at, updated_at, idempotency_key)"
+        " SELECT gen_random_uuid(), 'w' || mod(n, 50), 'tick', 'completed', 1, '{}', '{}',"
+        " now(), now(), 'cron:tick:' || to_char(timestamp '2026-01-01' + n * interval '1 minute',"
+        ' \'YYYY-MM-DD"T"HH24:MI:SS"Z"\') FROM generate_series(1, 20000) n'
+    )
+    await pg_store.execute(f"ANALYZE {s}.squidmesh_runs")
+    assert (
+        await pg_store.latest_idempotency_key("w7", "cron:tick:")
+        == "cron:tick:2026-01-14T20:37:00Z"
+    )
+    plan = await pg_store.execute(
+        "EXPLAIN "
+        + pg_store._sql.latest_key.replace("%(workflow)s", "'w7'").replace(
+            "%(prefix)s", "'cron:tick:'"
+        )
+    )
+    text = " ".join(str(row[0]) for row in plan)
+    assert "squidmesh_runs_keys_bytewise" in text, text
+
+
+async def test_a_pruned_tick_is_not_started_again_by_the_loop_that_saw_it(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    clock = FakeClock(T0)
+    async with PostgresRunStore(pg_dsn, schema=pg_schema, clock="caller") as store:
+        runtime = Runtime(store=store, workflows=[MINUTELY], clock=clock, cron=[MINUTELY])
+        loop = runtime.cron_loop
+        assert loop is not None
+        clock.set(T0 + timedelta(minutes=1))
+        assert len(await loop.tick_once(clock.now())) == 1
+        await store.execute(f'DELETE FROM "{pg_schema}".squidmesh_runs')  # pruned
+        clock.set(T0 + timedelta(minutes=1, seconds=20))
+        assert await loop.tick_once(clock.now()) == []
+        reads = loop.store_reads
+        assert await loop.tick_once(clock.now()) == []
+        assert loop.store_reads == reads, "nothing due: the store is not asked"

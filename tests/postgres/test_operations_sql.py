@@ -42,11 +42,21 @@ async def test_the_documented_prune_removes_old_finished_runs_only(
     await committed(
         pg_store, decide(FLOW, recent, CancelRequested(), now=recent.created_at).unwrap()
     )
+    newest_cron = await committed(
+        pg_store, new_run(4, at=old, key="cron:nightly:2026-01-02T00:00:00Z")
+    )
+    await committed(pg_store, decide(FLOW, newest_cron, CancelRequested(), now=old).unwrap())
+    older_cron = await committed(
+        pg_store, new_run(5, at=old, key="cron:nightly:2026-01-01T00:00:00Z")
+    )
+    await committed(pg_store, decide(FLOW, older_cron, CancelRequested(), now=old).unwrap())
     prune = next(block for block in SQL if block.lstrip().startswith("DELETE"))
     await pg_store.execute(prune.replace("squidmesh.", f'"{pg_store.schema}".'))
     assert await pg_store.load(run_id(1)) is None
     assert await pg_store.load(run_id(2)) is not None
     assert await pg_store.load(run_id(3)) is not None
+    assert await pg_store.load(run_id(4)) is not None, "the newest cron run of a trigger stays"
+    assert await pg_store.load(run_id(5)) is None
     leftovers = await pg_store.execute(
         f'SELECT count(*) FROM "{pg_store.schema}".squidmesh_step_runs WHERE run_id = %s',
         (run_id(1),),

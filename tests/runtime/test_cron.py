@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 import pytest
 from pydantic import BaseModel
@@ -12,7 +13,18 @@ from pydantic import BaseModel
 from squidmesh_backends.errors import ConfigurationError
 from squidmesh_backends.memory import MemoryRunStore
 from squidmesh_backends.runtime import FakeClock, Runtime, RuntimeSettings
-from squidmesh_core import COMPLETE, RunStatus, StepContext, chain, cron, manual, step, workflow
+from squidmesh_core import (
+    COMPLETE,
+    InvalidWorkflowError,
+    RunStatus,
+    StepContext,
+    Today,
+    chain,
+    cron,
+    manual,
+    step,
+    workflow,
+)
 from squidmesh_core.commands import Emit, Topic
 from squidmesh_core.views import Run
 
@@ -199,3 +211,74 @@ async def test_an_unlisted_workflow_is_never_started_by_cron() -> None:
         await asyncio.sleep(0.2)
     assert rt.cron_loop is None
     assert (await rt.list_runs()).unwrap() == ()
+
+
+async def test_callers_cannot_use_cron_keys() -> None:
+    rt = runtime()
+    refused = (await rt.start_run(MANUAL_ONLY, {}, idempotency_key="cron:five:2099")).failure()
+    assert refused.code == "invalid_option"
+    assert "belong to cron triggers" in str(getattr(refused, "reason", ""))
+
+
+def test_the_schedule_key_is_reserved_in_definitions() -> None:
+    class Clashing(BaseModel):
+        schedule: str = "x"
+
+    with pytest.raises(InvalidWorkflowError, match="payload field 'schedule' is reserved"):
+        workflow(
+            "cron.clash", triggers=[manual(payload=Clashing)], steps=[step("r", report)],
+            transitions=chain("r", COMPLETE),
+        )  # fmt: skip
+    with pytest.raises(InvalidWorkflowError, match="writes its output to 'schedule'"):
+        workflow(
+            "cron.clash", triggers=[manual()], steps=[step("r", report, output="schedule")],
+            transitions=chain("r", COMPLETE),
+        )  # fmt: skip
+
+
+async def overwrite(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
+    return {"schedule": "mine"}
+
+
+async def test_a_step_output_cannot_overwrite_the_schedule() -> None:
+    flow = workflow(
+        "cron.overwrite", triggers=[manual()], steps=[step("o", overwrite)],
+        transitions=chain("o", COMPLETE),
+    )  # fmt: skip
+    async with Runtime(store=MemoryRunStore(), workflows=[flow]) as rt:
+        run = (await rt.start_run(flow, {})).unwrap()
+        done = (await rt.wait_for(run.id, timeout=timedelta(seconds=5))).unwrap()
+    assert done.status is RunStatus.FAILED
+    assert done.history is not None
+    error = done.history[0].attempts[0].error
+    assert error is not None and error.kind == "invalid_output"
+    assert "reserved key 'schedule'" in error.message
+
+
+class Dated(BaseModel):
+    day: Annotated[str, Today()]
+
+
+DATED = workflow(
+    "cron.dated",
+    triggers=[cron("midnight", "0 0 * * *", payload=Dated)],
+    steps=[step("report", report)],
+    transitions=chain("report", COMPLETE),
+)
+
+
+async def test_defaults_resolve_at_the_tick_not_when_the_loop_runs() -> None:
+    clock = FakeClock(datetime(2026, 6, 1, 23, 0, tzinfo=UTC))
+    rt = Runtime(store=MemoryRunStore(), workflows=[DATED], clock=clock, cron=[DATED])
+    assert rt.cron_loop is not None
+    clock.set(datetime(2026, 6, 3, 0, 30, tzinfo=UTC))  # two ticks missed; the loop runs late
+    (newest,) = await rt.cron_loop.tick_once(clock.now())
+    assert (await rt.inspect_run(newest)).unwrap().payload == {"day": "2026-06-03"}
+    clock.set(datetime(2026, 6, 4, 23, 59, tzinfo=UTC))
+    (late,) = await rt.cron_loop.tick_once(clock.now())
+    assert (await rt.inspect_run(late)).unwrap().payload == {"day": "2026-06-04"}
+
+
+def test_the_misfire_window_must_be_positive() -> None:
+    with pytest.raises(ConfigurationError, match="cron_misfire_window must be positive"):
+        RuntimeSettings(cron_misfire_window=timedelta(0))

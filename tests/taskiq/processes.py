@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.services import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.taskiq.worker_app:runtime"
 
@@ -84,13 +86,6 @@ class WorkerProcess:
         if self.proc.stdout is not None and self.proc.poll() is not None:
             self._pumped.join(timeout=5)
             self.proc.stdout.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class OwnRedis:

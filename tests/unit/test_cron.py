@@ -153,3 +153,36 @@ def test_schedule_ids_are_stable_and_in_utc() -> None:
 @pytest.mark.parametrize("bad", [None, 5, "", "@never"])
 def test_parse_refuses_bad_expressions(bad: object) -> None:
     assert isinstance(parse_cron(bad, "Etc/UTC"), Failure)
+
+
+@pytest.mark.parametrize("zone", ["localtime", "Factory", "posixrules"])
+def test_host_dependent_zones_are_refused(zone: str) -> None:
+    problem = parse_cron("0 3 * * *", zone)
+    assert isinstance(problem, Failure)
+    assert "host-dependent" in problem.failure()
+
+
+def test_a_window_shorter_than_the_gap_still_starts_the_newest_tick() -> None:
+    hourly = schedule("0 * * * *")
+    plan = plan_ticks(
+        hourly,
+        last_tick=utc(2026, 5, 1, 10, 0),
+        now=utc(2026, 5, 1, 12, 30),
+        misfire_window=timedelta(seconds=1),
+        first_seen=utc(2026, 1, 1),
+    )
+    assert (plan.start, plan.skipped) == ((utc(2026, 5, 1, 12, 0),), 1)
+
+
+def test_tick_keys_parse_only_in_their_exact_form() -> None:
+    from squidmesh_core.cron import tick_of_key
+
+    assert tick_of_key("cron:n:2026-03-29T01:00:00Z", "n") == utc(2026, 3, 29, 1, 0)
+    for key in [
+        "cron:n:backfill",
+        "cron:nightly:2026-03-29T01:00:00Z",
+        "x",
+        None,
+        "cron:n:2026-03-29T01:00:00Z1",
+    ]:
+        assert tick_of_key(key, "n") is None
