@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import httpx
 from pydantic import BaseModel
 from returns.result import Failure, Result, Success
 
+from squidmesh_backends.tools import HttpTool, invoke
 from squidmesh_core import (
     COMPLETE,
     Exponential,
@@ -49,38 +49,35 @@ async def load_invoice(data: Recovery, ctx: StepContext) -> dict[str, object]:
     return {"invoice_id": data.invoice_id, "amount_cents": 4200, "currency": "EUR"}
 
 
+GATEWAY = HttpTool(name="gateway", idempotency_header="Idempotency-Key", default_timeout=2.0)
+"""The payment gateway, through the HTTP tool: one pooled client, no hidden retries."""
+
+
 async def check_gateway(
     data: GatewayCheck, ctx: StepContext
 ) -> Result[dict[str, object], StepFailure]:
     """Ask the payment gateway for the invoice's status; 5xx and timeouts are retried."""
-    try:
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            response = await client.get(
-                data.gateway_url,
-                params={"invoice": data.invoice_id},
-                headers={"Idempotency-Key": ctx.idempotency_key},
-            )
-    except httpx.TransportError as exc:
-        return Failure(StepFailure(kind="transport", message=f"gateway unreachable: {exc}"))
-    if response.status_code >= 500:
-        return Failure(
-            StepFailure(
-                kind="http",
-                message=f"gateway answered {response.status_code}",
-                details={"status": response.status_code},
-            )
-        )
-    if response.status_code >= 400:
-        return Failure(
-            StepFailure(
-                kind="http",
-                message=f"gateway refused the check ({response.status_code})",
-                retryable=False,
-                details={"status": response.status_code},
-            )
-        )
-    body = response.json()
-    return Success({"status": body.get("status"), "checked_on_attempt": ctx.attempt})
+    outcome = await invoke(
+        GATEWAY,
+        {"method": "GET", "url": data.gateway_url, "params": {"invoice": data.invoice_id}},
+        context=ctx,
+    )
+    match outcome:
+        case Failure(problem):
+            return Failure(problem.to_failure())
+        case Success(result):
+            body = result.value["body"]
+            status = body.get("status") if isinstance(body, dict) else None
+            if not isinstance(status, str):
+                return Failure(
+                    StepFailure(
+                        kind="invalid_response",
+                        message="the gateway answer has no status",
+                        retryable=False,
+                    )
+                )
+            return Success({"status": status, "checked_on_attempt": ctx.attempt})
+    raise AssertionError(outcome)
 
 
 async def issue_credit(data: Recovery, ctx: StepContext) -> dict[str, object]:
