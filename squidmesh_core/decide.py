@@ -226,14 +226,19 @@ class _Draft:
         else:
             self.commands.append(CancelJob(job_id=job.id))
 
-    def cancel_scheduled(self) -> None:
-        """Drop every scheduled job and mark its step cancelled."""
+    def cancel_scheduled(self, reason: str) -> None:
+        """Drop every scheduled job and mark its step cancelled (skipped, for ``reason``)."""
         for job in self.run.jobs:
             if job.status is JobStatus.SCHEDULED:
                 self.drop_job(job)
                 current = self.step_run(job.step)
                 self.put_step(replace(current, status=StepStatus.CANCELLED, updated_at=self.now))
-                self.emit(Topic.STEP_CANCELLED, step=job.step, attempt=job.attempt)
+                self.emit(
+                    Topic.STEP_CANCELLED,
+                    step=job.step,
+                    attempt=job.attempt,
+                    attributes={"reason": reason},
+                )
 
     # -- events ---------------------------------------------------------------------
 
@@ -352,12 +357,12 @@ def _unknown_step(definition: WorkflowDefinition, step: str) -> StepFailure:
 
 
 def _converge_cancel(draft: _Draft) -> None:
-    draft.cancel_scheduled()
+    draft.cancel_scheduled("run_cancelled")
     draft.set_run_status(RunStatus.CANCELLED)
 
 
 def _complete(draft: _Draft) -> None:
-    draft.cancel_scheduled()
+    draft.cancel_scheduled("run_completed")
     draft.run = replace(draft.run, last_error=None)
     draft.set_run_status(RunStatus.COMPLETED)
 
@@ -487,7 +492,7 @@ def _deliver(
         return Failure(StaleDelivery(job_id=event.job_id, reason=f"run is {run.status}"))
     if definition.step(job.step) is None:
         draft.run = replace(draft.run, last_error=_unknown_step(definition, job.step))
-        draft.cancel_scheduled()
+        draft.cancel_scheduled("run_failed")
         draft.set_run_status(RunStatus.FAILED)
         return Success(draft.finish())
     started = replace(job, status=JobStatus.STARTED, lease_token=event.lease_token)
@@ -698,7 +703,7 @@ def _fail(
                 draft.set_run_status(_active_status(draft.run))
             else:
                 draft.run = replace(draft.run, last_error=failure)
-                draft.cancel_scheduled()
+                draft.cancel_scheduled("run_failed")
                 draft.set_run_status(RunStatus.FAILED)
         case _:
             assert_never(verdict)

@@ -94,3 +94,11 @@ def test_shell_block_runs(
         check=False,
     )
     assert result.returncode == 0, f"{name}:\n{result.stdout}\n{result.stderr}"
+
+
+def test_the_event_catalogue_names_every_topic() -> None:
+    from squidmesh_core.commands import Topic
+
+    page = (ROOT / "docs" / "observability.md").read_text()
+    missing = [t.value for t in Topic if f"| `{t.value}` |" not in page]
+    assert missing == []

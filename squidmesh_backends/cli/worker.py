@@ -10,17 +10,17 @@ that did not, and exits. A second signal exits at once (leases then expire).
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import sys
 from typing import TextIO
 
 from squidmesh_backends.cli.app import load_runtime
+from squidmesh_backends.logs import get_logger
 from squidmesh_backends.runtime.inprocess import InProcessExecutor
 from squidmesh_backends.taskiq import TaskiqExecutor
 
-LOG = logging.getLogger("squidmesh.worker")
+LOG = get_logger("squidmesh.worker")
 READY = "squidmesh worker ready"
 
 

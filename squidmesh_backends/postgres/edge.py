@@ -9,7 +9,6 @@ is left. No psycopg exception leaves the package.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -19,9 +18,10 @@ from psycopg import errors as pg_errors
 from psycopg_pool import PoolTimeout
 
 from squidmesh_backends.errors import BackendError, BackendUnavailableError
+from squidmesh_backends.logs import get_logger
 
 T = TypeVar("T")
-LOG = logging.getLogger("squidmesh.postgres")
+LOG = get_logger("squidmesh.postgres")
 
 # Connection-level SQLSTATEs: class 08 (connection exception), the server going
 # away (admin shutdown, crash shutdown, cannot connect now) and the server ending

@@ -37,6 +37,7 @@ from returns.result import Failure, Result, Success
 
 from squidmesh_backends._aio import LoopLock
 from squidmesh_backends.errors import BackendError, ConfigurationError
+from squidmesh_backends.logs import get_logger
 from squidmesh_backends.postgres.edge import guarded, is_contention, is_disconnect, translate
 from squidmesh_backends.postgres.migrations import check_schema, quoted_schema
 from squidmesh_core.codec import decode_run, encode_failure
@@ -55,7 +56,7 @@ from squidmesh_core.state import (
     StepRunState,
 )
 
-LOG = logging.getLogger("squidmesh.postgres")
+LOG = get_logger("squidmesh.postgres")
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[TupleRow]
 GUARD_STATE = "SQM01"

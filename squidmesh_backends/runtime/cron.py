@@ -18,7 +18,6 @@ that started the newest tick, as a ``cron.ticks_skipped`` event.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +25,7 @@ from datetime import datetime, timedelta
 from returns.result import Failure, Success
 
 from squidmesh_backends.errors import ConfigurationError
+from squidmesh_backends.logs import get_logger
 from squidmesh_backends.runtime.engine import Engine
 from squidmesh_core.commands import Emit, Topic
 from squidmesh_core.cron import (
@@ -40,7 +40,7 @@ from squidmesh_core.definition import TriggerKind, WorkflowDefinition
 from squidmesh_core.ids import RunId
 from squidmesh_core.payload import validate_payload
 
-LOG = logging.getLogger("squidmesh.cron")
+LOG = get_logger("squidmesh.cron")
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 
+from squidmesh_backends.logs import get_logger
 from squidmesh_backends.runtime.settings import RuntimeSettings
 from squidmesh_core.ports import Clock, Executor, IdSource, RunStore
 
-LOG = logging.getLogger("squidmesh.dispatcher")
+LOG = get_logger("squidmesh.dispatcher")
 
 
 class Dispatcher:
@@ -80,6 +80,11 @@ class Dispatcher:
         )
         for claim in claims:
             await self.executor.submit(claim.job_id, claim.lease_token)
+            LOG.debug(
+                "dispatched %s",
+                claim.job_id,
+                extra={"run_id": claim.run_id, "job_id": claim.job_id},
+            )
         self.claimed += len(claims)
         return len(claims) == slots
 

@@ -29,6 +29,7 @@ from typing import TypeAlias
 from returns.result import Failure, Result, Success
 
 from squidmesh_backends.errors import ContentionError
+from squidmesh_backends.logs import add_log_fields, get_logger, log_context
 from squidmesh_backends.runtime.settings import RuntimeSettings
 from squidmesh_backends.runtime.steps import run_step
 from squidmesh_core.commands import Decision, Emit, RescheduleJob
@@ -60,13 +61,21 @@ from squidmesh_core.events import (
     StepFailed,
     StepSucceeded,
 )
-from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId, parse_job_id, parse_run_id
+from squidmesh_core.ids import (
+    IdempotencyKey,
+    JobId,
+    JobKey,
+    LeaseToken,
+    RunId,
+    parse_job_id,
+    parse_run_id,
+)
 from squidmesh_core.jsonvalue import EMPTY_OBJECT, JsonObject
 from squidmesh_core.ports import Clock, EventSink, Fence, IdSource, RunStore
 from squidmesh_core.state import AttemptStatus, JobStatus, RunState, RunStatus
 from squidmesh_core.views import Run, run_view
 
-LOG = logging.getLogger("squidmesh.runtime")
+LOG = get_logger("squidmesh.runtime")
 
 StartError: TypeAlias = UnknownWorkflow | UnknownTrigger | InvalidPayload | InvalidOption
 LookupError_: TypeAlias = InvalidRunId | NotFound
@@ -110,7 +119,7 @@ def run_logger(
 ) -> logging.LoggerAdapter[logging.Logger]:
     """A logger that attaches run id, workflow, step and attempt to every record."""
     return logging.LoggerAdapter(
-        logging.getLogger("squidmesh.step"),
+        get_logger("squidmesh.step"),
         {"run_id": run.id, "workflow": run.workflow, "step": step, "attempt": attempt},
     )
 
@@ -175,10 +184,17 @@ class Engine:
         self._publish_one(event)
 
     def _publish_one(self, event: Emit) -> None:
+        fields = {
+            "run_id": event.run_id,
+            "workflow": event.workflow,
+            "step": event.step,
+            "attempt": event.attempt,
+        }
         LOG.debug(
-            "%s",
+            "%s %s",
             event.topic,
-            extra={"run_id": event.run_id, "workflow": event.workflow, "step": event.step},
+            dict(event.attributes),
+            extra={k: v for k, v in fields.items() if v is not None},
         )
         for sink in self.sinks:
             try:
@@ -482,9 +498,17 @@ class Engine:
             LOG.warning("dropping a message with a malformed job id %r", parsed.failure().value)
             return JobOutcome.FORGED, None
         key = parsed.unwrap()
+        with log_context(run_id=key.run_id, step=key.step, attempt=key.attempt, job_id=job_id):
+            return await self._deliver(key, job_id, lease_token, heartbeat=heartbeat, kick=kick)
+
+    async def _deliver(
+        self, key: JobKey, job_id: str, lease_token: str, *, heartbeat: bool, kick: bool
+    ) -> tuple[JobOutcome, Decision | None]:
         token = LeaseToken(lease_token)
         jid = JobId(job_id)
         state = await self.store.load(key.run_id)
+        if state is not None:
+            add_log_fields(workflow=state.workflow)
         if state is None:
             LOG.warning("dropping job %s: its run does not exist", job_id)
             return JobOutcome.FORGED, None

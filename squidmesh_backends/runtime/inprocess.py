@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
+from squidmesh_backends.logs import get_logger
 from squidmesh_core.ids import JobId, LeaseToken
 from squidmesh_core.ports import JobHandler
 
-LOG = logging.getLogger("squidmesh.executor")
+LOG = get_logger("squidmesh.executor")
 
 
 class InProcessExecutor:

@@ -8,7 +8,6 @@ methods, each of which returns a ``Result``.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections.abc import Coroutine, Iterable, Sequence
 from datetime import timedelta
@@ -16,6 +15,7 @@ from typing import Self, TypeVar
 
 from returns.result import Failure, Result
 
+from squidmesh_backends.logs import get_logger
 from squidmesh_backends.runtime.clock import SystemClock
 from squidmesh_backends.runtime.cron import CronLoop, active_schedules
 from squidmesh_backends.runtime.dispatcher import Dispatcher
@@ -36,7 +36,7 @@ from squidmesh_core.ports import Clock, EventSink, Executor, IdSource, RunStore,
 from squidmesh_core.state import RunStatus
 from squidmesh_core.views import Run
 
-LOG = logging.getLogger("squidmesh.runtime")
+LOG = get_logger("squidmesh.runtime")
 T = TypeVar("T")
 
 

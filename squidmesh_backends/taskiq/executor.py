@@ -17,7 +17,6 @@ is after the step's outcome has been committed.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -29,10 +28,11 @@ from taskiq import AsyncBroker, InMemoryBroker
 from taskiq.acks import AcknowledgeType
 from taskiq.receiver import Receiver
 
+from squidmesh_backends.logs import get_logger
 from squidmesh_core.ids import JobId, LeaseToken
 from squidmesh_core.ports import JobHandler
 
-LOG = logging.getLogger("squidmesh.taskiq")
+LOG = get_logger("squidmesh.taskiq")
 TASK_NAME = "squidmesh.run_job"
 PUBLISH_HORIZON = 2.0
 """Seconds a publish counts against this process's free slots unless received sooner."""

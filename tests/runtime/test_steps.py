@@ -298,3 +298,32 @@ async def test_unresolvable_annotations_are_reported_not_guessed() -> None:
     assert done.last_error.kind == "invalid_step"
     assert "name 'Local' is not defined" in done.last_error.message
     assert done.history is not None and len(done.history[0].attempts) == 1
+
+
+async def test_every_runtime_log_record_carries_the_run(caplog: pytest.LogCaptureFixture) -> None:
+    async def bad_output(data: dict[str, object], ctx: StepContext) -> object:
+        return ["not", "an", "object"]
+
+    wf = workflow(
+        "steps.logged",
+        triggers=[manual()],
+        steps=[step("emit", bad_output)],
+        transitions=chain("emit", COMPLETE),
+    )
+    caplog.set_level(logging.DEBUG, logger="squidmesh")
+    rt = TimeSkippingRuntime(workflows=[wf])
+    run = (await rt.start_run(wf, {})).unwrap()
+    await rt.run_until_complete(run.id)
+    from_steps = [r for r in caplog.records if r.name.startswith("squidmesh")]
+    assert from_steps, "the runtime logged nothing"
+    for record in from_steps:
+        assert record.run_id == run.id  # type: ignore[attr-defined]
+        assert record.workflow == "steps.logged"  # type: ignore[attr-defined]
+        assert record.step in (None, "emit")  # type: ignore[attr-defined]
+    in_step = [r for r in from_steps if r.step == "emit"]  # type: ignore[attr-defined]
+    assert len(in_step) >= 3  # delivery, the failure warning, step events
+    assert all(r.attempt == 1 for r in in_step)  # type: ignore[attr-defined]
+    outside = logging.getLogger("squidmesh.runtime").makeRecord(
+        "squidmesh.runtime", logging.INFO, __file__, 1, "x", (), None
+    )
+    assert not hasattr(outside, "run_id")

@@ -1,0 +1,1 @@
+"""Observability adapters: OpenTelemetry spans and metrics from SquidMesh's events."""

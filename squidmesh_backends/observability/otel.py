@@ -1,0 +1,212 @@
+"""``OpenTelemetrySink``: spans and metrics from the runtime's events (the ``otel`` extra).
+
+Install ``squidmesh[otel]`` (``opentelemetry-api``) and pass the sink to the
+runtime (``compose(..., sinks=[OpenTelemetrySink()])``); it uses the global
+tracer and meter providers unless given others. What it records:
+
+* a span per run (``squidmesh.run <workflow>``), from ``run.created`` or
+  ``run.replayed`` to the transition into a final status (error status if the
+  run failed);
+* a span per step attempt (``squidmesh.step <step>``), from ``step.started`` to
+  ``step.completed`` / ``step.failed`` / ``step.cancelled``, linked to its run's
+  span, with an error status, a ``failure`` event when it failed and a
+  ``retry_scheduled`` event when another attempt follows;
+* ``retry_scheduled`` and ``lease_reclaimed`` span events on the run span;
+* metrics: ``squidmesh.step.duration`` (ms, by workflow, step and outcome),
+  ``squidmesh.step.retries`` (count) and ``squidmesh.queue.lateness`` (ms from
+  a job's due time to its start).
+
+Every span of a run belongs to the trace whose id is the run id (a UUID is 128
+bits, like a trace id), so spans recorded by different workers line up in one
+trace without passing context through the broker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
+
+from squidmesh_core.commands import Emit, Topic
+
+FINAL = ("completed", "failed", "cancelled")
+
+
+def run_trace_context(run_id: str) -> Context:
+    """A remote parent in the trace whose id is ``run_id``: every worker derives the same one."""
+    trace_id = uuid.UUID(run_id).int or 1
+    span_id = int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:8], "big") or 1
+    parent = SpanContext(
+        trace_id=trace_id,
+        span_id=span_id,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+    return trace.set_span_in_context(NonRecordingSpan(parent))
+
+
+class OpenTelemetrySink:
+    """An ``EventSink`` that records spans and metrics (see the module docs)."""
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        self.tracer = trace.get_tracer("squidmesh", tracer_provider=tracer_provider)
+        meter = metrics.get_meter("squidmesh", meter_provider=meter_provider)
+        self.step_duration = meter.create_histogram(
+            "squidmesh.step.duration", unit="ms", description="Step attempt duration"
+        )
+        self.retries = meter.create_counter(
+            "squidmesh.step.retries", description="Retries scheduled after failed attempts"
+        )
+        self.lateness = meter.create_histogram(
+            "squidmesh.queue.lateness", unit="ms", description="From a job's due time to its start"
+        )
+        self._runs: dict[str, Span] = {}
+        self._steps: dict[tuple[str, str, int], Span] = {}
+        self._failed: dict[tuple[str, str], Span] = {}
+        """Failed attempts' spans, left open for the retry event of the same decision."""
+
+    def publish(self, event: Emit) -> None:
+        if event.topic not in (Topic.STEP_RETRY_SCHEDULED, Topic.LEASE_RECLAIMED):
+            self._close_failed(event.run_id)
+        handler = _HANDLERS.get(event.topic)
+        if handler is not None:
+            handler(self, event)
+
+    def _close_failed(self, run_id: str) -> None:
+        for key in [k for k in self._failed if k[0] == run_id]:
+            self._failed.pop(key).end()
+
+    # ---------------------------------------------------------------- runs
+
+    def _run_started(self, event: Emit) -> None:
+        span = self.tracer.start_span(
+            f"squidmesh.run {event.workflow}",
+            context=run_trace_context(event.run_id),
+            attributes={
+                "squidmesh.run_id": event.run_id,
+                "squidmesh.workflow": event.workflow,
+                "squidmesh.trigger": str(event.attributes.get("trigger", "")),
+            },
+        )
+        self._runs[event.run_id] = span
+
+    def _run_transition(self, event: Emit) -> None:
+        target = event.attributes.get("to")
+        if target not in FINAL:
+            return
+        for key in [k for k in self._steps if k[0] == event.run_id]:
+            self._steps.pop(key).end()
+        span = self._runs.pop(event.run_id, None)
+        if span is None:
+            return
+        span.set_attribute("squidmesh.status", str(target))
+        if target == "failed":
+            span.set_status(Status(StatusCode.ERROR, "the run failed"))
+        span.end()
+
+    def _run_event(self, event: Emit, name: str) -> None:
+        span = self._runs.get(event.run_id)
+        if span is not None:
+            span.add_event(name, attributes=_flat(event))
+
+    # ---------------------------------------------------------------- steps
+
+    def _step_started(self, event: Emit) -> None:
+        run_span = self._runs.get(event.run_id)
+        links = [Link(run_span.get_span_context())] if run_span is not None else []
+        attrs = _labels(event)
+        span = self.tracer.start_span(
+            f"squidmesh.step {event.step}",
+            context=run_trace_context(event.run_id),
+            links=links,
+            attributes={
+                **attrs,
+                "squidmesh.run_id": event.run_id,
+                "squidmesh.attempt": event.attempt or 0,
+            },
+        )
+        self._steps[(event.run_id, event.step or "", event.attempt or 0)] = span
+        lateness = event.attributes.get("lateness_ms")
+        if isinstance(lateness, int | float):
+            self.lateness.record(max(float(lateness), 0.0), attributes=attrs)
+
+    def _step_finished(self, event: Emit, outcome: str) -> None:
+        span = self._steps.pop((event.run_id, event.step or "", event.attempt or 0), None)
+        duration = event.attributes.get("duration_ms")
+        if isinstance(duration, int | float):
+            labels = {**_labels(event), "squidmesh.outcome": outcome}
+            self.step_duration.record(float(duration), attributes=labels)
+        if span is None:
+            return
+        if outcome == "failed":
+            error = event.attributes.get("error")
+            details = error if isinstance(error, dict) else {}
+            message = str(details.get("message", "the step failed"))
+            span.set_status(Status(StatusCode.ERROR, message))
+            span.add_event(
+                "failure",
+                attributes={
+                    "kind": str(details.get("kind", "")),
+                    "message": message,
+                    "retryable": bool(details.get("retryable", True)),
+                },
+            )
+            self._failed[(event.run_id, event.step or "")] = span
+            return
+        if outcome == "cancelled":
+            span.add_event("cancelled", attributes=_flat(event))
+        span.end()
+
+    def _retry(self, event: Emit) -> None:
+        self.retries.add(1, attributes=_labels(event))
+        self._run_event(event, "retry_scheduled")
+        failed = self._failed.pop((event.run_id, event.step or ""), None)
+        if failed is not None:
+            failed.add_event("retry_scheduled", attributes=_flat(event))
+            failed.end()
+
+
+def _labels(event: Emit) -> dict[str, str]:
+    return {"squidmesh.workflow": event.workflow, "squidmesh.step": event.step or ""}
+
+
+def _flat(event: Emit) -> dict[str, Any]:
+    flat: dict[str, Any] = {
+        "squidmesh.step": event.step or "",
+        "squidmesh.attempt": event.attempt or 0,
+    }
+    for key, value in event.attributes.items():
+        if isinstance(value, str | int | float | bool):
+            flat[key] = value
+    return flat
+
+
+_HANDLERS: dict[Topic, Callable[[OpenTelemetrySink, Emit], None]] = {
+    Topic.RUN_CREATED: OpenTelemetrySink._run_started,
+    Topic.RUN_REPLAYED: OpenTelemetrySink._run_started,
+    Topic.RUN_TRANSITION: OpenTelemetrySink._run_transition,
+    Topic.STEP_STARTED: OpenTelemetrySink._step_started,
+    Topic.STEP_COMPLETED: lambda sink, e: sink._step_finished(e, "completed"),
+    Topic.STEP_FAILED: lambda sink, e: sink._step_finished(e, "failed"),
+    Topic.STEP_CANCELLED: lambda sink, e: sink._step_finished(e, "cancelled"),
+    Topic.STEP_RETRY_SCHEDULED: OpenTelemetrySink._retry,
+    Topic.LEASE_RECLAIMED: lambda sink, e: sink._run_event(e, "lease_reclaimed"),
+}

@@ -1,0 +1,105 @@
+"""OpenTelemetry spans and metrics, checked with the SDK's in-memory exporter and reader."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+from returns.result import Failure, Result, Success
+
+from squidmesh_backends.observability.otel import OpenTelemetrySink
+from squidmesh_backends.runtime import TimeSkippingRuntime
+from squidmesh_core import (
+    COMPLETE,
+    Fixed,
+    Retry,
+    RunStatus,
+    StepContext,
+    StepFailure,
+    chain,
+    manual,
+    step,
+    workflow,
+)
+
+
+async def flaky(
+    data: dict[str, object], ctx: StepContext
+) -> Result[dict[str, object], StepFailure]:
+    if ctx.attempt == 1:
+        return Failure(StepFailure(kind="http", message="gateway answered 503"))
+    return Success({"ok": True})
+
+
+async def done(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
+    return {}
+
+
+FLOW = workflow(
+    "otel.flow",
+    triggers=[manual()],
+    steps=[
+        step(
+            "flaky", flaky, retry=Retry(max_attempts=3, backoff=Fixed(delay=timedelta(seconds=5)))
+        ),
+        step("done", done),
+    ],
+    transitions=chain("flaky", "done", COMPLETE),
+)
+
+
+async def test_runs_and_attempts_become_linked_spans_and_metrics() -> None:
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    sink = OpenTelemetrySink(tracer_provider=tracer_provider, meter_provider=meter_provider)
+
+    rt = TimeSkippingRuntime(workflows=[FLOW], sinks=[sink])
+    run = (await rt.start_run(FLOW, {})).unwrap()
+    assert (await rt.run_until_complete(run.id)).status is RunStatus.COMPLETED
+
+    spans = {
+        (s.name, dict(s.attributes or {}).get("squidmesh.attempt")): s
+        for s in exporter.get_finished_spans()
+    }
+    run_span = spans[("squidmesh.run otel.flow", None)]
+    failed = spans[("squidmesh.step flaky", 1)]
+    retried = spans[("squidmesh.step flaky", 2)]
+    final = spans[("squidmesh.step done", 1)]
+    assert len(spans) == 4
+    trace_id = uuid.UUID(run.id).int
+    contexts = {key: s.get_span_context() for key, s in spans.items()}
+    assert {c.trace_id for c in contexts.values() if c is not None} == {trace_id}
+    for attempt_span in (failed, retried, final):
+        linked = [link.context.span_id for link in attempt_span.links]
+        run_context = run_span.get_span_context()
+        assert run_context is not None
+        assert linked == [run_context.span_id]
+        assert attempt_span.attributes["squidmesh.run_id"] == run.id  # type: ignore[index]
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.status.description == "gateway answered 503"
+    assert [e.name for e in failed.events] == ["failure", "retry_scheduled"]
+    assert retried.status.status_code is StatusCode.UNSET
+    assert [e.name for e in run_span.events] == ["retry_scheduled"]
+    assert run_span.attributes["squidmesh.status"] == "completed"  # type: ignore[index]
+
+    data = reader.get_metrics_data()
+    assert data is not None
+    points: dict[str, list[object]] = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                points[metric.name] = list(metric.data.data_points)
+    durations = points["squidmesh.step.duration"]
+    assert sum(p.count for p in durations) == 3  # type: ignore[attr-defined]
+    assert sum(p.value for p in points["squidmesh.step.retries"]) == 1  # type: ignore[attr-defined]
+    assert sum(p.count for p in points["squidmesh.queue.lateness"]) == 3  # type: ignore[attr-defined]
+    assert max(p.max for p in points["squidmesh.queue.lateness"]) >= 0  # type: ignore[attr-defined]
