@@ -6,11 +6,14 @@ tracer and meter providers unless given others. What it records:
 
 * a span per run (``squidmesh.run <workflow>``), from ``run.created`` or
   ``run.replayed`` to the transition into a final status (error status if the
-  run failed);
+  run failed), recorded by a process that saw both, and linked to the attempt
+  spans recorded there;
 * a span per step attempt (``squidmesh.step <step>``), from ``step.started`` to
-  ``step.completed`` / ``step.failed`` / ``step.cancelled``, linked to its run's
-  span, with an error status, a ``failure`` event when it failed and a
-  ``retry_scheduled`` event when another attempt follows;
+  ``step.completed`` / ``step.failed`` / ``step.cancelled``, with an error
+  status, a ``failure`` event when it failed and a ``retry_scheduled`` event
+  when another attempt follows; an attempt nobody finishes in this process
+  (its worker was lost, its outcome discarded) is ended after ``abandon_after``
+  with ``squidmesh.abandoned`` set;
 * ``retry_scheduled`` and ``lease_reclaimed`` span events on the run span;
 * metrics: ``squidmesh.step.duration`` (ms, by workflow, step and outcome),
   ``squidmesh.step.retries`` (count) and ``squidmesh.queue.lateness`` (ms from
@@ -18,14 +21,20 @@ tracer and meter providers unless given others. What it records:
 
 Every span of a run belongs to the trace whose id is the run id (a UUID is 128
 bits, like a trace id), so spans recorded by different workers line up in one
-trace without passing context through the broker.
+trace without passing context through the broker. They are children of a
+remote parent derived from the run id that is never recorded itself (viewers
+show it as a missing root), flagged sampled: a parent-based sampler records
+them all. Memory is bounded: at most ``max_open`` runs and attempts are tracked.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from opentelemetry import metrics, trace
@@ -43,12 +52,18 @@ from opentelemetry.trace import (
 from squidmesh_core.commands import Emit, Topic
 
 FINAL = ("completed", "failed", "cancelled")
+MAX_LINKS = 128
+"""Most attempt spans one run span links to."""
 
 
 def run_trace_context(run_id: str) -> Context:
     """A remote parent in the trace whose id is ``run_id``: every worker derives the same one."""
-    trace_id = uuid.UUID(run_id).int or 1
-    span_id = int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:8], "big") or 1
+    digest = hashlib.sha256(run_id.encode()).digest()
+    try:
+        trace_id = uuid.UUID(run_id).int or 1
+    except ValueError:  # hand-made events: still one stable trace per run id
+        trace_id = int.from_bytes(digest[8:24], "big") or 1
+    span_id = int.from_bytes(digest[:8], "big") or 1
     parent = SpanContext(
         trace_id=trace_id,
         span_id=span_id,
@@ -66,6 +81,8 @@ class OpenTelemetrySink:
         *,
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
+        max_open: int = 10_000,
+        abandon_after: timedelta = timedelta(hours=1),
     ) -> None:
         self.tracer = trace.get_tracer("squidmesh", tracer_provider=tracer_provider)
         meter = metrics.get_meter("squidmesh", meter_provider=meter_provider)
@@ -78,8 +95,14 @@ class OpenTelemetrySink:
         self.lateness = meter.create_histogram(
             "squidmesh.queue.lateness", unit="ms", description="From a job's due time to its start"
         )
-        self._runs: dict[str, Span] = {}
-        self._steps: dict[tuple[str, str, int], Span] = {}
+        self.max_open = max_open
+        self.abandon_after = abandon_after
+        self._runs: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
+        """Runs seen starting here: start time (ns) and attributes; the span is recorded
+        when the run finishes in this process, or dropped (bounded by ``max_open``)."""
+        self._run_events: dict[str, list[tuple[str, dict[str, Any], int]]] = {}
+        self._attempts: dict[str, list[SpanContext]] = {}
+        self._steps: OrderedDict[tuple[str, str, int], tuple[Span, float]] = OrderedDict()
         self._failed: dict[tuple[str, str], Span] = {}
         """Failed attempts' spans, left open for the retry event of the same decision."""
 
@@ -89,6 +112,22 @@ class OpenTelemetrySink:
         handler = _HANDLERS.get(event.topic)
         if handler is not None:
             handler(self, event)
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """End attempt spans nobody will finish here (worker lost, outcome discarded)."""
+        horizon = time.monotonic() - self.abandon_after.total_seconds()
+        while self._steps:
+            key, (span, opened) = next(iter(self._steps.items()))
+            if opened > horizon and len(self._steps) <= self.max_open:
+                break
+            del self._steps[key]
+            span.set_attribute("squidmesh.abandoned", True)
+            span.end()
+        while len(self._runs) > self.max_open:
+            run_id, _ = self._runs.popitem(last=False)
+            self._run_events.pop(run_id, None)
+            self._attempts.pop(run_id, None)
 
     def _close_failed(self, run_id: str) -> None:
         for key in [k for k in self._failed if k[0] == run_id]:
@@ -97,59 +136,71 @@ class OpenTelemetrySink:
     # ---------------------------------------------------------------- runs
 
     def _run_started(self, event: Emit) -> None:
-        span = self.tracer.start_span(
-            f"squidmesh.run {event.workflow}",
-            context=run_trace_context(event.run_id),
-            attributes={
+        self._runs[event.run_id] = (
+            time.time_ns(),
+            {
                 "squidmesh.run_id": event.run_id,
                 "squidmesh.workflow": event.workflow,
                 "squidmesh.trigger": str(event.attributes.get("trigger", "")),
             },
         )
-        self._runs[event.run_id] = span
 
     def _run_transition(self, event: Emit) -> None:
         target = event.attributes.get("to")
         if target not in FINAL:
             return
         for key in [k for k in self._steps if k[0] == event.run_id]:
-            self._steps.pop(key).end()
-        span = self._runs.pop(event.run_id, None)
-        if span is None:
+            self._steps.pop(key)[0].end()
+        started = self._runs.pop(event.run_id, None)
+        events = self._run_events.pop(event.run_id, [])
+        attempts = self._attempts.pop(event.run_id, [])
+        if started is None:
             return
-        span.set_attribute("squidmesh.status", str(target))
+        start_ns, attributes = started
+        span = self.tracer.start_span(
+            f"squidmesh.run {event.workflow}",
+            context=run_trace_context(event.run_id),
+            attributes={**attributes, "squidmesh.status": str(target)},
+            links=[Link(context) for context in attempts],
+            start_time=start_ns,
+        )
+        for name, attrs, at in events:
+            span.add_event(name, attributes=attrs, timestamp=at)
         if target == "failed":
             span.set_status(Status(StatusCode.ERROR, "the run failed"))
         span.end()
 
     def _run_event(self, event: Emit, name: str) -> None:
-        span = self._runs.get(event.run_id)
-        if span is not None:
-            span.add_event(name, attributes=_flat(event))
+        if event.run_id in self._runs:
+            self._run_events.setdefault(event.run_id, []).append(
+                (name, _flat(event), time.time_ns())
+            )
 
     # ---------------------------------------------------------------- steps
 
     def _step_started(self, event: Emit) -> None:
-        run_span = self._runs.get(event.run_id)
-        links = [Link(run_span.get_span_context())] if run_span is not None else []
         attrs = _labels(event)
         span = self.tracer.start_span(
             f"squidmesh.step {event.step}",
             context=run_trace_context(event.run_id),
-            links=links,
             attributes={
                 **attrs,
                 "squidmesh.run_id": event.run_id,
                 "squidmesh.attempt": event.attempt or 0,
             },
         )
-        self._steps[(event.run_id, event.step or "", event.attempt or 0)] = span
+        self._steps[(event.run_id, event.step or "", event.attempt or 0)] = (span, time.monotonic())
+        if event.run_id in self._runs:  # the run's span will be recorded here: link the attempt
+            linked = self._attempts.setdefault(event.run_id, [])
+            if len(linked) < MAX_LINKS:
+                linked.append(span.get_span_context())
         lateness = event.attributes.get("lateness_ms")
         if isinstance(lateness, int | float):
             self.lateness.record(max(float(lateness), 0.0), attributes=attrs)
 
     def _step_finished(self, event: Emit, outcome: str) -> None:
-        span = self._steps.pop((event.run_id, event.step or "", event.attempt or 0), None)
+        opened = self._steps.pop((event.run_id, event.step or "", event.attempt or 0), None)
+        span = None if opened is None else opened[0]
         duration = event.attributes.get("duration_ms")
         if isinstance(duration, int | float):
             labels = {**_labels(event), "squidmesh.outcome": outcome}

@@ -184,17 +184,18 @@ class Engine:
         self._publish_one(event)
 
     def _publish_one(self, event: Emit) -> None:
-        fields = {
-            "run_id": event.run_id,
-            "workflow": event.workflow,
-            "step": event.step,
-            "attempt": event.attempt,
-        }
+        job_id = event.attributes.get("job_id")
         LOG.debug(
             "%s %s",
             event.topic,
             dict(event.attributes),
-            extra={k: v for k, v in fields.items() if v is not None},
+            extra={  # the event's own run, not whatever delivery publishes it
+                "run_id": event.run_id,
+                "workflow": event.workflow,
+                "step": event.step,
+                "attempt": event.attempt,
+                "job_id": job_id if isinstance(job_id, str) else None,
+            },
         )
         for sink in self.sinks:
             try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,10 @@ RETRYABLE_4XX = frozenset({408, 425, 429})
 FIELDS = frozenset({"method", "url", "headers", "params", "json", "body", "timeout"})
 MAX_TIMEOUT = 300.0
 MAX_RESPONSE_BYTES = 1024 * 1024
+MAX_RETRY_AFTER = timedelta(days=1)
+"""A remote cannot push a retry further out than this."""
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_VALUE = re.compile(r"^[\x20-\x7e\t]*$")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,10 +92,13 @@ def parse_request(raw: object) -> Result[HttpRequest, str]:
         return Failure("url must be an absolute http:// or https:// URL")
     headers = raw.get("headers") or {}
     if not isinstance(headers, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) and k and _clean(k) and _clean(v)
+        isinstance(k, str) and isinstance(v, str) and _TOKEN.match(k) and _VALUE.match(v)
         for k, v in headers.items()
     ):
-        return Failure("headers must map non-empty names to values, without control characters")
+        return Failure(
+            "headers must map header names (RFC 9110 tokens) to printable ASCII values "
+            "without control characters"
+        )
     params = raw.get("params") or {}
     if not isinstance(params, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str | int | float) and not isinstance(v, bool)
@@ -216,9 +224,9 @@ class HttpTool:
         headers = dict(req.headers)
         if self.idempotency_header and context is not None:
             headers[self.idempotency_header] = context.idempotency_key
-        where: JsonObject = {"method": req.method, "url": req.url}
+        where: JsonObject = {"method": req.method, "url": _safe_url(req.url)}
         try:
-            response = await self._http().request(
+            async with self._http().stream(
                 req.method,
                 req.url,
                 headers=headers,
@@ -226,12 +234,20 @@ class HttpTool:
                 json=req.json,
                 content=req.body,
                 timeout=req.timeout or self.default_timeout,
-            )
+            ) as response:
+                content, complete = await _read_bounded(response)
         except httpx.TimeoutException as exc:
             return self._error(
                 ToolErrorKind.TIMEOUT,
                 f"{self._name} timed out ({type(exc).__name__})",
                 retryable=True,
+                details=where,
+            )
+        except httpx.LocalProtocolError as exc:
+            return self._error(
+                ToolErrorKind.INVALID_REQUEST,
+                f"{self._name} could not send the request: {exc}",
+                retryable=False,
                 details=where,
             )
         except httpx.HTTPError as exc:
@@ -241,23 +257,24 @@ class HttpTool:
                 retryable=True,
                 details=where,
             )
-        return self._outcome(response, where)
+        return self._outcome(response, content, complete, where)
 
     def _outcome(
-        self, response: httpx.Response, where: JsonObject
+        self, response: httpx.Response, content: bytes, complete: bool, where: JsonObject
     ) -> Result[ToolResult, ToolError]:
         status = response.status_code
         details: JsonObject = {**where, "status": status}
+        text = _text(content, response.encoding)
         if status >= 400:
             retryable = status >= 500 or status in RETRYABLE_4XX
             return self._error(
                 ToolErrorKind.HTTP,
                 f"{self._name} answered {status}",
                 retryable=retryable,
-                details={**details, "body": response.text[:2000]},
+                details={**details, "body": text[:2000]},
                 retry_after=_retry_after(response.headers.get("retry-after")),
             )
-        if len(response.content) > MAX_RESPONSE_BYTES:
+        if not complete:
             return self._error(
                 ToolErrorKind.INVALID_RESPONSE,
                 f"{self._name} answered with more than {MAX_RESPONSE_BYTES} bytes",
@@ -266,13 +283,14 @@ class HttpTool:
             )
         body: JsonValue
         content_type = response.headers.get("content-type", "")
-        if "json" in content_type.lower() and response.content:
+        if "json" in content_type.lower() and content:
             try:
-                body = json.loads(response.content)
-            except ValueError as exc:
+                body = json.loads(content)
+            except (ValueError, RecursionError) as exc:
                 return self._error(
                     ToolErrorKind.INVALID_RESPONSE,
-                    f"{self._name} answered {status} with a body that is not JSON: {exc}",
+                    f"{self._name} answered {status} with a body that is not JSON: "
+                    f"{type(exc).__name__}",
                     retryable=False,
                     details=details,
                 )
@@ -285,25 +303,57 @@ class HttpTool:
                     details=details,
                 )
         else:
-            body = response.text
-            if not _clean(body.replace("\r", "").replace("\n", "")):
-                body = body.replace("\x00", "\ufffd")
-        headers = {k.lower(): v for k, v in response.headers.items()}
+            body = text
+        headers = {k.lower(): _text(v.encode("latin-1", "replace"), "latin-1")
+                   for k, v in response.headers.items()}  # fmt: skip
         return Success(
             ToolResult(tool=self._name, value={"status": status, "headers": headers, "body": body})
         )
 
 
+async def _read_bounded(response: httpx.Response) -> tuple[bytes, bool]:
+    """The (decompressed) body, read only up to the size limit; and whether it was all read."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        room = MAX_RESPONSE_BYTES - size
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            chunks.append(chunk[:room])
+            return b"".join(chunks), False
+        chunks.append(chunk)
+    return b"".join(chunks), True
+
+
+def _text(content: bytes, encoding: str | None) -> str:
+    """Bytes as storable text: undecodable bytes and NUL become U+FFFD."""
+    try:
+        text = content.decode(encoding or "utf-8", errors="replace")
+    except LookupError:
+        text = content.decode("utf-8", errors="replace")
+    return text.replace("\x00", "\ufffd")
+
+
+def _safe_url(url: str) -> str:
+    """The URL for error details, without credentials or query string."""
+    try:
+        parsed = httpx.URL(url)
+        return str(parsed.copy_with(username=None, password=None, query=None))
+    except (httpx.InvalidURL, ValueError):
+        return "<invalid url>"
+
+
 def _retry_after(raw: str | None) -> timedelta | None:
+    """``Retry-After`` in seconds or as an HTTP date, within 0 and ``MAX_RETRY_AFTER``."""
     if raw is None:
         return None
     text = raw.strip()
-    if text.isdigit():
-        return timedelta(seconds=int(text))
+    if text.isascii() and text.isdigit():
+        return min(timedelta(seconds=min(int(text), 10**9)), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(when - datetime.now(UTC), timedelta(0))
+    return min(max(when - datetime.now(UTC), timedelta(0)), MAX_RETRY_AFTER)

@@ -78,11 +78,11 @@ async def test_runs_and_attempts_become_linked_spans_and_metrics() -> None:
     trace_id = uuid.UUID(run.id).int
     contexts = {key: s.get_span_context() for key, s in spans.items()}
     assert {c.trace_id for c in contexts.values() if c is not None} == {trace_id}
+    linked = {link.context.span_id for link in run_span.links}
     for attempt_span in (failed, retried, final):
-        linked = [link.context.span_id for link in attempt_span.links]
-        run_context = run_span.get_span_context()
-        assert run_context is not None
-        assert linked == [run_context.span_id]
+        attempt_context = attempt_span.get_span_context()
+        assert attempt_context is not None and attempt_context.span_id in linked
+        assert attempt_span.parent == run_span.parent  # siblings under the run's trace root
         assert attempt_span.attributes["squidmesh.run_id"] == run.id  # type: ignore[index]
     assert failed.status.status_code is StatusCode.ERROR
     assert failed.status.description == "gateway answered 503"
@@ -103,3 +103,30 @@ async def test_runs_and_attempts_become_linked_spans_and_metrics() -> None:
     assert sum(p.value for p in points["squidmesh.step.retries"]) == 1  # type: ignore[attr-defined]
     assert sum(p.count for p in points["squidmesh.queue.lateness"]) == 3  # type: ignore[attr-defined]
     assert max(p.max for p in points["squidmesh.queue.lateness"]) >= 0  # type: ignore[attr-defined]
+
+
+async def test_state_is_bounded_and_lost_attempts_are_ended() -> None:
+    from squidmesh_core.commands import Emit, Topic
+    from squidmesh_core.ids import RunId
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    sink = OpenTelemetrySink(tracer_provider=provider, max_open=10, abandon_after=timedelta(0))
+    for n in range(50):  # an API process: runs created here, never finished here
+        run_id = RunId(str(uuid.UUID(int=n + 1)))
+        sink.publish(Emit(topic=Topic.RUN_CREATED, run_id=run_id, workflow="w"))
+        sink.publish(
+            Emit(topic=Topic.STEP_STARTED, run_id=run_id, workflow="w", step="s", attempt=1)
+        )
+    assert len(sink._runs) <= 10
+    assert len(sink._steps) == 0  # abandoned at once with abandon_after=0
+    abandoned = [
+        s for s in exporter.get_finished_spans() if (s.attributes or {}).get("squidmesh.abandoned")
+    ]
+    assert len(abandoned) == 50
+    sink.publish(
+        Emit(
+            topic=Topic.STEP_STARTED, run_id=RunId("not-a-uuid"), workflow="w", step="s", attempt=1
+        )
+    )

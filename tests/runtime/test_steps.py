@@ -321,9 +321,41 @@ async def test_every_runtime_log_record_carries_the_run(caplog: pytest.LogCaptur
         assert record.workflow == "steps.logged"  # type: ignore[attr-defined]
         assert record.step in (None, "emit")  # type: ignore[attr-defined]
     in_step = [r for r in from_steps if r.step == "emit"]  # type: ignore[attr-defined]
-    assert len(in_step) >= 3  # delivery, the failure warning, step events
+    assert len(in_step) >= 2  # the step.started and step.failed events
     assert all(r.attempt == 1 for r in in_step)  # type: ignore[attr-defined]
     outside = logging.getLogger("squidmesh.runtime").makeRecord(
         "squidmesh.runtime", logging.INFO, __file__, 1, "x", (), None
     )
     assert not hasattr(outside, "run_id")
+
+
+async def test_events_of_a_child_run_started_by_a_step_log_the_child(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def leaf(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
+        return {}
+
+    child = workflow(
+        "steps.child", triggers=[manual()], steps=[step("leaf", leaf)],
+        transitions=chain("leaf", COMPLETE),
+    )  # fmt: skip
+    started: list[str] = []
+
+    async def parent_step(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
+        started.append((await rt.start_run(child, {})).unwrap().id)
+        return {}
+
+    parent = workflow(
+        "steps.parent", triggers=[manual()], steps=[step("spawn", parent_step)],
+        transitions=chain("spawn", COMPLETE),
+    )  # fmt: skip
+    caplog.set_level(logging.DEBUG, logger="squidmesh")
+    rt = TimeSkippingRuntime(workflows=[parent, child])
+    run = (await rt.start_run(parent, {})).unwrap()
+    await rt.run_until_complete(run.id)
+    (created,) = [
+        r
+        for r in caplog.records
+        if r.getMessage().startswith("run.created") and r.run_id == started[0]  # type: ignore[attr-defined]
+    ]
+    assert (created.workflow, created.step, created.attempt) == ("steps.child", None, None)  # type: ignore[attr-defined]

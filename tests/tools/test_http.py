@@ -236,3 +236,88 @@ async def test_misbehaving_tools_become_adapter_contract_errors(bad: object) -> 
     error = error_of(await invoke(bad, {}))  # type: ignore[arg-type]
     assert (error.kind, error.retryable) == (ToolErrorKind.ADAPTER_CONTRACT, False)
     assert error.code == "tool_adapter_contract"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("99999999999999", timedelta(days=1)),
+        ("\u00b2", None),
+        ("-5", None),
+        ("soon", None),
+        ("Wed, 21 Oct 2099 07:28:00 GMT", timedelta(days=1)),
+        ("0", timedelta(0)),
+    ],
+)
+async def test_odd_retry_after_values_never_escape(header: str, expected: timedelta | None) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, headers=[(b"Retry-After", header.encode("latin-1"))])
+
+    tool = mock_tool(httpx.MockTransport(handler))
+    error = error_of(await invoke(tool, {"method": "GET", "url": "http://m/"}))
+    assert (error.kind, error.retryable, error.retry_after) == (ToolErrorKind.HTTP, True, expected)
+
+
+async def test_deeply_nested_json_is_an_invalid_response() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            content=b"[" * 200_000 + b"]" * 200_000,
+            headers={"Content-Type": "application/json"},
+        )
+
+    error = error_of(
+        await invoke(mock_tool(httpx.MockTransport(handler)), {"method": "GET", "url": "http://m/"})
+    )
+    assert error.kind is ToolErrorKind.INVALID_RESPONSE
+
+
+async def test_oversized_and_decompression_bomb_answers_are_cut_off() -> None:
+    import gzip
+
+    bomb = gzip.compress(b"0" * (20 * 1024 * 1024))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/bomb":
+            return httpx.Response(200, content=bomb, headers={"Content-Encoding": "gzip"})
+        return httpx.Response(500, content=b"x" * (5 * 1024 * 1024))
+
+    tool = mock_tool(httpx.MockTransport(handler))
+    error = error_of(await invoke(tool, {"method": "GET", "url": "http://m/bomb"}))
+    assert error.kind is ToolErrorKind.INVALID_RESPONSE
+    big_error = error_of(await invoke(tool, {"method": "GET", "url": "http://m/big"}))
+    assert big_error.kind is ToolErrorKind.HTTP
+    assert len(str(big_error.details["body"])) == 2000
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Name": "caf\u00e9"},
+        {"Bad Name": "x"},
+        {"Bad:Name": "x"},
+        {"X": "a\x01b"},
+        {"X": "a\x7fb"},
+    ],
+)
+async def test_headers_that_http_cannot_carry_are_refused_before_any_io(
+    server: LoopbackServer, tool: HttpTool, headers: dict[str, str]
+) -> None:
+    error = error_of(
+        await invoke(tool, {"method": "GET", "url": f"{server.url}/echo", "headers": headers})
+    )
+    assert (error.kind, error.retryable) == (ToolErrorKind.INVALID_REQUEST, False)
+    assert server.hits == 0
+
+
+async def test_error_details_hide_credentials_and_queries() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(502, content=b"bad\x00gateway\xff")
+
+    tool = mock_tool(httpx.MockTransport(handler))
+    url = "https://user:secret@pay.example/charge?token=abc"
+    error = error_of(await invoke(tool, {"method": "GET", "url": url}))
+    assert error.details["url"] == "https://pay.example/charge"
+    assert "\x00" not in str(error.details["body"])
+    failure = error.to_failure()
+    assert failure.details["status"] == 502
