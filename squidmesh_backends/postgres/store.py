@@ -36,7 +36,7 @@ from psycopg_pool import AsyncConnectionPool
 from returns.result import Failure, Result, Success
 
 from squidmesh_backends._aio import LoopLock
-from squidmesh_backends.errors import BackendError, ConfigurationError
+from squidmesh_backends.errors import BackendError, BackendUnavailableError, ConfigurationError
 from squidmesh_backends.logs import get_logger
 from squidmesh_backends.postgres.edge import guarded, is_contention, is_disconnect, translate
 from squidmesh_backends.postgres.migrations import check_schema, quoted_schema
@@ -157,6 +157,8 @@ class PostgresRunStore:
         self._sql = _Statements(quoted_schema(schema), clock)
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._opening = LoopLock()
+        self._closed = False
+        """Set by ``close``: a closed store does not open itself again behind a late call."""
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -175,6 +177,7 @@ class PostgresRunStore:
             BackendUnavailableError: the server cannot be reached.
         """
         async with self._opening.get():
+            self._closed = False
             if self._pool is not None:
                 return
             pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
@@ -207,7 +210,8 @@ class PostgresRunStore:
         return self._pool is not None
 
     async def close(self) -> None:
-        """Close the pool (the store reopens on next use)."""
+        """Close the pool. Calls still in flight, or made later, fail until ``open`` runs again."""
+        self._closed = True
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -225,6 +229,8 @@ class PostgresRunStore:
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Conn]:
         if self._pool is None:
+            if self._closed:
+                raise BackendUnavailableError("the PostgreSQL store is closed; open it again")
             await self.open()
         pool = self._pool
         if pool is None:

@@ -123,6 +123,9 @@ class Runtime:
         """Start executing: the executor accepts jobs and the dispatcher claims them."""
         if self._loop_task is not None:
             return
+        opener = getattr(self.store, "open", None)
+        if callable(opener):
+            await opener()  # a store closed by an earlier aclose() is opened again
         await self.executor.start(self._handle)
         self.dispatcher.reset()
         self._loop_task = asyncio.create_task(self.dispatcher.run(), name="squidmesh-dispatcher")

@@ -276,13 +276,14 @@ async def test_two_runtimes_complete_500_runs_without_running_a_step_twice(
                 break
             await asyncio.sleep(0.2)
         claimed = (left.dispatcher.claimed, right.dispatcher.claimed)
-    runs = await left_store.list_runs(workflow="pg.shared", status=None, limit=1000)
+        runs = await left_store.list_runs(workflow="pg.shared", status=None, limit=1000)
+        leftover_jobs = await left_store.job_rows()
     assert {r.id for r in runs} == set(ids)
     assert all(r.status is RunStatus.COMPLETED for r in runs)
     assert all(len(s.attempts) == 1 for r in runs for s in r.steps)
     assert SHARED.every_attempt_ran_once(500), "a step attempt was lost or ran twice"
     assert min(claimed) > 0, f"one runtime did all the work: {claimed}"
-    assert await left_store.job_rows() == {}
+    assert leftover_jobs == {}
 
 
 def test_the_blocking_facade_works_on_postgres(pg_dsn: str, pg_schema: str) -> None:

@@ -350,3 +350,15 @@ async def test_persistent_serialization_failures_become_a_version_conflict(
         VersionConflict(run_id=state.id, expected=state.version)
     )
     assert await pg_store.load(state.id) == state
+
+
+async def test_a_closed_store_stays_closed_until_opened_again(pg_dsn: str, pg_schema: str) -> None:
+    store = PostgresRunStore(pg_dsn, schema=pg_schema, clock="caller")
+    await committed(store, new_run(1))  # a store never closed opens on first use
+    await store.close()
+    with pytest.raises(BackendUnavailableError, match="closed"):
+        await store.load(run_id(1))
+    assert not store.is_open, "a late call must not open a new pool behind close()"
+    await store.open()
+    assert await store.load(run_id(1)) is not None
+    await store.close()
