@@ -29,9 +29,8 @@ Rules:
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import assert_never
+from typing import TYPE_CHECKING, assert_never
 
 from returns.result import Failure, Result, Success
 
@@ -93,6 +92,12 @@ from squidmesh_core.state import (
     StepRunState,
     StepStatus,
 )
+
+if TYPE_CHECKING:
+    from dataclasses import replace  # type-checked copies
+else:  # the same copies without re-running __init__ (see _evolve)
+    from squidmesh_core._evolve import evolve as replace
+
 
 RESERVED_CONTEXT_KEYS = frozenset({"schedule"})
 """Context keys set by the shell at run creation and kept by replay."""
