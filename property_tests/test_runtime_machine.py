@@ -215,6 +215,7 @@ class RuntimeMachine(RuleBasedStateMachine):
         if job_id not in self.run.jobs:
             self.leases.pop(job_id, None)
             return JobOutcome.CONVERGED.value
+        self.leases[job_id] = (token, self.clock.now() + LEASE)  # renewed by the start
         if plan == "crash":
             return "started"
         step, attempt = job_id.split("/")[1], int(job_id.split("/")[2])

@@ -50,10 +50,16 @@ class EventSink(Protocol):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Fence:
-    """A commit is valid only while ``lease_token`` is the current lease of ``job_id``."""
+    """A commit is valid only while ``lease_token`` is the current lease of ``job_id``.
+
+    With ``renew_until`` the same commit also extends that lease to ``renew_until``:
+    a delivery that waited in a broker starts its attempt on a fresh lease, in the
+    transaction that records the start, so nobody can reclaim it in between.
+    """
 
     job_id: JobId
     lease_token: LeaseToken
+    renew_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,7 +83,8 @@ class RunStore(Protocol):
       only if its version equals ``expected_version``.
     * ``commit`` refuses with ``DuplicateRun`` (run id or idempotency key taken
       for the workflow), ``VersionConflict`` or ``StaleLease`` (``fence`` given
-      and no longer the job's lease) and then writes nothing.
+      and no longer the job's lease) and then writes nothing. A fence with
+      ``renew_until`` extends the lease in the same transaction.
     * ``claim_due`` leases each due job to exactly one caller: a job is due when
       ``due_at <= now`` and it has no lease or its lease expired. Every claim
       mints a new token (through the caller's ``mint`` function).

@@ -113,6 +113,8 @@ class MemoryRunStore:
         )
         if expected == 0 and state.idempotency_key is not None:
             self._keys[(state.workflow, state.idempotency_key)] = state.id
+        if fence is not None and fence.renew_until is not None:
+            self._jobs[fence.job_id].lease_expires_at = fence.renew_until
         for command in decision.commands:
             match command:
                 case ScheduleJob(job=job):

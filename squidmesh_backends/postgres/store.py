@@ -383,7 +383,20 @@ class PostgresRunStore:
                 )
             )
         if fence is not None:
-            plan.append((sql.fence, (fence.job_id, fence.lease_token)))
+            if fence.renew_until is None:
+                plan.append((sql.fence, (fence.job_id, fence.lease_token)))
+            else:
+                plan.append(
+                    (
+                        sql.fence_renewing,
+                        {
+                            "id": fence.job_id,
+                            "token": fence.lease_token,
+                            "until": fence.renew_until,
+                            "extend": fence.renew_until - datetime.now(UTC),
+                        },
+                    )
+                )
         steps, attempts = _changed_rows(state, base)
         if steps:
             plan.append((sql.upsert_step, steps))
@@ -648,6 +661,12 @@ class _Statements:
         self.fence = (
             f"SELECT {s}.squidmesh_require(EXISTS (SELECT 1 FROM {s}.squidmesh_jobs"
             " WHERE id = %s AND lease_token = %s FOR UPDATE), 'stale_lease')"
+        )
+        renewed = "now() + %(extend)s::interval" if clock == "database" else "%(until)s"
+        self.fence_renewing = (
+            f"WITH held AS (UPDATE {s}.squidmesh_jobs SET lease_expires_at = {renewed}"
+            " WHERE id = %(id)s AND lease_token = %(token)s RETURNING 1)"
+            f" SELECT {s}.squidmesh_require(EXISTS (SELECT 1 FROM held), 'stale_lease')"
         )
         self.upsert_step = (
             f"INSERT INTO {s}.squidmesh_step_runs (run_id, step, position, status, scheduled_at,"

@@ -421,9 +421,9 @@ class Engine:
     ) -> JobOutcome:
         """Deliver a claimed job; then, on the inline fast path, run the steps it makes due now.
 
-        The delivered job's lease is renewed first: a message may have waited in
-        a broker for most of its lease, and the attempt must not start on a lease
-        about to lapse (it would be reclaimed and run twice). After a step
+        Every delivery renews its lease in the commit that starts the attempt (see
+        ``_deliver``), so a message that waited in a broker for most of its lease
+        does not start an attempt that is then reclaimed and run twice. After a step
         succeeds and its decision schedules a job due at once, the worker leases
         that job by name (``claim_job``) and runs it itself, still fenced by the
         new lease, up to ``inline_chain_limit`` steps; ``on_next`` hears of each
@@ -432,9 +432,6 @@ class Engine:
         """
         inline = self.settings.inline_next_step
         limit = self.settings.inline_chain_limit
-        renewed = await self._renew(job_id, lease_token)
-        if not renewed:
-            return JobOutcome.STALE
         outcome = JobOutcome.STALE
         for step_number in range(1, limit + 1):
             outcome, recorded = await self._execute(
@@ -470,18 +467,6 @@ class Engine:
             job_id, lease_token = claim.job_id, claim.lease_token
             on_next(claim.job_id, claim.lease_token)
         return outcome
-
-    async def _renew(self, job_id: str, lease_token: str) -> bool:
-        """Extend a delivered job's lease before starting it; ``False`` if it is not held."""
-        parsed = parse_job_id(job_id)
-        if isinstance(parsed, Failure):
-            return True  # _execute reports the malformed id
-        held = await self.store.heartbeat(
-            JobId(job_id), LeaseToken(lease_token), until=self.clock.now() + self.settings.lease
-        )
-        if not held:
-            LOG.info("dropping a delivery of %s: its lease is no longer held", job_id)
-        return held
 
     async def execute_job(
         self, job_id: str, lease_token: str, *, heartbeat: bool = True
@@ -540,11 +525,16 @@ class Engine:
             return (
                 JobOutcome.RECLAIMED if isinstance(expired, Success) else JobOutcome.STALE
             ), None
+        # The attempt starts on a fresh lease, renewed in the commit that records
+        # the start: a message that waited in a broker cannot be reclaimed under it.
+        renewing = Fence(
+            job_id=jid, lease_token=token, renew_until=self.clock.now() + self.settings.lease
+        )
         delivered = await self.apply(
             definition,
             state.id,
             JobDelivered(job_id=jid, lease_token=token),
-            fence=fence,
+            fence=renewing,
             state=state,
         )
         if isinstance(delivered, Failure):

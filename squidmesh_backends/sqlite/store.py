@@ -263,6 +263,12 @@ class SqliteRunStore:
             ).fetchone()
             if row is None or row[0] != fence.lease_token:
                 return StaleLease(job_id=fence.job_id)
+            if fence.renew_until is not None:
+                _query(
+                    conn,
+                    "UPDATE squidmesh_jobs SET lease_expires_us = ? WHERE id = ?",
+                    (_us(fence.renew_until), fence.job_id),
+                )
         if expected == 0:
             if _query(conn, "SELECT 1 FROM squidmesh_runs WHERE id = ?", (state.id,)).fetchone():
                 return DuplicateRun(run_id=state.id, existing_run_id=state.id)

@@ -250,6 +250,26 @@ class RunStoreContract:
         assert await run_store.latest_idempotency_key("contract.flow", "cron:weekly:") is None
         assert await run_store.latest_idempotency_key("contract.nope", "cron:") is None
 
+    async def test_a_renewing_fence_extends_the_lease_in_the_commit(
+        self, run_store: RunStore
+    ) -> None:
+        state = await committed(run_store, new_run(1))
+        claims = await run_store.claim_due(
+            now=T0, limit=1, lease_for=LEASE, owner="c", mint=Tokens()
+        )
+        job, token = claims[0].job_id, claims[0].lease_token
+        late = T0 + LEASE + timedelta(seconds=5)  # the message arrives after its lease lapsed
+        started = decide(FLOW, state, JobDelivered(job_id=job, lease_token=token), now=late)
+        fence = Fence(job_id=job, lease_token=token, renew_until=late + LEASE)
+        await committed(run_store, started.unwrap(), fence)
+        assert await claim(run_store, late + timedelta(seconds=1)) == []
+        assert await claim(run_store, late + LEASE, mint=lambda: LeaseToken("reclaimed")) == [job]
+        stale = Fence(job_id=job, lease_token=token, renew_until=late + LEASE * 3)
+        again = decide(FLOW, started.unwrap().state, CancelRequested(), now=late)
+        assert await run_store.commit(again.unwrap(), fence=stale) == Failure(
+            StaleLease(job_id=job)
+        )
+
     async def test_heartbeat_extends_only_the_holders_lease(self, run_store: RunStore) -> None:
         state = await committed(run_store, new_run(1))
         _, token = await deliver(run_store, state, T0)
