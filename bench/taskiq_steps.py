@@ -31,13 +31,13 @@ from pathlib import Path
 
 import psycopg
 import redis.asyncio as aredis
+from _finished import Finished
 from _sections import write_section
 
 from squidmesh_backends.postgres import PostgresRunStore, migrate
 from squidmesh_backends.runtime import Runtime, RuntimeSettings
 from squidmesh_backends.taskiq import TaskiqExecutor, redis_stream_broker
 from squidmesh_core import COMPLETE, StepContext, WorkflowDefinition, chain, manual, step, workflow
-from squidmesh_core.commands import Emit, Topic
 
 DSN = os.environ.get("SQUIDMESH_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("SQUIDMESH_BENCH_REDIS", "redis://127.0.0.1:6379/0")
@@ -97,23 +97,6 @@ class Engine:
     @property
     def per_step_ms(self) -> float:
         return (self.ten_steps.mean - self.one_step.mean) / 9 * 1000
-
-
-class Finished:
-    """An event sink that tells when a run reached a final status (no polling)."""
-
-    def __init__(self) -> None:
-        self.done: dict[str, asyncio.Event] = {}
-
-    def publish(self, event: Emit) -> None:
-        if event.topic is Topic.RUN_TRANSITION and event.attributes.get("to") in FINAL:
-            self.done.setdefault(event.run_id, asyncio.Event()).set()
-
-    async def wait(self, run_id: str) -> None:
-        await self.done.setdefault(run_id, asyncio.Event()).wait()
-
-
-FINAL = ("completed", "failed", "cancelled")
 
 
 async def raw_taskiq(serial: int, burst: int, redis_url: str = REDIS) -> Raw:

@@ -13,6 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TypeAlias
 
+from squidmesh_core._evolve import evolve
 from squidmesh_core.ids import JobId, RunId
 from squidmesh_core.jsonvalue import EMPTY_OBJECT, JsonObject
 from squidmesh_core.state import Job, RunState
@@ -107,3 +108,28 @@ class Decision:
     def emitted(self) -> tuple[Emit, ...]:
         """Events to publish after the commit."""
         return tuple(c for c in self.commands if isinstance(c, Emit))
+
+
+def combine(first: Decision, second: Decision) -> Decision:
+    """One decision that commits ``first`` and then ``second`` (made on ``first.state``).
+
+    The store applies it as a single change of one version, so two facts that
+    belong together (a step's outcome, and the start of the next step by the same
+    worker) cost one transaction. A job that ``first`` schedules and ``second``
+    starts is inserted as ``second`` left it.
+
+    Raises:
+        ValueError: ``second`` was not decided on ``first.state``.
+    """
+    if second.state.id != first.state.id or second.state.version != first.state.version + 1:
+        raise ValueError("the second decision must be made on the first one's state")
+    after = {job.id: job for job in second.state.jobs}
+    commands = tuple(
+        ScheduleJob(job=after.get(c.job.id, c.job)) if isinstance(c, ScheduleJob) else c
+        for c in first.commands
+    )
+    return Decision(
+        state=evolve(second.state, version=first.state.version),
+        commands=commands + second.commands,
+        base=first.base,
+    )

@@ -60,6 +60,19 @@ class Fence:
     job_id: JobId
     lease_token: LeaseToken
     renew_until: datetime | None = None
+    lease_next: Lease | None = None
+    """A job the decision inserts that the same worker runs next, at once: the
+    store inserts it already leased, so no claim is needed (the inline path)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lease:
+    """A lease a commit sets on a job it inserts (see ``Fence.lease_next``)."""
+
+    job_id: JobId
+    lease_token: LeaseToken
+    until: datetime
+    owner: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -36,10 +36,12 @@ def test_postgres_benchmark_runs_at_a_tiny_size() -> None:
     bench = load("postgres_store")
     result = asyncio.run(bench.measure(3, 2, dsn))
     assert result.steps == 30
-    assert result.store_transactions == 3 * 21  # create + (start, outcome) per step
+    # per run: created, first step started, 9 "outcome + next start", last outcome
+    assert result.store_transactions == 3 * 12
     text = bench.report(result, "tiny")
-    assert "| write transactions per decision | 1.00 |" in text
-    assert len(result.statement_list) == 7
+    assert "| write transactions (commits) | 36 (1.20 per step" in text
+    assert any("INSERT INTO squidmesh_jobs" in line for line in result.statement_list)
+    assert not any("pg_notify" in line for line in result.statement_list)  # leased: no wake-up
 
 
 def test_taskiq_benchmark_runs_at_a_tiny_size() -> None:

@@ -118,9 +118,13 @@ class MemoryRunStore:
         for command in decision.commands:
             match command:
                 case ScheduleJob(job=job):
-                    self._jobs[job.id] = _JobRow(
-                        job_id=job.id, run_id=job.run_id, due_at=job.due_at
-                    )
+                    row = _JobRow(job_id=job.id, run_id=job.run_id, due_at=job.due_at)
+                    lease = None if fence is None else fence.lease_next
+                    if lease is not None and lease.job_id == job.id:
+                        row.lease_token = lease.lease_token
+                        row.lease_expires_at = lease.until
+                        row.owner = lease.owner
+                    self._jobs[job.id] = row
                 case RescheduleJob(job_id=job_id, due_at=due_at):
                     if job_id in self._jobs:
                         self._jobs[job_id].due_at = due_at

@@ -382,8 +382,12 @@ class PostgresRunStore:
                     },
                 )
             )
+        finished = {c.job_id for c in decision.commands if isinstance(c, CancelJob | FinishJob)}
+        fenced_delete = fence is not None and fence.renew_until is None and fence.job_id in finished
         if fence is not None:
-            if fence.renew_until is None:
+            if fenced_delete:  # the fence and the end of its job in one statement, no row lock
+                plan.append((sql.fenced_delete, (fence.job_id, fence.lease_token)))
+            elif fence.renew_until is None:
                 plan.append((sql.fence, (fence.job_id, fence.lease_token)))
             else:
                 plan.append(
@@ -397,30 +401,56 @@ class PostgresRunStore:
                         },
                     )
                 )
-        steps, attempts = _changed_rows(state, base)
-        if steps:
-            plan.append((sql.upsert_step, steps))
-        if attempts:
-            plan.append((sql.upsert_attempt, attempts))
+        rows = _changed_rows(state, base)
+        if base is None:  # which rows exist is unknown: insert or update each
+            if rows.new_steps or rows.changed_steps:
+                plan.append((sql.upsert_step, rows.new_steps + rows.changed_steps))
+            if rows.new_attempts or rows.changed_attempts:
+                plan.append((sql.upsert_attempt, rows.new_attempts + rows.changed_attempts))
+        else:  # plain inserts and updates: no speculative insertion, no row locks
+            if rows.changed_steps:
+                plan.append((sql.update_step, [(*r[3:], *r[:2]) for r in rows.changed_steps]))
+            if rows.new_steps:
+                plan.append((sql.insert_step, rows.new_steps))
+            if rows.changed_attempts:
+                plan.append((sql.update_attempt, [(*r[3:], *r[:3]) for r in rows.changed_attempts]))
+            if rows.new_attempts:
+                plan.append((sql.insert_attempt, rows.new_attempts))
         schedules: list[Sequence[object]] = []
         deletes: list[Sequence[object]] = []
         wake = False
         for command in decision.commands:
             match command:
                 case ScheduleJob(job=job):
-                    schedules.append(_job_row(job))
-                    wake = True
+                    lease = None if fence is None else fence.lease_next
+                    if lease is not None and lease.job_id == job.id:
+                        expiry: object = (
+                            lease.until - datetime.now(UTC)
+                            if self.clock == "database"
+                            else lease.until
+                        )
+                        schedules.append((*_job_row(job), lease.lease_token, lease.owner, expiry))
+                    else:
+                        schedules.append((*_job_row(job), None, None, None))
+                        wake = True
                 case RescheduleJob(job_id=job_id, due_at=due_at):
                     plan.append((sql.reschedule, (due_at, job_id)))
                     wake = True
                 case CancelJob(job_id=job_id) | FinishJob(job_id=job_id):
-                    deletes.append((job_id,))
+                    if not (fenced_delete and fence is not None and job_id == fence.job_id):
+                        deletes.append((job_id,))
                 case _:
                     pass
         if deletes:
             plan.append((sql.delete_job, deletes))
         if schedules:
-            plan.append((sql.insert_job, schedules))
+            known = None if base is None else {job.id for job in base.jobs}
+            fresh = [] if known is None else [r for r in schedules if r[0] not in known]
+            again = [r for r in schedules if known is None or r[0] in known]
+            if fresh:  # a new job id: a plain insert (no speculative insertion)
+                plan.append((sql.insert_new_job, fresh))
+            if again:
+                plan.append((sql.insert_job, again))
         scheduled = {row[0] for row in schedules}
         starts = [
             (job.status.value, job.lease_token, job.id)
@@ -668,6 +698,30 @@ class _Statements:
             " WHERE id = %(id)s AND lease_token = %(token)s RETURNING 1)"
             f" SELECT {s}.squidmesh_require(EXISTS (SELECT 1 FROM held), 'stale_lease')"
         )
+        self.fenced_delete = (
+            f"WITH gone AS (DELETE FROM {s}.squidmesh_jobs WHERE id = %s AND lease_token = %s"
+            f" RETURNING 1) SELECT {s}.squidmesh_require(EXISTS (SELECT 1 FROM gone),"
+            " 'stale_lease')"
+        )
+        self.insert_step = (
+            f"INSERT INTO {s}.squidmesh_step_runs (run_id, step, position, status, scheduled_at,"
+            " updated_at, input, output, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        )
+        self.update_step = (
+            f"UPDATE {s}.squidmesh_step_runs SET status = %s, scheduled_at = %s,"
+            " updated_at = %s, input = %s, output = %s, error = %s"
+            " WHERE run_id = %s AND step = %s"
+        )
+        self.insert_attempt = (
+            f"INSERT INTO {s}.squidmesh_attempts (run_id, step, number, status, job_id,"
+            " lease_token, started_at, finished_at, error)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        )
+        self.update_attempt = (
+            f"UPDATE {s}.squidmesh_attempts SET status = %s, job_id = %s, lease_token = %s,"
+            " started_at = %s, finished_at = %s, error = %s"
+            " WHERE run_id = %s AND step = %s AND number = %s"
+        )
         self.upsert_step = (
             f"INSERT INTO {s}.squidmesh_step_runs (run_id, step, position, status, scheduled_at,"
             " updated_at, input, output, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -683,12 +737,22 @@ class _Statements:
             " started_at = excluded.started_at, finished_at = excluded.finished_at,"
             " error = excluded.error"
         )
+        # The lease columns are NULL but for a job the same worker runs next at
+        # once (``Fence.lease_next``); its expiry is an interval from the
+        # database's clock or a time from the caller's, as for every lease.
+        expiry = "now() + %s::interval" if clock == "database" else "%s::timestamptz"
+        self.insert_new_job = (
+            f"INSERT INTO {s}.squidmesh_jobs (id, run_id, step, attempt, due_at, state,"
+            " started_token, lease_token, lease_owner, lease_expires_at)"
+            f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, {expiry})"
+        )
         self.insert_job = (
             f"INSERT INTO {s}.squidmesh_jobs (id, run_id, step, attempt, due_at, state,"
-            " started_token) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            " started_token, lease_token, lease_owner, lease_expires_at)"
+            f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, {expiry})"
             " ON CONFLICT (id) DO UPDATE SET due_at = excluded.due_at, state = excluded.state,"
-            " started_token = excluded.started_token, lease_token = NULL, lease_owner = NULL,"
-            " lease_expires_at = NULL"
+            " started_token = excluded.started_token, lease_token = excluded.lease_token,"
+            " lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at"
         )
         self.reschedule = f"UPDATE {s}.squidmesh_jobs SET due_at = %s WHERE id = %s"
         self.delete_job = f"DELETE FROM {s}.squidmesh_jobs WHERE id = %s"
@@ -817,34 +881,43 @@ def _job_row(job: Job) -> Sequence[object]:
     )
 
 
-def _changed_rows(
-    state: RunState, base: RunState | None
-) -> tuple[list[Sequence[object]], list[Sequence[object]]]:
-    """Step and attempt rows of ``state`` that differ from ``base`` (all of them without one)."""
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """Step and attempt rows a decision writes: new ones, and ones that changed."""
+
+    new_steps: list[Sequence[object]]
+    changed_steps: list[Sequence[object]]
+    new_attempts: list[Sequence[object]]
+    changed_attempts: list[Sequence[object]]
+
+
+def _changed_rows(state: RunState, base: RunState | None) -> _Rows:
+    """Step and attempt rows of ``state`` that differ from ``base`` (all new without one)."""
     before = {} if base is None else {s.step: s for s in base.steps}
-    steps: list[Sequence[object]] = []
-    attempts: list[Sequence[object]] = []
+    rows = _Rows([], [], [], [])
     for position, step in enumerate(state.steps):
         old = before.get(step.step)
         if old is step:
             continue
-        if (
-            old is None
-            or old.status != step.status
+        if old is None:
+            rows.new_steps.append(_step_row(state.id, position, step))
+        elif (
+            old.status != step.status
             or old.scheduled_at != step.scheduled_at
             or old.updated_at != step.updated_at
             or old.input != step.input
             or old.output != step.output
             or old.error != step.error
         ):
-            steps.append(_step_row(state.id, position, step))
+            rows.changed_steps.append(_step_row(state.id, position, step))
         previous = {} if old is None else {a.number: a for a in old.attempts}
-        attempts.extend(
-            _attempt_row(state.id, step.step, attempt)
-            for attempt in step.attempts
-            if previous.get(attempt.number) != attempt
-        )
-    return steps, attempts
+        for attempt in step.attempts:
+            was = previous.get(attempt.number)
+            if was is None:
+                rows.new_attempts.append(_attempt_row(state.id, step.step, attempt))
+            elif was != attempt:
+                rows.changed_attempts.append(_attempt_row(state.id, step.step, attempt))
+    return rows
 
 
 def _changed_jobs(state: RunState, base: RunState | None) -> Iterable[Job]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import TypeAlias
@@ -32,7 +33,7 @@ from squidmesh_backends.errors import ContentionError
 from squidmesh_backends.logs import add_log_fields, get_logger, log_context
 from squidmesh_backends.runtime.settings import RuntimeSettings
 from squidmesh_backends.runtime.steps import run_step
-from squidmesh_core.commands import Decision, Emit, RescheduleJob
+from squidmesh_core.commands import Decision, Emit, RescheduleJob, combine
 from squidmesh_core.context import StepContext, step_idempotency_key
 from squidmesh_core.cron import CRON_KEY_PREFIX
 from squidmesh_core.decide import decide
@@ -71,7 +72,7 @@ from squidmesh_core.ids import (
     parse_run_id,
 )
 from squidmesh_core.jsonvalue import EMPTY_OBJECT, JsonObject
-from squidmesh_core.ports import Clock, EventSink, Fence, IdSource, RunStore
+from squidmesh_core.ports import Clock, EventSink, Fence, IdSource, Lease, RunStore
 from squidmesh_core.state import AttemptStatus, JobStatus, RunState, RunStatus
 from squidmesh_core.views import Run, run_view
 
@@ -422,87 +423,81 @@ class Engine:
         """Deliver a claimed job; then, on the inline fast path, run the steps it makes due now.
 
         Every delivery renews its lease in the commit that starts the attempt (see
-        ``_deliver``), so a message that waited in a broker for most of its lease
+        ``_begin``), so a message that waited in a broker for most of its lease
         does not start an attempt that is then reclaimed and run twice. After a step
-        succeeds and its decision schedules a job due at once, the worker leases
-        that job by name (``claim_job``) and runs it itself, still fenced by the
-        new lease, up to ``inline_chain_limit`` steps; ``on_next`` hears of each
-        new lease so shutdown can release the right one. Any other due job is
-        left to the dispatcher, which is woken for it.
+        succeeds and its decision schedules a job due at once, the worker records
+        the outcome *and* starts that job under a new lease of its own in one
+        commit (``combine`` and ``Fence.lease_next``), then runs it with the state
+        that commit wrote: one write transaction per step transition and no
+        reload, up to ``inline_chain_limit`` steps. ``on_next`` hears of each new
+        lease so shutdown can release the right one. Any other due job is left to
+        the dispatcher, which is woken for it.
         """
-        inline = self.settings.inline_next_step
-        limit = self.settings.inline_chain_limit
-        outcome = JobOutcome.STALE
-        for step_number in range(1, limit + 1):
-            outcome, recorded = await self._execute(
-                job_id, lease_token, heartbeat=True, kick=not inline
-            )
-            if not inline or recorded is None:
-                return outcome
-            now = self.clock.now()
-            due = (
-                [j for j in recorded.jobs_scheduled if j.due_at <= now]
-                if outcome is JobOutcome.SUCCEEDED and step_number < limit
-                else []
-            )
-            claim = None
-            if due:
-                try:
-                    claim = await self.store.claim_job(
-                        due[0].id,
-                        now=now,
-                        lease_for=self.settings.lease,
-                        owner=self.settings.owner,
-                        lease_token=self.ids.new_lease_token(),
-                    )
-                except Exception:
-                    LOG.exception(
-                        "inline claim of %s failed; leaving it to the dispatcher", due[0].id
-                    )
-            if claim is None or len(due) > 1:
-                self._kick_for(recorded, now)
-            if claim is None:
-                return outcome
-            self.inline_steps += 1
-            job_id, lease_token = claim.job_id, claim.lease_token
-            on_next(claim.job_id, claim.lease_token)
-        return outcome
+        return await self._chain(
+            job_id,
+            lease_token,
+            heartbeat=True,
+            inline=self.settings.inline_next_step,
+            on_next=on_next,
+        )
 
     async def execute_job(
         self, job_id: str, lease_token: str, *, heartbeat: bool = True
     ) -> JobOutcome:
         """Deliver one claimed job (see the module docstring)."""
-        outcome, _ = await self._execute(job_id, lease_token, heartbeat=heartbeat, kick=True)
-        return outcome
+        return await self._chain(
+            job_id, lease_token, heartbeat=heartbeat, inline=False, on_next=lambda j, t: None
+        )
 
-    async def _execute(
-        self, job_id: str, lease_token: str, *, heartbeat: bool, kick: bool
-    ) -> tuple[JobOutcome, Decision | None]:
-        """Deliver one job; the outcome, and the decision that recorded a step's result."""
+    async def _chain(
+        self,
+        job_id: str,
+        lease_token: str,
+        *,
+        heartbeat: bool,
+        inline: bool,
+        on_next: Callable[[JobId, LeaseToken], None],
+    ) -> JobOutcome:
         parsed = parse_job_id(job_id)
         if isinstance(parsed, Failure):
             LOG.warning("dropping a message with a malformed job id %r", parsed.failure().value)
-            return JobOutcome.FORGED, None
+            return JobOutcome.FORGED
         key = parsed.unwrap()
         with log_context(run_id=key.run_id, step=key.step, attempt=key.attempt, job_id=job_id):
-            return await self._deliver(key, job_id, lease_token, heartbeat=heartbeat, kick=kick)
+            outcome, started = await self._begin(key, JobId(job_id), LeaseToken(lease_token))
+        limit = self.settings.inline_chain_limit
+        step_number = 0
+        while started is not None:
+            step_number += 1
+            with log_context(
+                run_id=started.state.id,
+                workflow=started.state.workflow,
+                step=started.step,
+                attempt=started.attempt,
+                job_id=started.job_id,
+            ):
+                outcome, started = await self._finish(
+                    started, heartbeat=heartbeat, inline=inline and step_number < limit
+                )
+            if started is not None:
+                self.inline_steps += 1
+                on_next(started.job_id, started.token)
+        return outcome
 
-    async def _deliver(
-        self, key: JobKey, job_id: str, lease_token: str, *, heartbeat: bool, kick: bool
-    ) -> tuple[JobOutcome, Decision | None]:
-        token = LeaseToken(lease_token)
-        jid = JobId(job_id)
+    async def _begin(
+        self, key: JobKey, jid: JobId, token: LeaseToken
+    ) -> tuple[JobOutcome, _Started | None]:
+        """Start the attempt of a claimed job: load its run and commit the delivery."""
         state = await self.store.load(key.run_id)
-        if state is not None:
-            add_log_fields(workflow=state.workflow)
         if state is None:
-            LOG.warning("dropping job %s: its run does not exist", job_id)
+            LOG.warning("dropping job %s: its run does not exist", jid)
             return JobOutcome.FORGED, None
+        add_log_fields(workflow=state.workflow)
         found = self.workflow(state.workflow)
         if isinstance(found, Failure):
             LOG.error(
                 "job %s belongs to workflow %r, which is not registered here; releasing it",
-                job_id,
+                jid,
                 state.workflow,
             )
             await self.store.release(jid, token)
@@ -511,7 +506,6 @@ class Engine:
         job = state.job(jid)
         if job is None:
             return JobOutcome.STALE, None
-        fence = Fence(job_id=jid, lease_token=token)
         if job.status is JobStatus.STARTED:
             if job.lease_token == token or job.lease_token is None:
                 return JobOutcome.STALE, None
@@ -519,7 +513,7 @@ class Engine:
                 definition,
                 state.id,
                 LeaseExpired(job_id=jid, lease_token=job.lease_token),
-                fence=fence,
+                fence=Fence(job_id=jid, lease_token=token),
                 state=state,
             )
             return (
@@ -539,37 +533,30 @@ class Engine:
         )
         if isinstance(delivered, Failure):
             return JobOutcome.STALE, None
-        running = delivered.unwrap().state
-        step_run = running.step_run(job.step)
-        attempt = (
-            None
-            if step_run is None
-            else next(
-                (
-                    a
-                    for a in step_run.attempts
-                    if a.job_id == jid and a.status is AttemptStatus.RUNNING
-                ),
-                None,
-            )
-        )
-        if step_run is None or attempt is None:
-            return JobOutcome.CONVERGED, None
-        spec = definition.step(job.step)
+        started = _started(definition, delivered.unwrap().state, jid, token)
+        return (JobOutcome.CONVERGED if started is None else JobOutcome.STALE), started
+
+    async def _finish(
+        self, started: _Started, *, heartbeat: bool, inline: bool
+    ) -> tuple[JobOutcome, _Started | None]:
+        """Run a started attempt and record its outcome; on the inline path, start the next."""
+        definition, running = started.definition, started.state
+        spec = definition.step(started.step)
         assert spec is not None
         ctx = StepContext(
             run_id=running.id,
             workflow=running.workflow,
-            step=job.step,
-            attempt=attempt.number,
-            idempotency_key=step_idempotency_key(running.id, job.step),
-            started_at=attempt.started_at,
+            step=started.step,
+            attempt=started.attempt,
+            idempotency_key=step_idempotency_key(running.id, started.step),
+            started_at=started.started_at,
             schedule=_schedule_of(running),
         )
-        logger = run_logger(running, job.step, attempt.number)
+        logger = run_logger(running, started.step, started.attempt)
+        jid, token = started.job_id, started.token
         beat = asyncio.create_task(self._heartbeat(jid, token)) if heartbeat else None
         try:
-            outcome = await run_step(spec, step_run.input or {}, ctx, logger)
+            outcome = await run_step(spec, started.input, ctx, logger)
         finally:
             if beat is not None:
                 beat.cancel()
@@ -580,12 +567,93 @@ class Engine:
             case Failure(failure):
                 logger.warning("step attempt failed: %s", failure.message)
                 event = StepFailed(job_id=jid, lease_token=token, failure=failure)
-        recorded = await self.apply(definition, running.id, event, fence=fence, kick=kick)
+        succeeded = isinstance(event, StepSucceeded)
+        done = JobOutcome.SUCCEEDED if succeeded else JobOutcome.FAILED
+        fence = Fence(job_id=jid, lease_token=token)
+        if inline and succeeded:
+            handed = await self._record_and_start_next(started, event, fence)
+            if handed is not None:
+                return handed
+        recorded = await self.apply(
+            definition, running.id, event, fence=fence, state=running, kick=not inline
+        )
         if isinstance(recorded, Failure):
             logger.warning("outcome discarded: %s", recorded.failure())
             return JobOutcome.LEASE_LOST, None
-        succeeded = isinstance(event, StepSucceeded)
-        return (JobOutcome.SUCCEEDED if succeeded else JobOutcome.FAILED), recorded.unwrap()
+        if not (inline and succeeded):
+            return done, None
+        return done, await self._claim_next(recorded.unwrap())
+
+    async def _record_and_start_next(
+        self, started: _Started, event: Event, fence: Fence
+    ) -> tuple[JobOutcome, _Started | None] | None:
+        """Commit a step's success and the start of the next due step in one transaction.
+
+        ``None`` when that does not apply (nothing due now, or the run changed
+        meanwhile): the caller then records the outcome the ordinary way.
+        """
+        definition, running = started.definition, started.state
+        now = self.clock.now()
+        first = decide(definition, running, event, now=now)
+        if isinstance(first, Failure):
+            return None
+        outcome = first.unwrap()
+        due = [job for job in outcome.jobs_scheduled if job.due_at <= now]
+        if not due:
+            return None
+        token = self.ids.new_lease_token()
+        second = decide(
+            definition, outcome.state, JobDelivered(job_id=due[0].id, lease_token=token), now=now
+        )
+        if isinstance(second, Failure):
+            return None
+        decision = combine(outcome, second.unwrap())
+        lease = Lease(
+            job_id=due[0].id,
+            lease_token=token,
+            until=now + self.settings.lease,
+            owner=self.settings.owner,
+        )
+        committed = await self.store.commit(
+            decision,
+            fence=Fence(job_id=fence.job_id, lease_token=fence.lease_token, lease_next=lease),
+        )
+        match committed:
+            case Success(_):
+                self.publish(decision, kick=False)
+                if len(due) > 1:
+                    self.on_job_due()
+                return JobOutcome.SUCCEEDED, _started(definition, decision.state, due[0].id, token)
+            case Failure(StaleLease()):
+                LOG.warning("outcome discarded: the lease on %s is no longer held", fence.job_id)
+                return JobOutcome.LEASE_LOST, None
+            case Failure(_):  # the run changed meanwhile: decide again on the stored state
+                return None
+        raise AssertionError(committed)
+
+    async def _claim_next(self, recorded: Decision) -> _Started | None:
+        """After an outcome recorded the ordinary way: lease a step it made due and start it."""
+        now = self.clock.now()
+        due = [j for j in recorded.jobs_scheduled if j.due_at <= now]
+        claim = None
+        if due:
+            try:
+                claim = await self.store.claim_job(
+                    due[0].id,
+                    now=now,
+                    lease_for=self.settings.lease,
+                    owner=self.settings.owner,
+                    lease_token=self.ids.new_lease_token(),
+                )
+            except Exception:
+                LOG.exception("inline claim of %s failed; leaving it to the dispatcher", due[0].id)
+        if claim is None or len(due) > 1:
+            self._kick_for(recorded, now)
+        if claim is None:
+            return None
+        key = parse_job_id(claim.job_id).unwrap()
+        _, started = await self._begin(key, claim.job_id, claim.lease_token)
+        return started
 
     async def _heartbeat(self, job_id: JobId, token: LeaseToken) -> None:
         interval = self.settings.heartbeat_every.total_seconds()
@@ -601,3 +669,41 @@ class Engine:
             if not held:
                 LOG.warning("lease on %s was lost; the outcome will be discarded", job_id)
                 return
+
+
+@dataclass(frozen=True, slots=True)
+class _Started:
+    """An attempt whose start is committed: what running it needs."""
+
+    definition: WorkflowDefinition
+    state: RunState
+    """The run as that commit wrote it."""
+    job_id: JobId
+    token: LeaseToken
+    step: str
+    attempt: int
+    input: JsonObject
+    started_at: datetime
+
+
+def _started(
+    definition: WorkflowDefinition, state: RunState, jid: JobId, token: LeaseToken
+) -> _Started | None:
+    """The running attempt of job ``jid`` in ``state``, if the delivery started one."""
+    job = state.job(jid)
+    step_run = None if job is None else state.step_run(job.step)
+    if job is None or step_run is None:
+        return None
+    for attempt in step_run.attempts:
+        if attempt.job_id == jid and attempt.status is AttemptStatus.RUNNING:
+            return _Started(
+                definition=definition,
+                state=state,
+                job_id=jid,
+                token=token,
+                step=job.step,
+                attempt=attempt.number,
+                input=step_run.input or EMPTY_OBJECT,
+                started_at=attempt.started_at,
+            )
+    return None

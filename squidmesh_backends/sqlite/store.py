@@ -305,10 +305,22 @@ class SqliteRunStore:
         for command in decision.commands:
             match command:
                 case ScheduleJob(job=job):
+                    lease = None if fence is None else fence.lease_next
+                    if lease is None or lease.job_id != job.id:
+                        lease = None
                     _query(
                         conn,
-                        "INSERT OR REPLACE INTO squidmesh_jobs (id, run_id, due_us) VALUES (?, ?, ?)",
-                        (job.id, job.run_id, _us(job.due_at)),
+                        "INSERT OR REPLACE INTO squidmesh_jobs"
+                        " (id, run_id, due_us, lease_token, lease_expires_us, owner)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            job.id,
+                            job.run_id,
+                            _us(job.due_at),
+                            None if lease is None else lease.lease_token,
+                            None if lease is None else _us(lease.until),
+                            None if lease is None else lease.owner,
+                        ),
                     )
                 case RescheduleJob(job_id=job_id, due_at=due_at):
                     _query(

@@ -208,11 +208,13 @@ async def test_a_step_transition_is_one_transaction_of_few_statements(
     statements_before = pg_store.stats.statements
     await committed(pg_store, done, Fence(job_id=job, lease_token=token))
     assert pg_store.stats.transactions == before + 2
-    # Step succeeded and the next one scheduled: run update, fence, the two step rows,
-    # the attempt row, the finished job, the new job, one NOTIFY.
-    assert pg_store.stats.statements - statements_before == 8
+    # Step succeeded and the next one scheduled: run update, the fenced delete of the
+    # finished job, the finished step row, the new step row, the attempt row, the new
+    # job, one NOTIFY. Known rows are updated and new ones inserted (no upserts).
+    assert pg_store.stats.statements - statements_before == 7
     kinds = [line.split(" ")[0] for line in pg_store.stats.last_commit]
-    assert kinds == ["WITH", "SELECT", "INSERT", "INSERT", "DELETE", "INSERT", "SELECT"]
+    assert kinds == ["WITH", "WITH", "UPDATE", "INSERT", "UPDATE", "INSERT", "SELECT"]
+    assert "DELETE FROM" in pg_store.stats.last_commit[1]
     assert "squidmesh_attempts" in " ".join(start_statements)
 
 

@@ -35,7 +35,11 @@ async def noop(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
     return {}
 
 
+ENTERED: list[str] = []
+
+
 async def gated(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
+    ENTERED.append(ctx.run_id)
     await GATE.wait()
     return {}
 
@@ -50,6 +54,12 @@ THEN_BLOCK = workflow(
     "inline.then_block",
     triggers=[manual()],
     steps=[step("a", noop), step("b", gated)],
+    transitions=chain("a", "b", COMPLETE),
+)
+BLOCK_THEN = workflow(
+    "inline.block_then",
+    triggers=[manual()],
+    steps=[step("a", gated), step("b", noop)],
     transitions=chain("a", "b", COMPLETE),
 )
 GATED = workflow(
@@ -217,3 +227,44 @@ async def test_the_receiver_is_restarted_when_the_broker_stops_listening(
     await settle(lambda: broker.listens >= 3, timeout=5)
     assert executor.receiver_restarts >= 2
     await executor.stop(timeout=timedelta(milliseconds=100))
+
+
+async def test_each_inline_transition_is_one_commit_and_no_claim() -> None:
+    """A step's outcome and the next step's start share one commit; no claim, no reload."""
+    store = MemoryRunStore()
+    claims_by_name = 0
+    claim_job = store.claim_job
+
+    async def counting_claim_job(*args: object, **kwargs: object) -> object:
+        nonlocal claims_by_name
+        claims_by_name += 1
+        return await claim_job(*args, **kwargs)  # type: ignore[arg-type]
+
+    store.claim_job = counting_claim_job  # type: ignore[method-assign,assignment]
+    async with Runtime(store=store, workflows=[FIVE], settings=SLOW_POLL) as rt:
+        run = (await rt.start_run(FIVE, {})).unwrap()
+        done = (await rt.wait_for(run.id, timeout=timedelta(seconds=10))).unwrap()
+    assert done.status is RunStatus.COMPLETED
+    assert rt.engine.inline_steps == 4
+    # created, first step started, four "outcome + next start" commits, last outcome
+    assert store.commits == 7
+    assert claims_by_name == 0
+    assert done.version == 7
+
+
+async def test_a_cancel_during_an_inline_step_wins_over_the_combined_commit() -> None:
+    global GATE  # noqa: PLW0603  (a fresh event on this test's loop)
+    GATE = asyncio.Event()
+    store = MemoryRunStore()
+    async with Runtime(store=store, workflows=[BLOCK_THEN], settings=SLOW_POLL) as rt:
+        run = (await rt.start_run(BLOCK_THEN, {})).unwrap()
+        await settle(lambda: run.id in ENTERED)  # a is running
+        cancelled = (await rt.cancel_run(run.id)).unwrap()
+        commits = store.commits
+        GATE.set()  # a succeeds on a run that changed: its combined commit is refused
+        done = (await rt.wait_for(run.id, timeout=timedelta(seconds=10))).unwrap()
+    assert cancelled.status is RunStatus.CANCELLING
+    assert done.status is RunStatus.CANCELLED
+    assert rt.engine.inline_steps == 0
+    assert [s.step for s in done.history or ()] == ["a"]  # b never started
+    assert store.commits == commits + 1  # a's outcome, decided again on the stored state

@@ -9,14 +9,14 @@ from datetime import UTC, datetime, timedelta
 
 from returns.result import Failure, Success
 
-from squidmesh_core.commands import Decision
+from squidmesh_core.commands import Decision, combine
 from squidmesh_core.decide import decide
 from squidmesh_core.definition import COMPLETE, WorkflowDefinition
 from squidmesh_core.dsl import chain, manual, step, wait, workflow
 from squidmesh_core.errors import DuplicateRun, StaleLease, VersionConflict
 from squidmesh_core.events import CancelRequested, JobDelivered, RunRequested, StepSucceeded
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
-from squidmesh_core.ports import Fence, RunStore
+from squidmesh_core.ports import Fence, Lease, RunStore
 from squidmesh_core.state import RunState, RunStatus
 
 T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
@@ -95,6 +95,21 @@ async def deliver(store: RunStore, state: RunState, at: datetime) -> tuple[RunSt
     ).unwrap()
     fence = Fence(job_id=claims[0].job_id, lease_token=token)
     return await committed(store, decision, fence), token
+
+
+async def _success_and_next_start(
+    store: RunStore,
+) -> tuple[RunState, LeaseToken, Decision, Lease]:
+    """A run whose ``first`` step runs; its success and the start of ``pause``, combined."""
+    state = await committed(store, new_run(1))
+    state, token = await deliver(store, state, T0)
+    first, pause = JobId(f"{state.id}/first/1"), JobId(f"{state.id}/pause/1")
+    succeeded = StepSucceeded(job_id=first, lease_token=token, output={"a": 1})
+    outcome = decide(FLOW, state, succeeded, now=T0).unwrap()
+    nxt = LeaseToken("next-token")
+    started = decide(FLOW, outcome.state, JobDelivered(job_id=pause, lease_token=nxt), now=T0)
+    lease = Lease(job_id=pause, lease_token=nxt, until=T0 + LEASE, owner="c")
+    return state, token, combine(outcome, started.unwrap()), lease
 
 
 class RunStoreContract:
@@ -269,6 +284,31 @@ class RunStoreContract:
         assert await run_store.commit(again.unwrap(), fence=stale) == Failure(
             StaleLease(job_id=job)
         )
+
+    async def test_a_combined_commit_starts_the_next_job_under_its_own_lease(
+        self, run_store: RunStore
+    ) -> None:
+        state, token, both, lease = await _success_and_next_start(run_store)
+        pause = lease.job_id
+        fence = Fence(job_id=JobId(f"{state.id}/first/1"), lease_token=token, lease_next=lease)
+        assert await run_store.commit(both, fence=fence) == Success(None)
+        assert await run_store.load(state.id) == both.state
+        assert both.state.version == state.version + 1
+        assert await claim(run_store, T0 + timedelta(seconds=1)) == []  # leased, not claimable
+        assert not await run_store.heartbeat(pause, token, until=T0 + LEASE * 2)
+        assert await run_store.heartbeat(pause, lease.lease_token, until=T0 + LEASE * 2)
+        assert await claim(run_store, T0 + LEASE) == []
+        assert await claim(run_store, T0 + LEASE * 2) == [pause]  # an expired lease is reclaimed
+
+    async def test_a_combined_commit_under_a_stale_fence_writes_nothing(
+        self, run_store: RunStore
+    ) -> None:
+        state, _, both, lease = await _success_and_next_start(run_store)
+        first = JobId(f"{state.id}/first/1")
+        fence = Fence(job_id=first, lease_token=LeaseToken("forged"), lease_next=lease)
+        refused = await run_store.commit(both, fence=fence)
+        assert refused == Failure(StaleLease(job_id=first))
+        assert await run_store.load(state.id) == state
 
     async def test_heartbeat_extends_only_the_holders_lease(self, run_store: RunStore) -> None:
         state = await committed(run_store, new_run(1))
