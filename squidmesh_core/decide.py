@@ -154,37 +154,68 @@ def failure_attributes(failure: StepFailure) -> dict[str, JsonValue]:
 
 
 class _Draft:
-    """Accumulates one decision. Local mutation only; the inputs are never touched."""
+    """Accumulates one decision. Local mutation only; the inputs are never touched.
+
+    The fields a decision changes live here as plain attributes, and the new
+    ``RunState`` is built once, in :meth:`finish`: copying the 15-field run for
+    every edit was most of the cost of a decision.
+    """
 
     def __init__(self, definition: WorkflowDefinition, run: RunState, now: datetime) -> None:
         self.definition = definition
-        self.run = run
+        self.origin = run
         self.now = now
         self.commands: list[Command] = []
         self.trailing: list[Command] = []
         self.started_status = run.status
         self.base = run if run.version > 0 else None
+        self.status = run.status
+        self.steps = run.steps
+        self.jobs = run.jobs
+        self.context = run.context
+        self.last_error = run.last_error
+
+    def set_last_error(self, failure: StepFailure | None) -> None:
+        self.last_error = failure
+
+    def set_context(self, context: JsonObject) -> None:
+        self.context = context
+
+    def set_jobs(self, jobs: tuple[Job, ...]) -> None:
+        self.jobs = jobs
+
+    def job(self, job_id: str) -> Job | None:
+        for job in self.jobs:
+            if job.id == job_id:
+                return job
+        return None
+
+    def find_step(self, step: str) -> StepRunState | None:
+        for step_run in self.steps:
+            if step_run.step == step:
+                return step_run
+        return None
 
     # -- status changes (checked against the tables) --------------------------------
 
     def set_run_status(self, status: RunStatus) -> None:
-        if not run_transition_allowed(self.run.status, status):
-            raise InvariantViolatedError(f"run {self.run.status} -> {status} is not in the table")
-        self.run = replace(self.run, status=status)
+        if not run_transition_allowed(self.status, status):
+            raise InvariantViolatedError(f"run {self.status} -> {status} is not in the table")
+        self.status = status
 
     def put_step(self, step_run: StepRunState) -> None:
-        existing = self.run.step_run(step_run.step)
+        existing = self.find_step(step_run.step)
         if existing is not None and not step_transition_allowed(existing.status, step_run.status):
             raise InvariantViolatedError(
                 f"step {step_run.step}: {existing.status} -> {step_run.status} is not in the table"
             )
-        steps = tuple(step_run if s.step == step_run.step else s for s in self.run.steps)
         if existing is None:
-            steps = (*steps, step_run)
-        self.run = replace(self.run, steps=steps)
+            self.steps = (*self.steps, step_run)
+        else:
+            self.steps = tuple(step_run if s is existing else s for s in self.steps)
 
     def step_run(self, step: str) -> StepRunState:
-        found = self.run.step_run(step)
+        found = self.find_step(step)
         if found is None:
             raise InvariantViolatedError(f"step {step} has no step run")
         return found
@@ -204,15 +235,15 @@ class _Draft:
     # -- jobs -----------------------------------------------------------------------
 
     def schedule(self, step: str, attempt: int, due_at: datetime) -> None:
+        run_id = self.origin.id
         job = Job(
-            id=job_id_for(self.run.id, step, attempt),
-            run_id=self.run.id,
+            id=job_id_for(run_id, step, attempt),
+            run_id=run_id,
             step=step,
             attempt=attempt,
             due_at=due_at,
         )
-        existing = self.run.step_run(step)
-        if existing is None:
+        if self.find_step(step) is None:
             self.put_step(
                 StepRunState(
                     step=step,
@@ -221,11 +252,11 @@ class _Draft:
                     updated_at=self.now,
                 )
             )
-        self.run = replace(self.run, jobs=(*self.run.jobs, job))
+        self.set_jobs((*self.jobs, job))
         self.commands.append(ScheduleJob(job=job))
 
     def drop_job(self, job: Job) -> None:
-        self.run = replace(self.run, jobs=tuple(j for j in self.run.jobs if j.id != job.id))
+        self.set_jobs(tuple(j for j in self.jobs if j.id != job.id))
         if job.status is JobStatus.STARTED:
             self.commands.append(FinishJob(job_id=job.id))
         else:
@@ -233,7 +264,7 @@ class _Draft:
 
     def cancel_scheduled(self, reason: str) -> None:
         """Drop every scheduled job and mark its step cancelled (skipped, for ``reason``)."""
-        for job in self.run.jobs:
+        for job in self.jobs:
             if job.status is JobStatus.SCHEDULED:
                 self.drop_job(job)
                 current = self.step_run(job.step)
@@ -258,8 +289,8 @@ class _Draft:
         self.commands.append(
             Emit(
                 topic=topic,
-                run_id=self.run.id,
-                workflow=self.run.workflow,
+                run_id=self.origin.id,
+                workflow=self.origin.workflow,
                 step=step,
                 attempt=attempt,
                 attributes=attributes or {},
@@ -267,23 +298,32 @@ class _Draft:
         )
 
     def finish(self) -> Decision:
-        if self.run.status != self.started_status:
+        if self.status != self.started_status:
             self.emit(
                 Topic.RUN_TRANSITION,
-                attributes={"from": self.started_status.value, "to": self.run.status.value},
+                attributes={"from": self.started_status.value, "to": self.status.value},
             )
-        final = replace(self.run, version=self.run.version + 1, updated_at=self.now)
+        final = replace(
+            self.origin,
+            status=self.status,
+            steps=self.steps,
+            jobs=self.jobs,
+            context=self.context,
+            last_error=self.last_error,
+            version=self.origin.version + 1,
+            updated_at=self.now,
+        )
         return Decision(state=final, commands=(*self.commands, *self.trailing), base=self.base)
 
 
 # ---------------------------------------------------------------- helpers
 
 
-def _active_status(run: RunState) -> RunStatus:
+def _active_status(steps: tuple[StepRunState, ...]) -> RunStatus:
     """Status of a run that is neither terminal, cancelling nor paused."""
-    if not any(s.attempts for s in run.steps):
+    if not any(s.attempts for s in steps):
         return RunStatus.PENDING
-    if any(s.status is StepStatus.RETRY_SCHEDULED for s in run.steps):
+    if any(s.status is StepStatus.RETRY_SCHEDULED for s in steps):
         return RunStatus.RETRYING
     return RunStatus.RUNNING
 
@@ -336,7 +376,7 @@ def _started_job(run: RunState, job_id: str, token: str) -> Result[Job, StaleDel
 
 
 def _due_after_waits(
-    definition: WorkflowDefinition, run: RunState, step: str, now: datetime
+    definition: WorkflowDefinition, steps: tuple[StepRunState, ...], step: str, now: datetime
 ) -> datetime:
     """When a dependency step may start: now, or later if it depends on ``wait`` steps.
 
@@ -345,7 +385,7 @@ def _due_after_waits(
     due = now
     for dep in _spec(definition, step).after:
         spec = _spec(definition, dep)
-        done = run.step_run(dep)
+        done = next((s for s in steps if s.step == dep), None)
         if spec.kind is StepKind.WAIT and spec.duration and done is not None:
             finished = max((a.finished_at for a in done.attempts if a.finished_at), default=now)
             due = max(due, finished + spec.duration)
@@ -368,7 +408,7 @@ def _converge_cancel(draft: _Draft) -> None:
 
 def _complete(draft: _Draft) -> None:
     draft.cancel_scheduled("run_completed")
-    draft.run = replace(draft.run, last_error=None)
+    draft.set_last_error(None)
     draft.set_run_status(RunStatus.COMPLETED)
 
 
@@ -496,12 +536,12 @@ def _deliver(
     if run.status not in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.RETRYING):
         return Failure(StaleDelivery(job_id=event.job_id, reason=f"run is {run.status}"))
     if definition.step(job.step) is None:
-        draft.run = replace(draft.run, last_error=_unknown_step(definition, job.step))
+        draft.set_last_error(_unknown_step(definition, job.step))
         draft.cancel_scheduled("run_failed")
         draft.set_run_status(RunStatus.FAILED)
         return Success(draft.finish())
     started = replace(job, status=JobStatus.STARTED, lease_token=event.lease_token)
-    draft.run = replace(draft.run, jobs=tuple(started if j.id == job.id else j for j in run.jobs))
+    draft.set_jobs(tuple(started if j.id == job.id else j for j in run.jobs))
     current = draft.step_run(job.step)
     draft.put_step(
         replace(
@@ -527,7 +567,7 @@ def _deliver(
         attempt=job.attempt,
         attributes={"job_id": job.id, "lateness_ms": _ms(now - job.due_at)},
     )
-    draft.set_run_status(_active_status(draft.run))
+    draft.set_run_status(_active_status(draft.steps))
     return Success(draft.finish())
 
 
@@ -596,7 +636,7 @@ def _succeed(
             draft.step_run(job.step), status=StepStatus.COMPLETED, output=mapped, updated_at=now
         )
     )
-    draft.drop_job(draft.run.job(job.id) or job)
+    draft.drop_job(draft.job(job.id) or job)
     draft.emit(
         Topic.STEP_COMPLETED,
         step=job.step,
@@ -605,7 +645,7 @@ def _succeed(
     )
     if run.status.terminal:
         return Success(draft.finish())
-    draft.run = replace(draft.run, context={**draft.run.context, **mapped})
+    draft.set_context({**draft.context, **mapped})
     if run.status is RunStatus.CANCELLING:
         _converge_cancel(draft)
         return Success(draft.finish())
@@ -618,16 +658,16 @@ def _succeed(
             _complete(draft)
         else:
             draft.schedule(target, 1, now + delay)
-            draft.set_run_status(_active_status(draft.run))
+            draft.set_run_status(_active_status(draft.steps))
         return Success(draft.finish())
-    completed = frozenset(s.step for s in draft.run.steps if s.status is StepStatus.COMPLETED)
+    completed = frozenset(s.step for s in draft.steps if s.status is StepStatus.COMPLETED)
     if completed == frozenset(definition.step_names()):
         _complete(draft)
         return Success(draft.finish())
-    started = frozenset(s.step for s in draft.run.steps)
+    started = frozenset(s.step for s in draft.steps)
     for ready in definition.dependents_ready(completed, started):
-        draft.schedule(ready, 1, _due_after_waits(definition, draft.run, ready, now))
-    draft.set_run_status(_active_status(draft.run))
+        draft.schedule(ready, 1, _due_after_waits(definition, draft.steps, ready, now))
+    draft.set_run_status(_active_status(draft.steps))
     return Success(draft.finish())
 
 
@@ -646,7 +686,7 @@ def _fail(
     draft.put_attempt(
         job.step, replace(attempt, status=attempt_status, finished_at=now, error=failure)
     )
-    draft.drop_job(draft.run.job(job.id) or job)
+    draft.drop_job(draft.job(job.id) or job)
     draft.emit(
         Topic.STEP_FAILED,
         step=job.step,
@@ -685,14 +725,14 @@ def _fail(
         case RetryAt(attempt=next_attempt, delay=delay, at=due_at):
             settle_step(StepStatus.RETRY_SCHEDULED)
             draft.schedule(job.step, next_attempt, due_at)
-            draft.run = replace(draft.run, last_error=failure)
+            draft.set_last_error(failure)
             draft.emit(
                 Topic.STEP_RETRY_SCHEDULED,
                 step=job.step,
                 attempt=next_attempt,
                 attributes={"delay_ms": _ms(delay), "due_at": due_at.isoformat()},
             )
-            draft.set_run_status(_active_status(draft.run))
+            draft.set_run_status(_active_status(draft.steps))
         case GiveUp():
             settle_step(StepStatus.FAILED)
             target = (
@@ -703,11 +743,11 @@ def _fail(
             if target == COMPLETE:
                 _complete(draft)
             elif target is not None:
-                draft.run = replace(draft.run, last_error=None)
+                draft.set_last_error(None)
                 draft.schedule(target, 1, now)
-                draft.set_run_status(_active_status(draft.run))
+                draft.set_run_status(_active_status(draft.steps))
             else:
-                draft.run = replace(draft.run, last_error=failure)
+                draft.set_last_error(failure)
                 draft.cancel_scheduled("run_failed")
                 draft.set_run_status(RunStatus.FAILED)
         case _:
@@ -756,11 +796,8 @@ def _cancel(
             draft.set_run_status(RunStatus.CANCELLING)
             for job in run.jobs:
                 if job.status is JobStatus.SCHEDULED and job.due_at > now:
-                    draft.run = replace(
-                        draft.run,
-                        jobs=tuple(
-                            replace(j, due_at=now) if j.id == job.id else j for j in draft.run.jobs
-                        ),
+                    draft.set_jobs(
+                        tuple(replace(j, due_at=now) if j.id == job.id else j for j in draft.jobs)
                     )
                     draft.commands.append(RescheduleJob(job_id=job.id, due_at=now))
         case RunStatus.CANCELLING | RunStatus.FAILED | RunStatus.COMPLETED | RunStatus.CANCELLED:
