@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit docs clean bench-core bench-postgres bench-taskiq
+.PHONY: demo test lint typecheck unit docs clean bench bench-core bench-postgres bench-taskiq
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "SquidMesh needs Python 3.11 or newer"'
@@ -40,7 +40,7 @@ docs: $(STAMP)
 	$(BIN)/python -m squidmesh_backends.cli.main docs-tables --write docs/architecture.md
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .coverage build *.egg-info
+	rm -rf $(VENV) $(PEER) .mypy_cache .ruff_cache .pytest_cache .hypothesis .coverage build *.egg-info
 
 ## bench-core: measure pure decide throughput and record it in docs/performance.md
 bench-core: $(STAMP)
@@ -53,3 +53,19 @@ bench-postgres: $(STAMP)
 ## bench-taskiq: steps through Taskiq on Redis (inline on/off) next to a raw Taskiq round trip
 bench-taskiq: $(STAMP)
 	$(BIN)/python bench/taskiq_steps.py --serial 100 --burst 200 --raw-burst 2000 --write docs/performance.md
+
+# The peer engine (DBOS Transact) and the plotting library live in their own
+# environment, so nothing of theirs reaches SquidMesh's.
+PEER       ?= .venv-bench
+PEER_STAMP  = $(PEER)/.installed-stamp
+
+$(PEER_STAMP):
+	$(PYTHON) -m venv $(PEER)
+	$(PEER)/bin/pip install --quiet --upgrade pip
+	$(PEER)/bin/pip install --quiet dbos==3.4.0 matplotlib
+	@touch $(PEER_STAMP)
+
+## bench: SquidMesh next to DBOS on the same PostgreSQL; rewrites docs/performance.md, the README line and the plot
+bench: $(STAMP) $(PEER_STAMP)
+	$(BIN)/python bench/compare.py --dbos-python $(PEER)/bin/python --json docs/performance.json \
+		--write docs/performance.md --readme README.md --plot docs/performance.png

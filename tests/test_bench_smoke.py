@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
+import os
+import secrets
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,3 +61,34 @@ def test_taskiq_benchmark_runs_at_a_tiny_size() -> None:
     assert [e.inline for e in engines] == [True, False]
     assert all(e.steps_per_second > 0 for e in engines)
     assert "per-step overhead" in bench.report(raw, engines, "tiny")
+
+
+def test_the_side_by_side_harness_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    """``make bench`` minus the peer: every scenario, the report and the README line."""
+    from tests.services import require_postgres, require_redis
+
+    dsn, redis_url = require_postgres(), require_redis()
+    doc = tmp_path / "performance.md"
+    doc.write_text("before\n<!-- compare:start -->\nold\n<!-- compare:end -->\nafter\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n<!-- perf-line:start -->\nold\n<!-- perf-line:end -->\ny\n")
+    saved = tmp_path / "results.json"
+    prefix = f"smoke_{secrets.token_hex(4)}_"
+    env = {**os.environ, "SQUIDMESH_BENCH_DSN": dsn, "SQUIDMESH_BENCH_REDIS": redis_url}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "compare.py"), "--tiny", "--db-prefix", prefix,
+         "--json", str(saved), "--write", str(doc), "--readme", str(readme)],
+        capture_output=True, text=True, env=env, timeout=240, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(saved.read_text())
+    assert set(results["engines"]) == {"inprocess", "taskiq-inline", "taskiq-plain"}
+    ours = results["engines"]["inprocess"]
+    assert ours["serial"]["steps_10"]["n"] == 3
+    assert ours["writes"]["write_transactions"] == pytest.approx(1.2)  # 12 commits a run
+    assert results["scale"]["inprocess"][0]["runs"] == 10
+    assert results["sql"], "the per-step statement list is missing"
+    text = doc.read_text()
+    assert text.startswith("before\n<!-- compare:start -->\nCommand:") and text.endswith("after\n")
+    assert "| write transactions per step transition <= 1 | 1.00 | yes |" in text
+    assert readme.read_text().startswith("x\n<!-- perf-line:start -->\n<!-- perf-line:end -->")
