@@ -313,25 +313,36 @@ class PostgresRunStore:
                     outcome = Success(None)
             if isinstance(outcome, Success):
                 self.stats.transactions += 1
-                self.stats.statements += sum(len(p) if isinstance(p, list) else 1 for _, p in plan)
-                self.stats.last_commit = [_summary(sql, p) for sql, p in plan]
+                self.stats.statements += 1 if plan.single else plan.statements
+                self.stats.last_commit = plan.summary()
             return outcome
 
         return await self._do("committing a decision", work)
 
     async def _apply(
-        self, conn: Conn, plan: list[tuple[str, Params]], decision: Decision, fence: Fence | None
+        self, conn: Conn, plan: _Plan, decision: Decision, fence: Fence | None
     ) -> Result[None, CommitError]:
-        """Send ``plan`` as one pipelined transaction; refusals come back as ``Failure``."""
+        """Send ``plan`` as one transaction; refusals come back as ``Failure``.
+
+        Usually that is a single statement (every write a data-modifying CTE, the
+        guards and the NOTIFY in its final SELECT), run as its own transaction on
+        the autocommit connection: one round trip. A plan that writes the same
+        job row twice cannot be one statement (a statement sees none of its own
+        writes), so it goes as a pipeline of statements in one transaction.
+        """
         for _ in range(self.contention_retries + 1):
             try:
-                async with conn.transaction(), conn.pipeline():
-                    for sql, params in plan:
-                        if isinstance(params, list):
-                            async with conn.cursor() as cursor:
-                                await cursor.executemany(sql, params)
-                        else:
-                            await conn.execute(sql, params)
+                if plan.single:
+                    sql, params = plan.statement(self._sql.s)
+                    await conn.execute(sql, params)
+                else:
+                    async with conn.transaction(), conn.pipeline():
+                        for sql, rows in plan.pipeline(self._sql.s):
+                            if len(rows) == 1:
+                                await conn.execute(sql, rows[0])
+                            else:
+                                async with conn.cursor() as cursor:
+                                    await cursor.executemany(sql, rows)
             except pg_errors.UniqueViolation as exc:
                 if decision.expected_version != 0:
                     raise
@@ -348,17 +359,15 @@ class PostgresRunStore:
             VersionConflict(run_id=decision.state.id, expected=decision.expected_version)
         )
 
-    def _plan(
-        self, decision: Decision, fence: Fence | None, commit_id: str
-    ) -> list[tuple[str, Params]]:
-        """The statements that apply ``decision``, in lock order: run, fence, rows, jobs."""
+    def _plan(self, decision: Decision, fence: Fence | None, commit_id: str) -> _Plan:
+        """The writes that apply ``decision``, in lock order: run, fence, rows, jobs."""
         sql = self._sql
         state, base = decision.state, decision.base
         if base is not None and (base.id != state.id or base.version != state.version - 1):
             base = None
-        plan: list[tuple[str, Params]] = []
+        plan = _Plan()
         if decision.expected_version == 0:
-            plan.append((sql.insert_run, (*_run_row(state), commit_id)))
+            plan.add(sql.insert_run, [(*_run_row(state), commit_id)], values=sql.run_values)
         else:
             changes: dict[str, object] = {
                 "last_commit": commit_id,
@@ -372,57 +381,89 @@ class PostgresRunStore:
                 changes["payload"] = _json(state.payload)
             if base is None or base.last_error != state.last_error:
                 changes["last_error"] = _json(state.last_error)
-            plan.append(
-                (
-                    sql.update_run(tuple(changes)),
-                    {
-                        **changes,
-                        "id": state.id,
-                        "expected": decision.expected_version,
-                    },
-                )
+            plan.add(
+                sql.update_run(tuple(changes)),
+                [(*changes.values(), state.id, decision.expected_version)],
+                guard="version_conflict",
             )
         finished = {c.job_id for c in decision.commands if isinstance(c, CancelJob | FinishJob)}
         fenced_delete = fence is not None and fence.renew_until is None and fence.job_id in finished
-        if fence is not None:
-            if fenced_delete:  # the fence and the end of its job in one statement, no row lock
-                plan.append((sql.fenced_delete, (fence.job_id, fence.lease_token)))
-            elif fence.renew_until is None:
-                plan.append((sql.fence, (fence.job_id, fence.lease_token)))
-            else:
-                plan.append(
-                    (
-                        sql.fence_renewing,
-                        {
-                            "id": fence.job_id,
-                            "token": fence.lease_token,
-                            "until": fence.renew_until,
-                            "extend": fence.renew_until - datetime.now(UTC),
-                        },
-                    )
-                )
         rows = _changed_rows(state, base)
+        scheduled = {c.job.id for c in decision.commands if isinstance(c, ScheduleJob)}
+        starts = [j for j in _changed_jobs(state, base) if j.id not in scheduled]
+        if fence is not None:
+            if fenced_delete:  # the fence and the end of its job in one write, no row lock
+                plan.add(
+                    sql.fenced_delete,
+                    [(fence.job_id, fence.lease_token)],
+                    guard="stale_lease",
+                    jobs=(fence.job_id,),
+                )
+            elif fence.renew_until is None:
+                # A row locked and written by one statement would be skipped by the
+                # lock; listing the job sends such a plan as a pipeline instead.
+                plan.add(
+                    sql.fence,
+                    [(fence.job_id, fence.lease_token)],
+                    guard="stale_lease",
+                    jobs=(fence.job_id,),
+                )
+            else:
+                until: object = (
+                    fence.renew_until - datetime.now(UTC)
+                    if self.clock == "database"
+                    else fence.renew_until
+                )
+                started = next((j for j in starts if j.id == fence.job_id), None)
+                if started is None:
+                    plan.add(
+                        sql.fence_renewing,
+                        [(until, fence.job_id, fence.lease_token)],
+                        guard="stale_lease",
+                        jobs=(fence.job_id,),
+                    )
+                else:  # the delivery starts the attempt of the job it renews: one write
+                    starts.remove(started)
+                    plan.add(
+                        sql.fence_renewing_start,
+                        [
+                            (
+                                until,
+                                started.status.value,
+                                started.lease_token,
+                                fence.job_id,
+                                fence.lease_token,
+                            )
+                        ],
+                        guard="stale_lease",
+                        jobs=(fence.job_id,),
+                    )
         if base is None:  # which rows exist is unknown: insert or update each
             if rows.new_steps or rows.changed_steps:
-                plan.append((sql.upsert_step, rows.new_steps + rows.changed_steps))
+                plan.add(
+                    sql.upsert_step, rows.new_steps + rows.changed_steps, values=sql.step_values
+                )
             if rows.new_attempts or rows.changed_attempts:
-                plan.append((sql.upsert_attempt, rows.new_attempts + rows.changed_attempts))
+                plan.add(
+                    sql.upsert_attempt,
+                    rows.new_attempts + rows.changed_attempts,
+                    values=sql.attempt_values,
+                )
         else:  # plain inserts and updates: no speculative insertion, no row locks
-            if rows.changed_steps:
-                plan.append((sql.update_step, [(*r[3:], *r[:2]) for r in rows.changed_steps]))
+            for r in rows.changed_steps:
+                plan.add(sql.update_step, [(*r[3:], *r[:2])])
             if rows.new_steps:
-                plan.append((sql.insert_step, rows.new_steps))
-            if rows.changed_attempts:
-                plan.append((sql.update_attempt, [(*r[3:], *r[:3]) for r in rows.changed_attempts]))
+                plan.add(sql.insert_step, rows.new_steps, values=sql.step_values)
+            for r in rows.changed_attempts:
+                plan.add(sql.update_attempt, [(*r[3:], *r[:3])])
             if rows.new_attempts:
-                plan.append((sql.insert_attempt, rows.new_attempts))
+                plan.add(sql.insert_attempt, rows.new_attempts, values=sql.attempt_values)
         schedules: list[Sequence[object]] = []
-        deletes: list[Sequence[object]] = []
         wake = False
+        lease = None if fence is None else fence.lease_next
         for command in decision.commands:
             match command:
                 case ScheduleJob(job=job):
-                    lease = None if fence is None else fence.lease_next
                     if lease is not None and lease.job_id == job.id:
                         expiry: object = (
                             lease.until - datetime.now(UTC)
@@ -434,33 +475,27 @@ class PostgresRunStore:
                         schedules.append((*_job_row(job), None, None, None))
                         wake = True
                 case RescheduleJob(job_id=job_id, due_at=due_at):
-                    plan.append((sql.reschedule, (due_at, job_id)))
+                    plan.add(sql.reschedule, [(due_at, job_id)], jobs=(job_id,))
                     wake = True
                 case CancelJob(job_id=job_id) | FinishJob(job_id=job_id):
                     if not (fenced_delete and fence is not None and job_id == fence.job_id):
-                        deletes.append((job_id,))
+                        plan.add(sql.delete_job, [(job_id,)], jobs=(job_id,))
                 case _:
                     pass
-        if deletes:
-            plan.append((sql.delete_job, deletes))
         if schedules:
             known = None if base is None else {job.id for job in base.jobs}
-            fresh = [] if known is None else [r for r in schedules if r[0] not in known]
-            again = [r for r in schedules if known is None or r[0] in known]
-            if fresh:  # a new job id: a plain insert (no speculative insertion)
-                plan.append((sql.insert_new_job, fresh))
-            if again:
-                plan.append((sql.insert_job, again))
-        scheduled = {row[0] for row in schedules}
-        starts = [
-            (job.status.value, job.lease_token, job.id)
-            for job in _changed_jobs(state, base)
-            if job.id not in scheduled
-        ]
-        if starts:
-            plan.append((sql.start_job, starts))
+            # One insert for all of them, so ``seq`` follows the order they were scheduled.
+            fresh = known is not None and not any(r[0] in known for r in schedules)
+            plan.add(
+                sql.insert_new_job if fresh else sql.insert_job,
+                schedules,
+                values=sql.job_values,
+                jobs=tuple(str(r[0]) for r in schedules),
+            )
+        for job in starts:
+            plan.add(sql.start_job, [(job.status.value, job.lease_token, job.id)], jobs=(job.id,))
         if wake:
-            plan.append((sql.notify, (self.channel,)))
+            plan.notify = self.channel
         return plan
 
     async def _duplicate(
@@ -682,84 +717,82 @@ class _Statements:
         self.key_owner = (
             f"SELECT id FROM {s}.squidmesh_runs WHERE workflow = %s AND idempotency_key = %s"
         )
+        # The writes of a commit. Each is one statement with positional
+        # parameters that also works as a data-modifying CTE (see ``_Plan``);
+        # ``{values}`` stands for one or more row groups.
+        self.run_values = "(" + ", ".join(["%s"] * 13) + ")"
         self.insert_run = (
             f"INSERT INTO {s}.squidmesh_runs (id, workflow, trigger, status, version, payload,"
             " context, created_at, updated_at, last_error, replayed_from, idempotency_key,"
-            " last_commit) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " last_commit) VALUES {values}"
         )
         self.last_commit = f"SELECT version, last_commit FROM {s}.squidmesh_runs WHERE id = %s"
         self.fence = (
-            f"SELECT {s}.squidmesh_require(EXISTS (SELECT 1 FROM {s}.squidmesh_jobs"
-            " WHERE id = %s AND lease_token = %s FOR UPDATE), 'stale_lease')"
+            f"SELECT 1 FROM {s}.squidmesh_jobs WHERE id = %s AND lease_token = %s FOR UPDATE"
         )
-        renewed = "now() + %(extend)s::interval" if clock == "database" else "%(until)s"
+        renewed = "now() + %s::interval" if clock == "database" else "%s::timestamptz"
         self.fence_renewing = (
-            f"WITH held AS (UPDATE {s}.squidmesh_jobs SET lease_expires_at = {renewed}"
-            " WHERE id = %(id)s AND lease_token = %(token)s RETURNING 1)"
-            f" SELECT {s}.squidmesh_require(EXISTS (SELECT 1 FROM held), 'stale_lease')"
+            f"UPDATE {s}.squidmesh_jobs SET lease_expires_at = {renewed}"
+            " WHERE id = %s AND lease_token = %s RETURNING 1"
+        )
+        self.fence_renewing_start = (
+            f"UPDATE {s}.squidmesh_jobs SET lease_expires_at = {renewed}, state = %s,"
+            " started_token = %s WHERE id = %s AND lease_token = %s RETURNING 1"
         )
         self.fenced_delete = (
-            f"WITH gone AS (DELETE FROM {s}.squidmesh_jobs WHERE id = %s AND lease_token = %s"
-            f" RETURNING 1) SELECT {s}.squidmesh_require(EXISTS (SELECT 1 FROM gone),"
-            " 'stale_lease')"
+            f"DELETE FROM {s}.squidmesh_jobs WHERE id = %s AND lease_token = %s RETURNING 1"
         )
+        self.step_values = "(" + ", ".join(["%s"] * 9) + ")"
         self.insert_step = (
             f"INSERT INTO {s}.squidmesh_step_runs (run_id, step, position, status, scheduled_at,"
-            " updated_at, input, output, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " updated_at, input, output, error) VALUES {values}"
         )
         self.update_step = (
             f"UPDATE {s}.squidmesh_step_runs SET status = %s, scheduled_at = %s,"
             " updated_at = %s, input = %s, output = %s, error = %s"
             " WHERE run_id = %s AND step = %s"
         )
+        self.upsert_step = (
+            self.insert_step + " ON CONFLICT (run_id, step) DO UPDATE SET status = excluded.status,"
+            " scheduled_at = excluded.scheduled_at, updated_at = excluded.updated_at,"
+            " input = excluded.input, output = excluded.output, error = excluded.error"
+        )
+        self.attempt_values = "(" + ", ".join(["%s"] * 9) + ")"
         self.insert_attempt = (
             f"INSERT INTO {s}.squidmesh_attempts (run_id, step, number, status, job_id,"
-            " lease_token, started_at, finished_at, error)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " lease_token, started_at, finished_at, error) VALUES {values}"
         )
         self.update_attempt = (
             f"UPDATE {s}.squidmesh_attempts SET status = %s, job_id = %s, lease_token = %s,"
             " started_at = %s, finished_at = %s, error = %s"
             " WHERE run_id = %s AND step = %s AND number = %s"
         )
-        self.upsert_step = (
-            f"INSERT INTO {s}.squidmesh_step_runs (run_id, step, position, status, scheduled_at,"
-            " updated_at, input, output, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (run_id, step) DO UPDATE SET status = excluded.status,"
-            " scheduled_at = excluded.scheduled_at, updated_at = excluded.updated_at,"
-            " input = excluded.input, output = excluded.output, error = excluded.error"
-        )
         self.upsert_attempt = (
-            f"INSERT INTO {s}.squidmesh_attempts (run_id, step, number, status, job_id,"
-            " lease_token, started_at, finished_at, error) VALUES (%s, %s, %s, %s, %s, %s, %s,"
-            " %s, %s) ON CONFLICT (run_id, step, number) DO UPDATE SET status = excluded.status,"
-            " job_id = excluded.job_id, lease_token = excluded.lease_token,"
-            " started_at = excluded.started_at, finished_at = excluded.finished_at,"
-            " error = excluded.error"
+            self.insert_attempt + " ON CONFLICT (run_id, step, number) DO UPDATE SET"
+            " status = excluded.status, job_id = excluded.job_id,"
+            " lease_token = excluded.lease_token, started_at = excluded.started_at,"
+            " finished_at = excluded.finished_at, error = excluded.error"
         )
         # The lease columns are NULL but for a job the same worker runs next at
         # once (``Fence.lease_next``); its expiry is an interval from the
         # database's clock or a time from the caller's, as for every lease.
         expiry = "now() + %s::interval" if clock == "database" else "%s::timestamptz"
+        self.job_values = "(" + ", ".join(["%s"] * 9) + f", {expiry})"
         self.insert_new_job = (
             f"INSERT INTO {s}.squidmesh_jobs (id, run_id, step, attempt, due_at, state,"
-            " started_token, lease_token, lease_owner, lease_expires_at)"
-            f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, {expiry})"
+            " started_token, lease_token, lease_owner, lease_expires_at) VALUES {values}"
         )
         self.insert_job = (
-            f"INSERT INTO {s}.squidmesh_jobs (id, run_id, step, attempt, due_at, state,"
-            " started_token, lease_token, lease_owner, lease_expires_at)"
-            f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, {expiry})"
-            " ON CONFLICT (id) DO UPDATE SET due_at = excluded.due_at, state = excluded.state,"
-            " started_token = excluded.started_token, lease_token = excluded.lease_token,"
-            " lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at"
+            self.insert_new_job + " ON CONFLICT (id) DO UPDATE SET due_at = excluded.due_at,"
+            " state = excluded.state, started_token = excluded.started_token,"
+            " lease_token = excluded.lease_token, lease_owner = excluded.lease_owner,"
+            " lease_expires_at = excluded.lease_expires_at"
         )
         self.reschedule = f"UPDATE {s}.squidmesh_jobs SET due_at = %s WHERE id = %s"
         self.delete_job = f"DELETE FROM {s}.squidmesh_jobs WHERE id = %s"
         self.start_job = (
             f"UPDATE {s}.squidmesh_jobs SET state = %s, started_token = %s WHERE id = %s"
         )
-        self.notify = "SELECT pg_notify(%s, '')"
         self.claim = f"""
             WITH due AS (
                 SELECT id, row_number() OVER (ORDER BY due_at, id) AS n
@@ -804,13 +837,103 @@ class _Statements:
         self.job_rows = f"SELECT id, due_at, lease_token FROM {s}.squidmesh_jobs"
 
     def update_run(self, columns: Iterable[str]) -> str:
-        sets = ", ".join(f"{c} = %({c})s" for c in columns)
+        sets = ", ".join(f"{c} = %s" for c in columns)
         return (
-            f"WITH changed AS (UPDATE {self.s}.squidmesh_runs SET {sets}"
-            " WHERE id = %(id)s AND version = %(expected)s RETURNING 1)"
-            f" SELECT {self.s}.squidmesh_require(EXISTS (SELECT 1 FROM changed),"
-            " 'version_conflict')"
+            f"UPDATE {self.s}.squidmesh_runs SET {sets} WHERE id = %s AND version = %s RETURNING 1"
         )
+
+
+@dataclass(slots=True)
+class _Write:
+    """One write of a commit: a statement and its rows of parameters."""
+
+    sql: str
+    rows: list[Sequence[object]]
+    values: str | None
+    """The ``{values}`` group of an INSERT (its rows go in one statement)."""
+    guard: str | None
+    """Refusal code raised (SQLSTATE SQM01) when the write returns no row."""
+
+
+@dataclass(slots=True)
+class _Plan:
+    """The writes that apply one decision, and how to send them."""
+
+    writes: list[_Write] = field(default_factory=list)
+    notify: str | None = None
+    """The channel to NOTIFY when the commit scheduled jobs anyone may claim."""
+    _jobs: set[str] = field(default_factory=set)
+    single: bool = True
+    """False when two writes touch the same job row: then they go as a pipeline."""
+
+    def add(
+        self,
+        sql: str,
+        rows: list[Sequence[object]],
+        *,
+        values: str | None = None,
+        guard: str | None = None,
+        jobs: tuple[str, ...] = (),
+    ) -> None:
+        for job in jobs:
+            if job in self._jobs:
+                self.single = False
+            self._jobs.add(job)
+        self.writes.append(_Write(sql, rows, values, guard))
+
+    @property
+    def statements(self) -> int:
+        """Statements the pipelined form sends (an INSERT's rows count once)."""
+        return sum(1 if w.values else len(w.rows) for w in self.writes) + bool(self.notify)
+
+    def statement(self, schema: str) -> tuple[str, list[object]]:
+        """Everything as one statement: writes as CTEs, guards and NOTIFY in the SELECT."""
+        ctes: list[str] = []
+        params: list[object] = []
+        checks: list[str] = []
+        for write in self.writes:
+            if write.values is not None:
+                groups = ", ".join([write.values] * len(write.rows))
+                bodies = [(write.sql.replace("{values}", groups), write.rows)]
+            else:
+                bodies = [(write.sql, [row]) for row in write.rows]
+            for sql, rows in bodies:
+                name = f"w{len(ctes)}"
+                ctes.append(f"{name} AS ({sql})")
+                for row in rows:
+                    params.extend(row)
+                if write.guard is not None:
+                    checks.append(
+                        f"{schema}.squidmesh_require(EXISTS (SELECT 1 FROM {name}),"
+                        f" '{write.guard}')"
+                    )
+        if self.notify is not None:
+            checks.append("pg_notify(%s, '')")
+            params.append(self.notify)
+        select = "SELECT " + (", ".join(checks) if checks else "1")
+        return ("WITH " + ", ".join(ctes) + " " + select if ctes else select), params
+
+    def pipeline(self, schema: str) -> list[tuple[str, list[Sequence[object]]]]:
+        """Each write as a statement of its own (for ``executemany``), guards included."""
+        out: list[tuple[str, list[Sequence[object]]]] = []
+        for write in self.writes:
+            sql = write.sql.replace("{values}", write.values or "")
+            if write.guard is not None:
+                sql = (
+                    f"WITH w AS ({sql}) SELECT {schema}.squidmesh_require("
+                    f"EXISTS (SELECT 1 FROM w), '{write.guard}')"
+                )
+            out.append((sql, write.rows))
+        if self.notify is not None:
+            out.append(("SELECT pg_notify(%s, '')", [(self.notify,)]))
+        return out
+
+    def summary(self) -> list[str]:
+        """A line per write: how the benchmark lists a commit's statements."""
+        lines = [_summary(w.sql.replace("{values}", "(...)"), w.rows) for w in self.writes]
+        if self.notify is not None:
+            lines.append("SELECT pg_notify(%s, '')")
+        return lines
 
 
 # ---------------------------------------------------------------- rows
@@ -969,10 +1092,10 @@ def _guard_error(exc: psycopg.Error, decision: Decision, fence: Fence | None) ->
     raise translate(exc, "committing a decision") from exc
 
 
-def _summary(sql: str, params: Params) -> str:
+def _summary(sql: str, rows: list[Sequence[object]]) -> str:
     words = " ".join(sql.split())
     head = words[:110] + ("..." if len(words) > 110 else "")
-    return f"{head} x{len(params)}" if isinstance(params, list) else head
+    return f"{head} x{len(rows)}"
 
 
 __all__ = ["PostgresRunStore", "StoreStats", "is_disconnect"]

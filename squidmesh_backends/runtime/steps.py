@@ -89,6 +89,28 @@ def _shape(target: object) -> _Shape:
     )
 
 
+_MAX_SHAPES = 4096
+_SHAPES: dict[int, tuple[object, _Shape]] = {}
+"""Shapes by handler: reading a signature and its type hints cost more than a no-op step."""
+
+
+def _shape_of(handler: object, target: object) -> _Shape:
+    """The shape of ``target``, the callable ``handler`` resolves to (cached per handler).
+
+    The handler is kept in the cache next to its shape, so its id cannot be reused
+    by another object while the entry exists. A handler whose annotations cannot
+    be resolved is not cached: it fails every time.
+    """
+    known = _SHAPES.get(id(handler))
+    if known is not None and known[0] is handler:
+        return known[1]
+    shape = _shape(target)
+    if len(_SHAPES) >= _MAX_SHAPES:  # handlers made on the fly: keep the cache bounded
+        _SHAPES.clear()
+    _SHAPES[id(handler)] = (handler, shape)
+    return shape
+
+
 def _normalise_output(value: object, model: type[BaseModel] | None) -> StepOutcome:
     if value is None:
         return Success({})
@@ -140,7 +162,7 @@ async def run_action(spec: StepSpec, data: JsonObject, ctx: StepContext) -> Step
                 )
             )
         try:
-            shape = _shape(target)
+            shape = _shape_of(handler, target)
         except _UnresolvableAnnotationsError as exc:
             return Failure(StepFailure(kind="invalid_step", message=str(exc), retryable=False))
         argument: object = dict(data)

@@ -1,9 +1,11 @@
-"""A loopback TCP proxy in front of PostgreSQL that can lose a COMMIT's reply.
+"""A loopback TCP proxy in front of PostgreSQL that can lose a commit's reply.
 
-When armed, the next connection that sends ``COMMIT`` has the server's answer
-read up to the ``CommandComplete`` of that COMMIT (so the transaction is durable
-on the server), and then both sides are closed without the client seeing it:
-the client's view is "connection lost, outcome unknown".
+A commit is either a transaction ending in ``COMMIT`` or the store's single
+statement, which runs as its own transaction (it begins ``WITH w0 AS (``).
+When armed, the next connection that sends one has the server's answer read
+up to the ``ReadyForQuery`` that follows it (so the transaction is durable on
+the server), and then both sides are closed without the client seeing it: the
+client's view is "connection lost, outcome unknown".
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class LossyProxy:
 
         async def upstream() -> None:
             while data := await client_r.read(65536):
-                if self.armed and b"COMMIT" in data:
+                if self.armed and (b"COMMIT" in data or b"WITH w0 AS (" in data):
                     self.armed -= 1
                     doomed.set()
                 server_w.write(data)
@@ -74,7 +76,7 @@ class LossyProxy:
             while data := await server_r.read(65536):
                 if doomed.is_set():
                     seen += data
-                    if b"COMMIT\x00" in seen:  # CommandComplete of the COMMIT
+                    if b"Z\x00\x00\x00\x05" in seen:  # ReadyForQuery: the commit is done
                         self.dropped += 1
                         return
                     continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -19,10 +20,10 @@ from squidmesh_backends.errors import (
 from squidmesh_backends.postgres import LATEST_VERSION, PostgresRunStore, migrate
 from squidmesh_backends.postgres.migrations import MIGRATIONS
 from squidmesh_backends.runtime.bootstrap import open_store, split_schema
-from squidmesh_core.commands import Decision
+from squidmesh_core.commands import Decision, RescheduleJob
 from squidmesh_core.decide import decide
 from squidmesh_core.errors import StaleLease, VersionConflict
-from squidmesh_core.events import CancelRequested, StepSucceeded
+from squidmesh_core.events import CancelRequested, JobDelivered, StepSucceeded
 from squidmesh_core.ids import JobId, LeaseToken
 from squidmesh_core.ports import Fence
 from squidmesh_core.testing.contracts.run_store import (
@@ -208,13 +209,13 @@ async def test_a_step_transition_is_one_transaction_of_few_statements(
     statements_before = pg_store.stats.statements
     await committed(pg_store, done, Fence(job_id=job, lease_token=token))
     assert pg_store.stats.transactions == before + 2
-    # Step succeeded and the next one scheduled: run update, the fenced delete of the
-    # finished job, the finished step row, the new step row, the attempt row, the new
-    # job, one NOTIFY. Known rows are updated and new ones inserted (no upserts).
-    assert pg_store.stats.statements - statements_before == 7
+    # Step succeeded and the next one scheduled: one statement (one round trip, its
+    # own transaction) whose parts are the run update, the fenced delete of the
+    # finished job, the finished step row, the new step row, the attempt row, the
+    # new job and one NOTIFY. Known rows are updated and new ones inserted.
+    assert pg_store.stats.statements - statements_before == 1
     kinds = [line.split(" ")[0] for line in pg_store.stats.last_commit]
-    assert kinds == ["WITH", "WITH", "UPDATE", "INSERT", "UPDATE", "INSERT", "SELECT"]
-    assert "DELETE FROM" in pg_store.stats.last_commit[1]
+    assert kinds == ["UPDATE", "DELETE", "UPDATE", "INSERT", "UPDATE", "INSERT", "SELECT"]
     assert "squidmesh_attempts" in " ".join(start_statements)
 
 
@@ -231,6 +232,34 @@ async def test_unchanged_steps_are_not_rewritten(pg_store: PostgresRunStore) -> 
     assert sum("squidmesh_step_runs" in line for line in pg_store.stats.last_commit) == 1
     assert "x1" in next(s for s in pg_store.stats.last_commit if "squidmesh_step_runs" in s)
     assert await pg_store.load(state.id) == state
+
+
+async def test_two_writes_to_one_job_go_as_a_pipeline_in_one_transaction(
+    pg_store: PostgresRunStore,
+) -> None:
+    """A statement cannot see its own writes, so such a plan is not one statement."""
+    state = await committed(pg_store, new_run(1))
+    job = JobId(f"{state.id}/first/1")
+    started = decide(
+        FLOW, state, JobDelivered(job_id=job, lease_token=LeaseToken("t")), now=T0
+    ).unwrap()
+    later = T0 + timedelta(hours=1)
+    moved = Decision(  # starts the job and moves it: two writes to its row
+        state=replace(
+            started.state, jobs=tuple(replace(j, due_at=later) for j in started.state.jobs)
+        ),
+        commands=(*started.commands, RescheduleJob(job_id=job, due_at=later)),
+        base=started.base,
+    )
+    before = (pg_store.stats.transactions, pg_store.stats.statements)
+    assert await pg_store.commit(moved) == Success(None)
+    assert pg_store.stats.transactions == before[0] + 1
+    assert pg_store.stats.statements - before[1] > 1  # sent as a pipeline
+    assert await pg_store.load(state.id) == moved.state
+    refused = await pg_store.commit(moved)  # again: its version is taken now
+    assert isinstance(refused, Failure)  # the pipeline is refused as a whole
+    assert isinstance(refused.failure(), VersionConflict)
+    assert await pg_store.load(state.id) == moved.state
 
 
 async def test_a_decision_without_a_base_writes_everything_and_still_loads_equal(
