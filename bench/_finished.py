@@ -14,9 +14,13 @@ class Finished:
 
     def __init__(self) -> None:
         self.done: dict[str, asyncio.Event] = {}
+        self.recording = True
+        """Off while nobody will wait (runs started in bulk): nothing is kept."""
 
     def publish(self, event: Emit) -> None:
-        if event.topic is Topic.RUN_TRANSITION and event.attributes.get("to") in FINAL:
+        if not self.recording or event.topic is not Topic.RUN_TRANSITION:
+            return
+        if event.attributes.get("to") in FINAL:
             self.done.setdefault(event.run_id, asyncio.Event()).set()
 
     async def wait(self, run_id: str) -> None:

@@ -106,12 +106,11 @@ class SquidMeshEngine:
         }
 
     async def enqueue(self, count: int) -> None:
+        self.finished.recording = False  # completion is read from the table (``pending``)
         for _ in range(count):
-            run = (await self.runtime.start_run(self.flows[1], {})).unwrap()
-            self.finished.done.pop(run.id, None)
+            (await self.runtime.start_run(self.flows[1], {})).unwrap()
 
     async def pending(self) -> int:
-        self.finished.done.clear()
         async with await psycopg.AsyncConnection.connect(self.store.dsn, autocommit=True) as conn:
             cursor = await conn.execute(
                 f'SELECT count(*) FROM "{SCHEMA}".squidmesh_runs'
