@@ -223,7 +223,8 @@ def report(raw: Raw, engines: list[Engine], command: str) -> str:
         "Per-step overhead is `(T10 - T1) / 9` from serial runs, so run creation and",
         "the wait for completion cancel out. Without the inline path every step is",
         "claimed, published to Redis, received and then run; with it, a worker that",
-        "finishes a step leases the next one by name and runs it at once.",
+        "finishes a step records its outcome and leases the next step in one commit,",
+        "then runs it at once.",
         END,
     ]
     return "\n".join(lines)

@@ -92,3 +92,13 @@ def test_the_side_by_side_harness_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert text.startswith("before\n<!-- compare:start -->\nCommand:") and text.endswith("after\n")
     assert "| write transactions per step transition <= 1 | 1.00 | yes |" in text
     assert readme.read_text().startswith("x\n<!-- perf-line:start -->\n<!-- perf-line:end -->")
+
+
+def test_the_readme_and_the_performance_page_show_the_saved_numbers() -> None:
+    """The README's line and docs/performance.md are rendered from docs/performance.json."""
+    compare = load("compare")
+    saved = json.loads((ROOT / "docs" / "performance.json").read_text())
+    results = compare.Results(**saved)
+    assert compare.readme_line(results) in (ROOT / "README.md").read_text()
+    assert compare.markdown(results) in (ROOT / "docs" / "performance.md").read_text()
+    assert (ROOT / "docs" / "performance.png").stat().st_size > 10_000
