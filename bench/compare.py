@@ -126,6 +126,7 @@ def server_settings() -> dict[str, str]:
     names = (
         "server_version", "shared_buffers", "synchronous_commit", "fsync", "wal_level",
         "checkpoint_timeout", "max_wal_size", "max_connections", "full_page_writes",
+        "autovacuum",
     )  # fmt: skip
     with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
         return {n: str(conn.execute(f"SHOW {n}").fetchone()[0]) for n in names}  # type: ignore[index]
@@ -364,7 +365,8 @@ def markdown(results: Results) -> str:
         f"PostgreSQL {pg['server_version']} on loopback (shared_buffers {pg['shared_buffers']}, "
         f"synchronous_commit {pg['synchronous_commit']}, fsync {pg['fsync']}, "
         f"full_page_writes {pg['full_page_writes']}, wal_level {pg['wal_level']}, "
-        f"checkpoint_timeout {pg['checkpoint_timeout']}, max_wal_size {pg['max_wal_size']}); "
+        f"checkpoint_timeout {pg['checkpoint_timeout']}, max_wal_size {pg['max_wal_size']}, "
+        f"autovacuum {pg.get('autovacuum', '?')}); "
         f"Redis on loopback. Measured {m['date']}.",
         "",
         "Floors, measured in the same run:",
