@@ -290,15 +290,16 @@ def table(results: Results) -> str:
 
 def scale_table(results: Results) -> str:
     rows = [
-        "| engine | runs | start (s) | start + drain (s) | µs per run "
+        "| engine | runs | start (s) | start + drain (s) | µs per run | peak RSS (MiB) "
         "| peak RSS growth per run (KiB) |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, points in results.scale.items():
         for p in points:
             rows.append(
                 f"| {LABELS[name]} | {p['runs']:,} | {_f(p['start_s'])} | {_f(p['total_s'])} "
-                f"| {_f(p['us_per_run'], 0)} | {_f(p['peak_growth_kb_per_run'], 3)} |"
+                f"| {_f(p['us_per_run'], 0)} | {_f(p['peak_rss_mb'], 0)} "
+                f"| {_f(p['peak_growth_kb_per_run'], 3)} |"
             )
     return "\n".join(rows)
 
@@ -394,8 +395,8 @@ def markdown(results: Results) -> str:
         "",
         "SquidMesh's writes in one step transition (step N's outcome recorded and step",
         "N+1 started under the same worker's lease): one statement, which is its own",
-        "transaction, made of these parts (data-modifying CTEs; the last part holds the",
-        "guards):",
+        "transaction, whose parts are these data-modifying CTEs; its final `SELECT`",
+        "checks the guards (the run's version, the finished job's lease):",
         "",
         *[f"{i}. `{line}`" for i, line in enumerate(results.sql, 1)],
         END,
