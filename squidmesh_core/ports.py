@@ -62,7 +62,10 @@ class Fence:
     renew_until: datetime | None = None
     lease_next: Lease | None = None
     """A job the decision inserts that the same worker runs next, at once: the
-    store inserts it already leased, so no claim is needed (the inline path)."""
+    store inserts it already leased, so no claim is needed (the inline path).
+    Every store must honour it: the run already records that job as started, so
+    a store that inserted it unleased would let a dispatcher claim it and
+    reclaim a running attempt. ``RunStoreContract`` checks it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

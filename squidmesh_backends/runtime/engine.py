@@ -570,12 +570,22 @@ class Engine:
         succeeded = isinstance(event, StepSucceeded)
         done = JobOutcome.SUCCEEDED if succeeded else JobOutcome.FAILED
         fence = Fence(job_id=jid, lease_token=token)
+        held: RunState | None = running
         if inline and succeeded:
             handed = await self._record_and_start_next(started, event, fence)
-            if handed is not None:
+            if isinstance(handed, tuple):
                 return handed
+            if handed is _CHANGED:
+                held = None  # decide again on the stored state, not the one held
+        # The dispatcher is woken for what the outcome makes due, unless a success
+        # on the inline path is about to lease the next step itself.
         recorded = await self.apply(
-            definition, running.id, event, fence=fence, state=running, kick=not inline
+            definition,
+            running.id,
+            event,
+            fence=fence,
+            state=held,
+            kick=not (inline and succeeded),
         )
         if isinstance(recorded, Failure):
             logger.warning("outcome discarded: %s", recorded.failure())
@@ -586,27 +596,27 @@ class Engine:
 
     async def _record_and_start_next(
         self, started: _Started, event: Event, fence: Fence
-    ) -> tuple[JobOutcome, _Started | None] | None:
+    ) -> tuple[JobOutcome, _Started | None] | _Fallback:
         """Commit a step's success and the start of the next due step in one transaction.
 
-        ``None`` when that does not apply (nothing due now, or the run changed
-        meanwhile): the caller then records the outcome the ordinary way.
+        A ``_Fallback`` when that does not apply (nothing due now, or the run
+        changed meanwhile): the caller then records the outcome the ordinary way.
         """
         definition, running = started.definition, started.state
         now = self.clock.now()
         first = decide(definition, running, event, now=now)
         if isinstance(first, Failure):
-            return None
+            return _NOT_NOW
         outcome = first.unwrap()
         due = [job for job in outcome.jobs_scheduled if job.due_at <= now]
         if not due:
-            return None
+            return _NOT_NOW
         token = self.ids.new_lease_token()
         second = decide(
             definition, outcome.state, JobDelivered(job_id=due[0].id, lease_token=token), now=now
         )
         if isinstance(second, Failure):
-            return None
+            return _NOT_NOW
         decision = combine(outcome, second.unwrap())
         lease = Lease(
             job_id=due[0].id,
@@ -628,7 +638,7 @@ class Engine:
                 LOG.warning("outcome discarded: the lease on %s is no longer held", fence.job_id)
                 return JobOutcome.LEASE_LOST, None
             case Failure(_):  # the run changed meanwhile: decide again on the stored state
-                return None
+                return _CHANGED
         raise AssertionError(committed)
 
     async def _claim_next(self, recorded: Decision) -> _Started | None:
@@ -669,6 +679,18 @@ class Engine:
             if not held:
                 LOG.warning("lease on %s was lost; the outcome will be discarded", job_id)
                 return
+
+
+class _Fallback(StrEnum):
+    """Why a success was not committed together with the next step's start."""
+
+    NOT_NOW = "not_now"
+    """Nothing is due at once (or the decisions refused): record the outcome alone."""
+    CHANGED = "changed"
+    """The run changed while the step ran: record the outcome on the stored state."""
+
+
+_NOT_NOW, _CHANGED = _Fallback.NOT_NOW, _Fallback.CHANGED
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from squidmesh_core import (
     COMPLETE,
     JobId,
     LeaseToken,
+    Retry,
     RunId,
     RunStatus,
     StepContext,
@@ -268,3 +269,33 @@ async def test_a_cancel_during_an_inline_step_wins_over_the_combined_commit() ->
     assert rt.engine.inline_steps == 0
     assert [s.step for s in done.history or ()] == ["a"]  # b never started
     assert store.commits == commits + 1  # a's outcome, decided again on the stored state
+
+
+FAILS_ONCE: dict[str, int] = {}
+
+
+async def fails_once(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
+    FAILS_ONCE[ctx.run_id] = FAILS_ONCE.get(ctx.run_id, 0) + 1
+    if ctx.attempt == 1:
+        raise ConnectionError("first try fails")
+    return {}
+
+
+RETRIED = workflow(
+    "inline.retried",
+    triggers=[manual()],
+    steps=[step("a", noop), step("b", fails_once, retry=Retry(max_attempts=2))],
+    transitions=chain("a", "b", COMPLETE),
+)
+
+
+async def test_a_retry_due_at_once_after_an_inline_step_failed_is_not_left_to_the_poll() -> None:
+    """A failure on the inline path wakes the dispatcher for the retry it makes due now."""
+    async with Runtime(store=MemoryRunStore(), workflows=[RETRIED], settings=SLOW_POLL) as rt:
+        began = time.monotonic()
+        run = (await rt.start_run(RETRIED, {})).unwrap()
+        done = (await rt.wait_for(run.id, timeout=timedelta(seconds=10))).unwrap()
+        elapsed = time.monotonic() - began
+    assert done.status is RunStatus.COMPLETED
+    assert FAILS_ONCE[run.id] == 2
+    assert elapsed < 2, f"the retry waited for the dispatcher's poll ({elapsed:.1f}s)"
