@@ -28,11 +28,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import psycopg
+from _flows import chain_of
 from _sections import write_section
 
 from squidmesh_backends.postgres import PostgresRunStore, migrate
 from squidmesh_backends.runtime import Runtime, RuntimeSettings
-from squidmesh_core import COMPLETE, RunStatus, StepContext, chain, manual, step, workflow
+from squidmesh_core import RunStatus
 from squidmesh_core.commands import combine
 from squidmesh_core.decide import decide
 from squidmesh_core.events import JobDelivered, StepSucceeded
@@ -48,21 +49,11 @@ from squidmesh_core.testing.contracts.run_store import (
 )
 
 DSN = os.environ.get("SQUIDMESH_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-STEPS = [f"s{i}" for i in range(10)]
 START = "<!-- postgres-bench:start -->"
 END = "<!-- postgres-bench:end -->"
 
 
-async def noop(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
-    return {}
-
-
-TEN = workflow(
-    "bench.pg.ten",
-    triggers=[manual()],
-    steps=[step(name, noop) for name in STEPS],
-    transitions=chain(*STEPS, COMPLETE),
-)
+TEN = chain_of(10, "bench.pg")
 
 
 @dataclass(frozen=True)
@@ -79,7 +70,7 @@ class Result:
 
     @property
     def steps(self) -> int:
-        return self.runs * len(STEPS)
+        return self.runs * len(TEN.steps)
 
     @property
     def decisions(self) -> int:

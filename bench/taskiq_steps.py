@@ -32,12 +32,13 @@ from pathlib import Path
 import psycopg
 import redis.asyncio as aredis
 from _finished import Finished
+from _flows import chain_of
 from _sections import write_section
 
 from squidmesh_backends.postgres import PostgresRunStore, migrate
 from squidmesh_backends.runtime import Runtime, RuntimeSettings
 from squidmesh_backends.taskiq import TaskiqExecutor, redis_stream_broker
-from squidmesh_core import COMPLETE, StepContext, WorkflowDefinition, chain, manual, step, workflow
+from squidmesh_core import WorkflowDefinition
 
 DSN = os.environ.get("SQUIDMESH_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("SQUIDMESH_BENCH_REDIS", "redis://127.0.0.1:6379/0")
@@ -46,21 +47,7 @@ END = "<!-- taskiq-bench:end -->"
 LEASE = timedelta(seconds=30)
 
 
-async def noop(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
-    return {}
-
-
-def chain_of(n: int) -> WorkflowDefinition:
-    names = [f"s{i}" for i in range(n)]
-    return workflow(
-        f"bench.taskiq.{n}",
-        triggers=[manual()],
-        steps=[step(name, noop) for name in names],
-        transitions=chain(*names, COMPLETE),
-    )
-
-
-ONE, TEN = chain_of(1), chain_of(10)
+ONE, TEN = chain_of(1, "bench.taskiq"), chain_of(10, "bench.taskiq")
 
 
 @dataclass(frozen=True)

@@ -33,13 +33,13 @@ import psycopg
 import redis.asyncio as aredis
 from _driver import drive, emit
 from _finished import Finished
+from _flows import chain_of, noop
 
 from squidmesh_backends.postgres import PostgresRunStore, migrate
 from squidmesh_backends.runtime import Runtime, RuntimeSettings
 from squidmesh_backends.taskiq import TaskiqExecutor, redis_stream_broker
 from squidmesh_core import (
     COMPLETE,
-    StepContext,
     WorkflowDefinition,
     chain,
     manual,
@@ -51,20 +51,6 @@ from squidmesh_core import (
 REDIS = os.environ.get("SQUIDMESH_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 SCHEMA = "squidmesh"
 VARIANTS = ("inprocess", "taskiq-inline", "taskiq-plain")
-
-
-async def noop(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
-    return {}
-
-
-def chain_of(n: int) -> WorkflowDefinition:
-    names = [f"s{i}" for i in range(n)]
-    return workflow(
-        f"bench.steps.{n}",
-        triggers=[manual()],
-        steps=[step(name, noop) for name in names],
-        transitions=chain(*names, COMPLETE),
-    )
 
 
 def timer_flow(seconds: float) -> WorkflowDefinition:

@@ -454,11 +454,7 @@ class PostgresRunStore:
                     jobs=(fence.job_id,),
                 )
             else:
-                until: object = (
-                    fence.renew_until - datetime.now(UTC)
-                    if self.clock == "database"
-                    else fence.renew_until
-                )
+                until = self._lease_end(fence.renew_until)
                 started = next((j for j in starts if j.id == fence.job_id), None)
                 if started is None:
                     plan.add(
@@ -510,12 +506,8 @@ class PostgresRunStore:
             match command:
                 case ScheduleJob(job=job):
                     if lease is not None and lease.job_id == job.id:
-                        expiry: object = (
-                            lease.until - datetime.now(UTC)
-                            if self.clock == "database"
-                            else lease.until
-                        )
-                        schedules.append((*_job_row(job), lease.lease_token, lease.owner, expiry))
+                        end = self._lease_end(lease.until)
+                        schedules.append((*_job_row(job), lease.lease_token, lease.owner, end))
                     else:
                         schedules.append((*_job_row(job), None, None, None))
                         wake = True
@@ -625,17 +617,19 @@ class PostgresRunStore:
     async def heartbeat(self, job_id: JobId, lease_token: LeaseToken, *, until: datetime) -> bool:
         async def work(conn: Conn) -> bool:
             cursor = await conn.execute(
-                self._sql.heartbeat,
-                {
-                    "until": until,
-                    "extend": until - datetime.now(UTC),
-                    "id": job_id,
-                    "token": lease_token,
-                },
+                self._sql.fence_renewing, (self._lease_end(until), job_id, lease_token)
             )
-            return cursor.rowcount == 1
+            return len(await cursor.fetchall()) == 1
 
         return await self._do("extending a lease", work)
+
+    def _lease_end(self, until: datetime) -> object:
+        """A lease's end as the statements take it (``_Statements.lease_end``).
+
+        With the database clock, the time left from now, which the server adds
+        to its own ``now()``; with the caller's clock, the time itself.
+        """
+        return until - datetime.now(UTC) if self.clock == "database" else until
 
     async def release(self, job_id: JobId, lease_token: LeaseToken) -> bool:
         async def work(conn: Conn) -> bool:
@@ -775,15 +769,12 @@ class _Statements:
         self.fence = (
             f"SELECT 1 FROM {s}.squidmesh_jobs WHERE id = %s AND lease_token = %s FOR UPDATE"
         )
-        renewed = "now() + %s::interval" if clock == "database" else "%s::timestamptz"
-        self.fence_renewing = (
-            f"UPDATE {s}.squidmesh_jobs SET lease_expires_at = {renewed}"
-            " WHERE id = %s AND lease_token = %s RETURNING 1"
-        )
-        self.fence_renewing_start = (
-            f"UPDATE {s}.squidmesh_jobs SET lease_expires_at = {renewed}, state = %s,"
-            " started_token = %s WHERE id = %s AND lease_token = %s RETURNING 1"
-        )
+        # Where a lease ends (``PostgresRunStore._lease_end`` gives its parameter).
+        lease_end = "now() + %s::interval" if clock == "database" else "%s::timestamptz"
+        renew = f"UPDATE {s}.squidmesh_jobs SET lease_expires_at = {lease_end}"
+        held = " WHERE id = %s AND lease_token = %s RETURNING 1"
+        self.fence_renewing = renew + held  # also the heartbeat
+        self.fence_renewing_start = renew + ", state = %s, started_token = %s" + held
         self.fenced_delete = (
             f"DELETE FROM {s}.squidmesh_jobs WHERE id = %s AND lease_token = %s RETURNING 1"
         )
@@ -819,10 +810,8 @@ class _Statements:
             " finished_at = excluded.finished_at, error = excluded.error"
         )
         # The lease columns are NULL but for a job the same worker runs next at
-        # once (``Fence.lease_next``); its expiry is an interval from the
-        # database's clock or a time from the caller's, as for every lease.
-        expiry = "now() + %s::interval" if clock == "database" else "%s::timestamptz"
-        self.job_values = "(" + ", ".join(["%s"] * 9) + f", {expiry})"
+        # once (``Fence.lease_next``).
+        self.job_values = "(" + ", ".join(["%s"] * 9) + f", {lease_end})"
         self.insert_new_job = (
             f"INSERT INTO {s}.squidmesh_jobs (id, run_id, step, attempt, due_at, state,"
             " started_token, lease_token, lease_owner, lease_expires_at) VALUES {values}"
@@ -862,11 +851,6 @@ class _Statements:
                            AND (lease_expires_at IS NULL OR lease_expires_at <= {now})
                          FOR UPDATE SKIP LOCKED)
             RETURNING run_id, lease_expires_at"""
-        until = "now() + %(extend)s::interval" if clock == "database" else "%(until)s"
-        self.heartbeat = (
-            f"UPDATE {s}.squidmesh_jobs SET lease_expires_at = {until}"
-            " WHERE id = %(id)s AND lease_token = %(token)s"
-        )
         self.release = (
             f"WITH freed AS (UPDATE {s}.squidmesh_jobs SET lease_token = NULL,"
             " lease_owner = NULL, lease_expires_at = NULL WHERE id = %s AND lease_token = %s"

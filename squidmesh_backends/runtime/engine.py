@@ -572,11 +572,10 @@ class Engine:
         fence = Fence(job_id=jid, lease_token=token)
         held: RunState | None = running
         if inline and succeeded:
-            handed = await self._record_and_start_next(started, event, fence)
-            if isinstance(handed, tuple):
-                return handed
-            if handed is _CHANGED:
-                held = None  # decide again on the stored state, not the one held
+            recorded_inline = await self._record_inline(started, event, fence)
+            if recorded_inline is not None:
+                return recorded_inline
+            held = None  # the run changed while the step ran: decide on the stored state
         # The dispatcher is woken for what the outcome makes due, unless a success
         # on the inline path is about to lease the next step itself.
         recorded = await self.apply(
@@ -594,51 +593,60 @@ class Engine:
             return done, None
         return done, await self._claim_next(recorded.unwrap())
 
-    async def _record_and_start_next(
+    async def _record_inline(
         self, started: _Started, event: Event, fence: Fence
-    ) -> tuple[JobOutcome, _Started | None] | _Fallback:
-        """Commit a step's success and the start of the next due step in one transaction.
+    ) -> tuple[JobOutcome, _Started | None] | None:
+        """Commit a step's success, with the start of the next step if one is due now.
 
-        A ``_Fallback`` when that does not apply (nothing due now, or the run
-        changed meanwhile): the caller then records the outcome the ordinary way.
+        The outcome is decided once, on the state the worker holds. When it makes
+        a step due at once, that step's start is decided on top and both go in
+        one commit that leases the new job to this worker (``combine`` and
+        ``Fence.lease_next``); the started attempt is returned to run next.
+        ``None`` when the run changed while the step ran: the caller decides
+        again on the stored state.
         """
         definition, running = started.definition, started.state
         now = self.clock.now()
         first = decide(definition, running, event, now=now)
         if isinstance(first, Failure):
-            return _NOT_NOW
-        outcome = first.unwrap()
-        due = [job for job in outcome.jobs_scheduled if job.due_at <= now]
-        if not due:
-            return _NOT_NOW
-        token = self.ids.new_lease_token()
-        second = decide(
-            definition, outcome.state, JobDelivered(job_id=due[0].id, lease_token=token), now=now
-        )
-        if isinstance(second, Failure):
-            return _NOT_NOW
-        decision = combine(outcome, second.unwrap())
-        lease = Lease(
-            job_id=due[0].id,
-            lease_token=token,
-            until=now + self.settings.lease,
-            owner=self.settings.owner,
-        )
+            return None
+        decision = first.unwrap()
+        due = [job for job in decision.jobs_scheduled if job.due_at <= now]
+        lease = None
+        if due:
+            token = self.ids.new_lease_token()
+            second = decide(
+                definition,
+                decision.state,
+                JobDelivered(job_id=due[0].id, lease_token=token),
+                now=now,
+            )
+            if isinstance(second, Success):
+                decision = combine(decision, second.unwrap())
+                lease = Lease(
+                    job_id=due[0].id,
+                    lease_token=token,
+                    until=now + self.settings.lease,
+                    owner=self.settings.owner,
+                )
         committed = await self.store.commit(
             decision,
             fence=Fence(job_id=fence.job_id, lease_token=fence.lease_token, lease_next=lease),
         )
         match committed:
             case Success(_):
-                self.publish(decision, kick=False)
+                self.publish(decision, kick=lease is None)
+                if lease is None:
+                    return JobOutcome.SUCCEEDED, None
                 if len(due) > 1:
                     self.on_job_due()
-                return JobOutcome.SUCCEEDED, _started(definition, decision.state, due[0].id, token)
+                nxt = _started(definition, decision.state, lease.job_id, lease.lease_token)
+                return JobOutcome.SUCCEEDED, nxt
             case Failure(StaleLease()):
                 LOG.warning("outcome discarded: the lease on %s is no longer held", fence.job_id)
                 return JobOutcome.LEASE_LOST, None
-            case Failure(_):  # the run changed meanwhile: decide again on the stored state
-                return _CHANGED
+            case Failure(_):
+                return None
         raise AssertionError(committed)
 
     async def _claim_next(self, recorded: Decision) -> _Started | None:
@@ -679,18 +687,6 @@ class Engine:
             if not held:
                 LOG.warning("lease on %s was lost; the outcome will be discarded", job_id)
                 return
-
-
-class _Fallback(StrEnum):
-    """Why a success was not committed together with the next step's start."""
-
-    NOT_NOW = "not_now"
-    """Nothing is due at once (or the decisions refused): record the outcome alone."""
-    CHANGED = "changed"
-    """The run changed while the step ran: record the outcome on the stored state."""
-
-
-_NOT_NOW, _CHANGED = _Fallback.NOT_NOW, _Fallback.CHANGED
 
 
 @dataclass(frozen=True, slots=True)

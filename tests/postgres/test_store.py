@@ -33,6 +33,7 @@ from squidmesh_core.testing.contracts.run_store import (
     Tokens,
     committed,
     deliver,
+    first_succeeded,
     new_run,
     run_id,
 )
@@ -220,13 +221,7 @@ async def test_a_step_transition_is_one_transaction_of_few_statements(
 
 
 async def test_unchanged_steps_are_not_rewritten(pg_store: PostgresRunStore) -> None:
-    state = await committed(pg_store, new_run(1))
-    state, token = await deliver(pg_store, state, T0)
-    job = JobId(f"{state.id}/first/1")
-    done = decide(
-        FLOW, state, StepSucceeded(job_id=job, lease_token=token, output={}), now=T0
-    ).unwrap()
-    state = await committed(pg_store, done, Fence(job_id=job, lease_token=token))
+    state = await first_succeeded(pg_store)
     state, _ = await deliver(pg_store, state, T0)
     # Starting 'pause' touches its own step row and attempt, never 'first' again.
     assert sum("squidmesh_step_runs" in line for line in pg_store.stats.last_commit) == 1
@@ -411,13 +406,7 @@ async def test_the_jobs_table_is_vacuumed_after_enough_jobs_ended(
         pg_dsn, schema=pg_schema, clock="caller", vacuum_jobs_every=1
     ) as store:
         before = await _vacuum_count(store)
-        state = await committed(store, new_run(1))
-        state, token = await deliver(store, state, T0)
-        job = JobId(f"{state.id}/first/1")
-        done = decide(
-            FLOW, state, StepSucceeded(job_id=job, lease_token=token, output={}), now=T0
-        ).unwrap()
-        await committed(store, done, Fence(job_id=job, lease_token=token))  # first/1 ended
+        await first_succeeded(store)  # first/1 ended
         vacuum = store._vacuum
         assert vacuum is not None, "ending a job did not start a vacuum"
         await vacuum
@@ -428,11 +417,5 @@ async def test_no_vacuum_when_turned_off(pg_dsn: str, pg_schema: str) -> None:
     async with PostgresRunStore(
         pg_dsn, schema=pg_schema, clock="caller", vacuum_jobs_every=None
     ) as store:
-        state = await committed(store, new_run(1))
-        state, token = await deliver(store, state, T0)
-        job = JobId(f"{state.id}/first/1")
-        done = decide(
-            FLOW, state, StepSucceeded(job_id=job, lease_token=token, output={}), now=T0
-        ).unwrap()
-        await committed(store, done, Fence(job_id=job, lease_token=token))
+        await first_succeeded(store)
         assert store._vacuum is None

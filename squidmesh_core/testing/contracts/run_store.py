@@ -16,6 +16,7 @@ from squidmesh_core.dsl import chain, manual, step, wait, workflow
 from squidmesh_core.errors import DuplicateRun, StaleLease, VersionConflict
 from squidmesh_core.events import CancelRequested, JobDelivered, RunRequested, StepSucceeded
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
+from squidmesh_core.jsonvalue import JsonObject
 from squidmesh_core.ports import Fence, Lease, RunStore
 from squidmesh_core.state import RunState, RunStatus
 
@@ -95,6 +96,16 @@ async def deliver(store: RunStore, state: RunState, at: datetime) -> tuple[RunSt
     ).unwrap()
     fence = Fence(job_id=claims[0].job_id, lease_token=token)
     return await committed(store, decision, fence), token
+
+
+async def first_succeeded(store: RunStore, output: JsonObject | None = None) -> RunState:
+    """Run 1 created, its ``first`` step delivered and succeeded at T0: ``pause`` is due."""
+    state = await committed(store, new_run(1))
+    state, token = await deliver(store, state, T0)
+    first = JobId(f"{state.id}/first/1")
+    succeeded = StepSucceeded(job_id=first, lease_token=token, output=output or {})
+    done = decide(FLOW, state, succeeded, now=T0).unwrap()
+    return await committed(store, done, Fence(job_id=first, lease_token=token))
 
 
 async def _success_and_next_start(
@@ -332,13 +343,7 @@ class RunStoreContract:
     async def test_finished_jobs_are_gone_and_new_ones_are_scheduled(
         self, run_store: RunStore
     ) -> None:
-        state = await committed(run_store, new_run(1))
-        state, token = await deliver(run_store, state, T0)
-        job = JobId(f"{state.id}/first/1")
-        done = decide(
-            FLOW, state, StepSucceeded(job_id=job, lease_token=token, output={"a": 1}), now=T0
-        ).unwrap()
-        state = await committed(run_store, done, Fence(job_id=job, lease_token=token))
+        state = await first_succeeded(run_store, {"a": 1})
         assert await claim(run_store, T0 + timedelta(hours=1)) == [JobId(f"{state.id}/pause/1")]
 
     async def test_cancelled_jobs_are_never_claimed(self, run_store: RunStore) -> None:
@@ -348,13 +353,7 @@ class RunStoreContract:
         assert await run_store.next_due_at() is None
 
     async def test_rescheduled_jobs_move(self, run_store: RunStore) -> None:
-        state = await committed(run_store, new_run(1))
-        state, token = await deliver(run_store, state, T0)
-        first = JobId(f"{state.id}/first/1")
-        done = decide(
-            FLOW, state, StepSucceeded(job_id=first, lease_token=token, output={}), now=T0
-        ).unwrap()
-        state = await committed(run_store, done, Fence(job_id=first, lease_token=token))
+        state = await first_succeeded(run_store)
         state, token = await deliver(run_store, state, T0)
         pause = JobId(f"{state.id}/pause/1")
         done = decide(
