@@ -7,8 +7,16 @@ from datetime import timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from squidmesh_core import Exponential, Fixed, GiveUp, Linear, Retry, RetryAt, decide_retry
-from squidmesh_core.retry import Backoff, GiveUpReason, backoff_delay, base_delay
+from squidmesh_core import Exponential, Fixed, Linear, Retry
+from squidmesh_core.protocol import GiveUp, RetryAt, decide_retry
+from squidmesh_core.retry import (
+    MAX_DELAY,
+    Backoff,
+    GiveUpReason,
+    backoff_delay,
+    base_delay,
+    clamp_delay,
+)
 from squidmesh_core.testing.strategies import BASE_TIME, backoffs, retries
 
 attempts = st.integers(min_value=1, max_value=40)
@@ -111,3 +119,36 @@ def test_non_retryable_never_retries(policy: Retry | None, n: int) -> None:
         now=BASE_TIME,
     )
     assert outcome == GiveUp(reason=GiveUpReason.NOT_RETRYABLE, attempts=n)
+
+
+delays = st.timedeltas(min_value=-2 * MAX_DELAY, max_value=2 * MAX_DELAY)
+
+
+@given(delays)
+def test_clamped_delays_lie_within_zero_and_max_delay(delay: timedelta) -> None:
+    clamped = clamp_delay(delay)
+    assert timedelta(0) <= clamped <= MAX_DELAY
+    assert clamp_delay(clamped) == clamped
+    if timedelta(0) <= delay <= MAX_DELAY:
+        assert clamped == delay
+
+
+@given(delays, delays)
+def test_clamping_keeps_the_order_of_delays(a: timedelta, b: timedelta) -> None:
+    if a <= b:
+        assert clamp_delay(a) <= clamp_delay(b)
+
+
+@given(retries(), attempts, delays)
+def test_retry_after_is_clamped(policy: Retry | None, n: int, after: timedelta) -> None:
+    outcome = decide_retry(
+        policy,
+        failed_attempt=n,
+        retryable=True,
+        retry_after=after,
+        run_id="r",
+        step="s",
+        now=BASE_TIME,
+    )
+    if isinstance(outcome, RetryAt):
+        assert outcome.delay == clamp_delay(after)

@@ -10,6 +10,12 @@ hour that repeats in autumn runs once). Time zones are IANA names resolved by
 the standard library's ``zoneinfo`` from the installed time-zone database,
 which is static reference data, not I/O the core depends on for its decisions.
 
+This module is also the one source of two cron rules the shell relies on: a
+tick's run is keyed ``cron:<trigger>:<tick in UTC>`` (:func:`schedule_id`,
+:func:`cron_key_prefix`, :func:`tick_of_key`, :data:`CRON_KEY_PREFIX`), and its
+payload is the trigger's contract resolved from defaults alone
+(:func:`cron_payload`).
+
 Every function takes the current time as an argument; nothing here reads a
 clock.
 """
@@ -22,6 +28,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 from returns.result import Failure, Result, Success
+
+from squidmesh_core.definition import WorkflowDefinition
+from squidmesh_core.errors import InvalidPayload
+from squidmesh_core.jsonvalue import EMPTY_OBJECT, JsonObject
+from squidmesh_core.payload import validate_payload
 
 ALIASES = {
     "@yearly": "0 0 1 1 *",
@@ -38,6 +49,8 @@ HOST_DEPENDENT_ZONES = frozenset({"localtime", "factory", "posixrules"})
 TICK_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 MAX_TICKS = 10_000
 """Most ticks one call enumerates (a guard against "every minute for a decade")."""
+CRON_KEY_PREFIX = "cron:"
+"""Idempotency keys with this prefix belong to cron triggers; callers may not use them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,14 +171,29 @@ def plan_ticks(
     return TickPlan(start=kept, skipped=len(due) - len(kept))
 
 
+def cron_key_prefix(trigger: str) -> str:
+    """What every idempotency key of ``trigger``'s ticks begins with: ``cron:<trigger>:``.
+
+    >>> cron_key_prefix("nightly")
+    'cron:nightly:'
+    """
+    return f"{CRON_KEY_PREFIX}{trigger}:"
+
+
 def schedule_id(trigger: str, tick: datetime) -> str:
-    """The stable id of one tick of a workflow's trigger (unique within the workflow)."""
-    return f"cron:{trigger}:{tick.astimezone(UTC).strftime(TICK_FORMAT)}"
+    """The stable id of one tick of a workflow's trigger (unique within the workflow).
+
+    It is also the run's idempotency key: ``cron:<trigger>:<tick in UTC>``.
+
+    >>> schedule_id("nightly", datetime(2026, 3, 29, 1, 0, tzinfo=UTC))
+    'cron:nightly:2026-03-29T01:00:00Z'
+    """
+    return cron_key_prefix(trigger) + tick.astimezone(UTC).strftime(TICK_FORMAT)
 
 
 def tick_of_key(key: str | None, trigger: str) -> datetime | None:
     """The tick a ``schedule_id`` names, or ``None`` if ``key`` is not one of ``trigger``'s."""
-    prefix = f"cron:{trigger}:"
+    prefix = cron_key_prefix(trigger)
     if key is None or not key.startswith(prefix):
         return None
     text = key.removeprefix(prefix)
@@ -177,5 +205,36 @@ def tick_of_key(key: str | None, trigger: str) -> datetime | None:
         return None
 
 
-CRON_KEY_PREFIX = "cron:"
-"""Idempotency keys with this prefix belong to cron triggers; callers may not use them."""
+def cron_payload(
+    definition: WorkflowDefinition, trigger: str, *, at: datetime
+) -> Result[JsonObject, InvalidPayload]:
+    """The payload of a run of the cron trigger ``trigger``: its contract from defaults alone.
+
+    A cron run has nobody to supply fields, so the payload is what the
+    trigger's contract resolves to with none given; ``Today()`` and ``Now()``
+    defaults resolve at ``at`` (the tick, for a run). A failure names the
+    fields that have no default or whose default does not validate.
+
+    >>> from pydantic import BaseModel
+    >>> from squidmesh_core.definition import COMPLETE
+    >>> from squidmesh_core.dsl import chain, cron, step, workflow
+    >>> class Report(BaseModel):
+    ...     region: str = "eu"
+    >>> class Needs(BaseModel):
+    ...     account: str
+    >>> flow = workflow("w", triggers=[cron("nightly", "@daily", payload=Report),
+    ...                                cron("hourly", "@hourly", payload=Needs)],
+    ...                 steps=[step("s", print)], transitions=chain("s", COMPLETE))
+    >>> cron_payload(flow, "nightly", at=datetime(2026, 3, 29, 1, 0, tzinfo=UTC)).unwrap()
+    {'region': 'eu'}
+    >>> cron_payload(flow, "hourly", at=datetime(2026, 3, 29, 1, 0, tzinfo=UTC)).failure().missing
+    ('account',)
+    """
+    return validate_payload(
+        definition.contract(trigger),
+        EMPTY_OBJECT,
+        workflow=definition.name,
+        trigger=trigger,
+        now=at,
+        limits=definition.limits,
+    )

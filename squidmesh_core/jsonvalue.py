@@ -11,12 +11,17 @@ Rules kept here:
 2. Floats must be finite; NaN and infinities are not JSON.
 3. Strings may not contain NUL characters or lone surrogates: the durable
    stores cannot hold them, so they are refused before anything is written.
+   :func:`storable_text_problem` is that check, for every string the core or
+   the shell stores (JSON strings and keys, names, idempotency keys), and
+   :func:`make_storable_text` the one repair, for text that must be stored
+   whatever it holds (failure messages, bodies of HTTP answers).
 4. Nesting and total encoded size are bounded by :class:`JsonLimits`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -58,7 +63,23 @@ class JsonProblem:
     reason: str
 
 
-def _string_problem(text: str) -> str | None:
+_UNSTORABLE_CHARACTER = re.compile(r"[\x00\ud800-\udfff]")
+"""NUL and every surrogate code point: in a ``str`` a surrogate always stands alone."""
+
+ELLIPSIS = "..."
+"""Ends a text that :func:`make_storable_text` cut to its limit."""
+
+
+def storable_text_problem(text: str) -> str | None:
+    r"""Why ``text`` cannot be stored (no store holds NUL or a lone surrogate), or ``None``.
+
+    >>> storable_text_problem("fine") is None
+    True
+    >>> storable_text_problem("a\x00b")
+    'contains a NUL character'
+    >>> storable_text_problem("\ud800")
+    'contains a lone surrogate'
+    """
     if "\x00" in text:
         return "contains a NUL character"
     try:
@@ -66,6 +87,58 @@ def _string_problem(text: str) -> str | None:
     except UnicodeEncodeError:
         return "contains a lone surrogate"
     return None
+
+
+def make_storable_text(
+    text: object, *, limit: int | None = None, replacement: str | None = None
+) -> str:
+    r"""``text`` made storable: every NUL and lone surrogate replaced, the length bounded.
+
+    Args:
+        text: a string; anything else is described by its ``repr``.
+        limit: most characters kept; a longer text is cut and ends with
+            ``"..."`` (``limit`` characters in all). ``None`` keeps any length.
+        replacement: put in place of each unstorable character. By default it
+            is written as its backslash escape (``\x00``, ``\ud800``), so the
+            text still shows what was there.
+
+    Returns:
+        A string :func:`storable_text_problem` accepts; ``text`` itself when it
+        was storable and within ``limit``.
+
+    Raises:
+        ValueError: ``limit`` is negative or ``replacement`` is not storable.
+
+    >>> make_storable_text("nul\x00 and \ud800")
+    'nul\\x00 and \\ud800'
+    >>> make_storable_text("nul\x00", replacement="?")
+    'nul?'
+    >>> make_storable_text("abcdefgh", limit=6)
+    'abc...'
+    >>> make_storable_text(b"raw")
+    "b'raw'"
+    """
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must not be negative, got {limit}")
+    if replacement is not None and storable_text_problem(replacement) is not None:
+        raise ValueError(f"the replacement {replacement!r} is not storable itself")
+    raw = text if isinstance(text, str) else repr(text)
+    if storable_text_problem(raw) is None:
+        cleaned = raw
+    elif replacement is None:
+        cleaned = _UNSTORABLE_CHARACTER.sub(_escape, raw)
+    else:
+        substitute = replacement
+        cleaned = _UNSTORABLE_CHARACTER.sub(lambda _: substitute, raw)
+    if limit is None or len(cleaned) <= limit:
+        return cleaned
+    return (cleaned[: max(limit - len(ELLIPSIS), 0)] + ELLIPSIS)[:limit]
+
+
+def _escape(found: re.Match[str]) -> str:
+    # The escapes Python's "backslashreplace" error handler writes.
+    code = ord(found.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def _encoded_size(text: str) -> int:
@@ -121,7 +194,7 @@ def check_json(
             over = spend(len(repr(item)), path)
             return Failure(over) if over else Success(item)
         if isinstance(item, str):
-            problem = _string_problem(item)
+            problem = storable_text_problem(item)
             if problem:
                 return Failure(JsonProblem(path=path, reason=problem))
             over = spend(_encoded_size(item), path)
@@ -134,7 +207,7 @@ def check_json(
             for key, sub in item.items():
                 if not isinstance(key, str):
                     return Failure(JsonProblem(path=path, reason=f"has a non-string key {key!r}"))
-                key_problem = _string_problem(key)
+                key_problem = storable_text_problem(key)
                 if key_problem:
                     return Failure(JsonProblem(path=path, reason=f"has a key that {key_problem}"))
                 over = spend(_encoded_size(key) + 2, path)

@@ -105,6 +105,19 @@ class GiveUp:
 RetryDecision: TypeAlias = RetryAt | GiveUp
 
 
+def clamp_delay(delay: timedelta) -> timedelta:
+    """``delay`` within ``[0, MAX_DELAY]``: the bounds of every delay SquidMesh schedules.
+
+    >>> clamp_delay(timedelta(seconds=-5))
+    datetime.timedelta(0)
+    >>> clamp_delay(timedelta(days=1000)) == MAX_DELAY
+    True
+    >>> clamp_delay(timedelta(seconds=30))
+    datetime.timedelta(seconds=30)
+    """
+    return min(max(delay, ZERO), MAX_DELAY)
+
+
 def jitter_fraction(run_id: str, step: str, attempt: int) -> float:
     """A number in [0, 1) derived from a stable hash of the attempt's identity.
 
@@ -176,7 +189,7 @@ def decide_retry(
     if failed_attempt >= max_attempts:
         return GiveUp(reason=GiveUpReason.EXHAUSTED, attempts=failed_attempt)
     if retry_after is not None:
-        delay = min(max(retry_after, ZERO), MAX_DELAY)
+        delay = clamp_delay(retry_after)
     else:
         backoff = None if policy is None else policy.backoff
         delay = backoff_delay(backoff, run_id=run_id, step=step, failed_attempt=failed_attempt)

@@ -50,8 +50,10 @@ from opentelemetry.trace import (
 )
 
 from squidmesh_core.commands import Emit, Topic
+from squidmesh_core.state import RunStatus
 
-FINAL = ("completed", "failed", "cancelled")
+FINAL = frozenset(status.value for status in RunStatus if status.terminal)
+"""The run statuses a run span ends at: those ``RunStatus.terminal`` names."""
 MAX_LINKS = 128
 """Most attempt spans one run span links to."""
 
@@ -147,7 +149,7 @@ class OpenTelemetrySink:
 
     def _run_transition(self, event: Emit) -> None:
         target = event.attributes.get("to")
-        if target not in FINAL:
+        if not isinstance(target, str) or target not in FINAL:
             return
         for key in [k for k in self._steps if k[0] == event.run_id]:
             self._steps.pop(key)[0].end()

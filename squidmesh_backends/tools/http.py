@@ -35,7 +35,7 @@ from returns.result import Failure, Result, Success
 
 from squidmesh_backends.tools.base import ToolError, ToolErrorKind, ToolResult
 from squidmesh_core.context import StepContext
-from squidmesh_core.jsonvalue import JsonObject, JsonValue, check_json
+from squidmesh_core.jsonvalue import JsonObject, JsonValue, check_json, make_storable_text
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 RETRYABLE_4XX = frozenset({408, 425, 429})
@@ -138,6 +138,10 @@ def parse_request(raw: object) -> Result[HttpRequest, str]:
 
 
 def _clean(text: str) -> bool:
+    """No CR, LF or NUL: the HTTP request-line rule, not the storage one.
+
+    A URL httpx cannot encode (a lone surrogate) is refused by its parser.
+    """
     return not any(ch in text for ch in "\r\n\x00")
 
 
@@ -326,12 +330,13 @@ async def _read_bounded(response: httpx.Response) -> tuple[bytes, bool]:
 
 
 def _text(content: bytes, encoding: str | None) -> str:
-    """Bytes as storable text: undecodable bytes and NUL become U+FFFD."""
+    """Bytes as storable text: undecodable bytes, NUL and lone surrogates become U+FFFD."""
     try:
         text = content.decode(encoding or "utf-8", errors="replace")
     except LookupError:
         text = content.decode("utf-8", errors="replace")
-    return text.replace("\x00", "\ufffd")
+    # Some codecs a server may name (utf-7, unicode_escape) decode to lone surrogates.
+    return make_storable_text(text, replacement="\ufffd")
 
 
 def _safe_url(url: str) -> str:

@@ -130,3 +130,37 @@ async def test_state_is_bounded_and_lost_attempts_are_ended() -> None:
             topic=Topic.STEP_STARTED, run_id=RunId("not-a-uuid"), workflow="w", step="s", attempt=1
         )
     )
+
+
+def test_run_spans_end_at_exactly_the_terminal_run_statuses() -> None:
+    from squidmesh_backends.observability.otel import FINAL
+
+    assert {RunStatus(s) for s in FINAL} == {s for s in RunStatus if s.terminal}
+
+
+async def test_a_run_span_ends_only_on_a_transition_into_a_terminal_status() -> None:
+    from squidmesh_core.commands import Emit, Topic
+    from squidmesh_core.ids import RunId
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    sink = OpenTelemetrySink(tracer_provider=provider)
+    run_id = RunId(str(uuid.UUID(int=7)))
+    sink.publish(Emit(topic=Topic.RUN_CREATED, run_id=run_id, workflow="w"))
+    for target in [RunStatus.RUNNING, "nonsense", ["completed"], None]:
+        attributes = {} if target is None else {"to": target}
+        sink.publish(
+            Emit(topic=Topic.RUN_TRANSITION, run_id=run_id, workflow="w", attributes=attributes)
+        )
+    assert exporter.get_finished_spans() == ()
+    sink.publish(
+        Emit(
+            topic=Topic.RUN_TRANSITION,
+            run_id=run_id,
+            workflow="w",
+            attributes={"to": RunStatus.CANCELLED.value},
+        )
+    )
+    (span,) = exporter.get_finished_spans()
+    assert (span.attributes or {})["squidmesh.status"] == "cancelled"

@@ -10,6 +10,7 @@ import pytest
 from squidmesh_backends.postgres import PostgresRunStore
 from squidmesh_backends.runtime import FakeClock, Runtime, RuntimeSettings
 from squidmesh_core import COMPLETE, StepContext, chain, cron, manual, step, workflow
+from tests.postgres.sql import execute
 
 pytestmark = pytest.mark.postgres
 T0 = datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)
@@ -38,16 +39,17 @@ async def test_four_trigger_loops_over_30_ticks_create_exactly_30_runs(
     for store in stores:
         await store.open()
         runtime = Runtime(store=store, workflows=[MINUTELY], clock=clock, cron=[MINUTELY])
-        assert runtime.cron_loop is not None
-        loops.append(runtime.cron_loop)
+        assert runtime.worker.cron_loop is not None
+        loops.append(runtime.worker.cron_loop)
     try:
         created = 0
         for minute in range(1, 31):
             clock.set(T0 + timedelta(minutes=minute))
             rounds = await asyncio.gather(*(loop.tick_once(clock.now()) for loop in loops))
             created += sum(len(r) for r in rounds)
-        rows = await stores[0].execute(
-            f'SELECT count(*), count(DISTINCT idempotency_key) FROM "{pg_schema}".squidmesh_runs'
+        rows = await execute(
+            stores[0],
+            f'SELECT count(*), count(DISTINCT idempotency_key) FROM "{pg_schema}".squidmesh_runs',
         )
     finally:
         for store in stores:
@@ -74,7 +76,7 @@ async def test_concurrent_starts_with_one_key_create_one_run(pg_dsn: str, pg_sch
             )
         )
         runs = [r.unwrap() for r in results]
-        rows = await stores[0].execute(f'SELECT id FROM "{pg_schema}".squidmesh_runs')
+        rows = await execute(stores[0], f'SELECT id FROM "{pg_schema}".squidmesh_runs')
     finally:
         for store in stores:
             await store.close()
@@ -85,23 +87,25 @@ async def test_concurrent_starts_with_one_key_create_one_run(pg_dsn: str, pg_sch
 
 async def test_the_newest_tick_is_read_from_the_bytewise_index(pg_store: PostgresRunStore) -> None:
     s = f'"{pg_store.schema}"'
-    await pg_store.execute(
+    await execute(
+        pg_store,
         f"INSERT INTO {s}.squidmesh_runs (id, workflow, trigger, status, version, payload,"
         " context, created_at, updated_at, idempotency_key)"
         " SELECT gen_random_uuid(), 'w' || mod(n, 50), 'tick', 'completed', 1, '{}', '{}',"
         " now(), now(), 'cron:tick:' || to_char(timestamp '2026-01-01' + n * interval '1 minute',"
-        ' \'YYYY-MM-DD"T"HH24:MI:SS"Z"\') FROM generate_series(1, 20000) n'
+        ' \'YYYY-MM-DD"T"HH24:MI:SS"Z"\') FROM generate_series(1, 20000) n',
     )
-    await pg_store.execute(f"ANALYZE {s}.squidmesh_runs")
+    await execute(pg_store, f"ANALYZE {s}.squidmesh_runs")
     assert (
         await pg_store.latest_idempotency_key("w7", "cron:tick:")
         == "cron:tick:2026-01-14T20:37:00Z"
     )
-    plan = await pg_store.execute(
+    plan = await execute(
+        pg_store,
         "EXPLAIN "
         + pg_store._sql.latest_key.replace("%(workflow)s", "'w7'").replace(
             "%(prefix)s", "'cron:tick:'"
-        )
+        ),
     )
     text = " ".join(str(row[0]) for row in plan)
     assert "squidmesh_runs_keys_bytewise" in text, text
@@ -113,11 +117,11 @@ async def test_a_pruned_tick_is_not_started_again_by_the_loop_that_saw_it(
     clock = FakeClock(T0)
     async with PostgresRunStore(pg_dsn, schema=pg_schema, clock="caller") as store:
         runtime = Runtime(store=store, workflows=[MINUTELY], clock=clock, cron=[MINUTELY])
-        loop = runtime.cron_loop
+        loop = runtime.worker.cron_loop
         assert loop is not None
         clock.set(T0 + timedelta(minutes=1))
         assert len(await loop.tick_once(clock.now())) == 1
-        await store.execute(f'DELETE FROM "{pg_schema}".squidmesh_runs')  # pruned
+        await execute(store, f'DELETE FROM "{pg_schema}".squidmesh_runs')  # pruned
         clock.set(T0 + timedelta(minutes=1, seconds=20))
         assert await loop.tick_once(clock.now()) == []
         reads = loop.store_reads

@@ -12,6 +12,7 @@ from returns.result import Failure, Result, Success
 
 from squidmesh_backends.tools import HttpTool, ToolError, ToolErrorKind, ToolResult, invoke
 from squidmesh_core import RunId, StepContext
+from squidmesh_core.jsonvalue import check_json, storable_text_problem
 from tests.tools.loopback import LoopbackServer
 
 CTX = StepContext(
@@ -321,3 +322,24 @@ async def test_error_details_hide_credentials_and_queries() -> None:
     assert "\x00" not in str(error.details["body"])
     failure = error.to_failure()
     assert failure.details["status"] == 502
+
+
+@pytest.mark.parametrize("charset", ["utf-7", "unicode_escape"])
+async def test_bodies_that_decode_to_lone_surrogates_are_made_storable(charset: str) -> None:
+    content = b"+2AA-" if charset == "utf-7" else b"a\\ud800b"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"content-type": f"text/plain; charset={charset}"}
+        if request.url.path == "/fail":
+            return httpx.Response(503, content=content, headers=headers)
+        return httpx.Response(200, content=content, headers=headers)
+
+    tool = mock_tool(httpx.MockTransport(handler))
+    body = (await invoke(tool, {"method": "GET", "url": "https://x.example/ok"})).unwrap()
+    text = body.value["body"]
+    assert isinstance(text, str)
+    assert "\ufffd" in text
+    assert storable_text_problem(text) is None
+    error = error_of(await invoke(tool, {"method": "GET", "url": "https://x.example/fail"}))
+    assert storable_text_problem(str(error.details["body"])) is None
+    assert isinstance(check_json(dict(error.details)), Success)  # status, url etc. are kept

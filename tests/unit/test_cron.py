@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from returns.result import Failure
+from pydantic import BaseModel
+from returns.result import Failure, Success
 
-from squidmesh_core.cron import CronSchedule, parse_cron, plan_ticks, schedule_id
+from squidmesh_core.cron import (
+    CRON_KEY_PREFIX,
+    CronSchedule,
+    cron_key_prefix,
+    cron_payload,
+    parse_cron,
+    plan_ticks,
+    schedule_id,
+    tick_of_key,
+)
+from squidmesh_core.definition import COMPLETE, TriggerSpec, WorkflowDefinition
+from squidmesh_core.dsl import chain, cron, step, workflow
+from squidmesh_core.errors import InvalidPayload
+from squidmesh_core.jsonvalue import DEFAULT_LIMITS, JsonLimits
+from squidmesh_core.payload import Now, Today, validate_payload
 
 
 def schedule(expression: str, zone: str = "Etc/UTC") -> CronSchedule:
@@ -175,8 +191,6 @@ def test_a_window_shorter_than_the_gap_still_starts_the_newest_tick() -> None:
 
 
 def test_tick_keys_parse_only_in_their_exact_form() -> None:
-    from squidmesh_core.cron import tick_of_key
-
     assert tick_of_key("cron:n:2026-03-29T01:00:00Z", "n") == utc(2026, 3, 29, 1, 0)
     for key in [
         "cron:n:backfill",
@@ -186,3 +200,75 @@ def test_tick_keys_parse_only_in_their_exact_form() -> None:
         "cron:n:2026-03-29T01:00:00Z1",
     ]:
         assert tick_of_key(key, "n") is None
+
+
+class Region(BaseModel):
+    region: str = "eu"
+    day: Annotated[str, Today()]
+    at: Annotated[str, Now()]
+
+
+class Account(BaseModel):
+    account: str
+
+
+def _flow(*triggers: TriggerSpec, limits: JsonLimits = DEFAULT_LIMITS) -> WorkflowDefinition:
+    return workflow(
+        "cron.unit",
+        triggers=list(triggers),
+        steps=[step("s", lambda data, ctx: {})],
+        transitions=chain("s", COMPLETE),
+        limits=limits,
+    )
+
+
+def test_tick_keys_share_one_prefix() -> None:
+    tick = utc(2026, 3, 29, 1, 0)
+    assert cron_key_prefix("nightly") == "cron:nightly:"
+    assert cron_key_prefix("nightly").startswith(CRON_KEY_PREFIX)
+    assert schedule_id("nightly", tick).startswith(cron_key_prefix("nightly"))
+    assert not schedule_id("nightly", tick).startswith(cron_key_prefix("night"))
+
+
+@given(
+    st.from_regex(r"[a-z_][a-z0-9_]{0,20}", fullmatch=True),
+    st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+    ),
+)
+def test_a_schedule_id_names_its_tick(trigger: str, moment: datetime) -> None:
+    tick = moment.replace(second=0, microsecond=0)
+    assert tick_of_key(schedule_id(trigger, tick), trigger) == tick
+
+
+def test_a_cron_payload_is_its_contract_resolved_from_defaults_at_the_tick() -> None:
+    flow = _flow(cron("nightly", "0 3 * * *", payload=Region))
+    tick = utc(2026, 3, 29, 1, 0)
+    assert cron_payload(flow, "nightly", at=tick) == Success(
+        {"region": "eu", "day": "2026-03-29", "at": tick.isoformat()}
+    )
+    assert cron_payload(flow, "nightly", at=tick) == validate_payload(
+        flow.contract("nightly"), {}, workflow=flow.name, trigger="nightly", now=tick
+    )
+
+
+def test_a_cron_payload_without_a_contract_is_empty() -> None:
+    flow = _flow(cron("nightly", "0 3 * * *"))
+    assert cron_payload(flow, "nightly", at=utc(2026, 1, 1)) == Success({})
+
+
+def test_a_field_without_a_default_fails_the_cron_payload() -> None:
+    flow = _flow(cron("nightly", "0 3 * * *", payload=Account))
+    problem = cron_payload(flow, "nightly", at=utc(2026, 1, 1)).failure()
+    assert isinstance(problem, InvalidPayload)
+    assert (problem.workflow, problem.trigger, problem.missing) == (
+        "cron.unit",
+        "nightly",
+        ("account",),
+    )
+
+
+def test_a_cron_payload_is_bounded_by_the_workflows_limits() -> None:
+    flow = _flow(cron("nightly", "0 3 * * *", payload=Region), limits=JsonLimits(max_bytes=40))
+    problem = cron_payload(flow, "nightly", at=utc(2026, 1, 1)).failure()
+    assert "size limit" in str(problem.reason)

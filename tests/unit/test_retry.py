@@ -4,8 +4,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from squidmesh_core import Exponential, Fixed, GiveUp, Linear, Retry, RetryAt, decide_retry
-from squidmesh_core.retry import GiveUpReason, backoff_delay, base_delay, jitter_fraction
+from squidmesh_core import Exponential, Fixed, Linear, Retry
+from squidmesh_core.protocol import GiveUp, RetryAt, decide_retry
+from squidmesh_core.retry import (
+    MAX_DELAY,
+    GiveUpReason,
+    backoff_delay,
+    base_delay,
+    clamp_delay,
+    jitter_fraction,
+)
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 S = timedelta(seconds=1)
@@ -84,3 +92,27 @@ def test_jitter_shortens_deterministically_within_bounds() -> None:
 
 def test_jitter_fraction_is_in_unit_interval() -> None:
     assert all(0 <= jitter_fraction("r", "s", n) < 1 for n in range(50))
+
+
+@pytest.mark.parametrize(
+    ("delay", "expected"),
+    [
+        (-S, timedelta(0)),
+        (timedelta(0), timedelta(0)),
+        (30 * S, 30 * S),
+        (MAX_DELAY, MAX_DELAY),
+        (MAX_DELAY + S, MAX_DELAY),
+        (timedelta.max, MAX_DELAY),
+        (timedelta.min, timedelta(0)),
+    ],
+)
+def test_clamp_delay_keeps_delays_within_zero_and_max_delay(
+    delay: timedelta, expected: timedelta
+) -> None:
+    assert clamp_delay(delay) == expected
+
+
+def test_retry_after_is_clamped_like_every_delay() -> None:
+    outcome = retry(Retry(max_attempts=2), 1, retry_after=MAX_DELAY * 2)
+    assert isinstance(outcome, RetryAt)
+    assert outcome.delay == clamp_delay(MAX_DELAY * 2) == MAX_DELAY
