@@ -7,39 +7,22 @@ and clock jumps in both directions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 from hypothesis import HealthCheck, Phase, assume, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from returns.result import Failure, Success
+from returns.result import Failure, Result, Success
 
 from squidmesh_core import (
     AttemptStatus,
-    CancelJob,
-    CancelRequested,
-    Decision,
-    Event,
-    FinishJob,
-    JobDelivered,
-    JobId,
-    JobStatus,
-    LeaseExpired,
-    LeaseToken,
-    ReplayRequested,
-    RescheduleJob,
     RunId,
-    RunRequested,
-    RunState,
     RunStatus,
-    ScheduleJob,
-    StepFailed,
     StepFailure,
     StepStatus,
-    StepSucceeded,
     WorkflowDefinition,
-    decide,
 )
 from squidmesh_core._table import (
     attempt_transition_allowed,
@@ -48,6 +31,32 @@ from squidmesh_core._table import (
 )
 from squidmesh_core.codec import encode_run
 from squidmesh_core.jsonvalue import check_json
+from squidmesh_core.protocol import (
+    CancelJob,
+    CancelRequested,
+    Decision,
+    Event,
+    FinishJob,
+    JobDelivered,
+    JobId,
+    JobStart,
+    JobStatus,
+    Lease,
+    LeaseExpired,
+    LeaseToken,
+    Rejected,
+    ReplayRequested,
+    RescheduleJob,
+    RunRequested,
+    RunState,
+    ScheduleJob,
+    StepFailed,
+    StepSucceeded,
+    decide,
+    decide_delivery,
+    decide_outcome,
+    job_writes,
+)
 from squidmesh_core.testing.reference import ReferenceModel, ReferenceRun
 from squidmesh_core.testing.strategies import (
     BASE_TIME,
@@ -108,8 +117,11 @@ class CoreMachine(RuleBasedStateMachine):
         return LeaseToken(f"lease-{self.tokens}")
 
     def apply(self, event: Event) -> Decision | None:
+        return self.apply_decided(lambda: decide(self.definition, self.state, event, now=self.now))
+
+    def apply_decided(self, deciding: Callable[[], Result[Decision, Rejected]]) -> Decision | None:
         before = self.state
-        result = decide(self.definition, before, event, now=self.now)
+        result = deciding()
         match result:
             case Success(Decision() as decision):
                 check_table(before, decision.state)
@@ -121,7 +133,7 @@ class CoreMachine(RuleBasedStateMachine):
                 self.state = decision.state
                 return decision
             case Failure(_):
-                assert decide(self.definition, before, event, now=self.now) == result
+                assert deciding() == result  # refusals are deterministic too
                 return None
         raise AssertionError(result)
 
@@ -152,6 +164,73 @@ class CoreMachine(RuleBasedStateMachine):
         token = self.token()
         accepted = self.apply(JobDelivered(job_id=job_id, lease_token=token)) is not None
         assert accepted == self.model.deliver(self.run, job_id, token, self.now)
+
+    @precondition(lambda self: any(j.status is JobStatus.SCHEDULED for j in self.state.jobs))
+    @rule(data=st.data())
+    def claimed_delivery(self, data: st.DataObject) -> None:
+        """The worker's entry point: ``decide_delivery`` starts exactly what the model starts."""
+        job_id = data.draw(st.sampled_from(self.jobs(JobStatus.SCHEDULED)))
+        token = self.token()
+        decision = self.apply_decided(
+            lambda: decide_delivery(
+                self.definition, self.state, job_id=job_id, lease_token=token, now=self.now
+            )
+        )
+        assert (decision is not None) == self.model.deliver(self.run, job_id, token, self.now)
+        if decision is not None:
+            assert not decision.reclaimed
+            started = decision.started
+            assert (started is not None) == (self.state.status.value in ("running", "retrying"))
+            if started is not None:
+                assert (started.job_id, started.lease_token) == (job_id, token)
+                assert job_writes(decision).starts == (JobStart(job_id=job_id, lease_token=token),)
+
+    @precondition(lambda self: any(j.status is JobStatus.STARTED for j in self.state.jobs))
+    @rule(data=st.data())
+    def reclaimed_delivery(self, data: st.DataObject) -> None:
+        """A started job claimed again under a new lease: its attempt is lost (a reclaim)."""
+        job_id = data.draw(st.sampled_from(self.jobs(JobStatus.STARTED)))
+        old = self._token_of(job_id)
+        decision = self.apply_decided(
+            lambda: decide_delivery(
+                self.definition, self.state, job_id=job_id, lease_token=self.token(), now=self.now
+            )
+        )
+        assert decision is not None and decision.reclaimed and decision.started is None
+        assert self.model.fail(
+            self.run, job_id, old, retryable=True, retry_after=None, now=self.now, lost=True
+        )
+        self.finished_jobs.append((job_id, old))
+
+    @precondition(lambda self: any(j.status is JobStatus.STARTED for j in self.state.jobs))
+    @rule(data=st.data(), output=json_objects)
+    def succeed_and_hand_off(self, data: st.DataObject, output: dict[str, object]) -> None:
+        """``decide_outcome`` with a lease: the outcome plus the start of one job due now."""
+        job_id = data.draw(st.sampled_from(self.jobs(JobStatus.STARTED)))
+        token = self._token_of(job_id)
+        lease = Lease(token=self.token(), until=self.now + timedelta(seconds=30), owner="w")
+        event = StepSucceeded(job_id=job_id, lease_token=token, output=output)
+        decision = self.apply_decided(
+            lambda: decide_outcome(
+                self.definition, self.state, event, now=self.now, next_lease=lease
+            )
+        )
+        assert decision is not None
+        assert self.model.succeed(self.run, job_id, token, output, self.now)
+        self.finished_jobs.append((job_id, token))
+        started = decision.started
+        if started is None:
+            assert not any(
+                j.status is JobStatus.STARTED and j.lease_token == lease.token
+                for j in self.state.jobs
+            )
+            return
+        assert started.lease_token == lease.token
+        assert self.model.deliver(self.run, started.job_id, lease.token, self.now)
+        leased = [i for i in job_writes(decision).inserts if i.lease is not None]
+        assert [(i.job.id, i.lease) for i in leased] == [(started.job_id, lease)]
+        assert leased[0].job.status is JobStatus.STARTED
+        assert all(j.id != started.job_id for j in decision.due_now(self.now))
 
     @precondition(lambda self: any(j.status is JobStatus.STARTED for j in self.state.jobs))
     @rule(data=st.data(), same_token=st.booleans())

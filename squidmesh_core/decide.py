@@ -29,34 +29,21 @@ Rules:
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, assert_never
 
 from returns.result import Failure, Result, Success
 
-from squidmesh_core._table import (
-    attempt_transition_allowed,
-    run_transition_allowed,
-    step_transition_allowed,
+from squidmesh_core._draft import Draft, ms
+from squidmesh_core._failure import failure_attributes, storable_failure, unknown_step
+from squidmesh_core._routing import (
+    RESERVED_CONTEXT_KEYS,
+    route_give_up,
+    route_success,
+    step_input,
 )
-from squidmesh_core.commands import (
-    CancelJob,
-    Command,
-    Decision,
-    Emit,
-    FinishJob,
-    RescheduleJob,
-    ScheduleJob,
-    Topic,
-)
-from squidmesh_core.definition import (
-    COMPLETE,
-    Outcome,
-    StepKind,
-    StepSpec,
-    WorkflowDefinition,
-    WorkflowMode,
-)
+from squidmesh_core.commands import Decision, RescheduleJob, StartedAttempt, Topic
+from squidmesh_core.definition import WorkflowDefinition
 from squidmesh_core.errors import (
     InvalidPayload,
     InvalidTransition,
@@ -75,10 +62,10 @@ from squidmesh_core.events import (
     StepFailed,
     StepSucceeded,
 )
-from squidmesh_core.ids import job_id_for, parse_run_id
-from squidmesh_core.jsonvalue import JsonLimits, JsonObject, JsonValue, check_json_object
+from squidmesh_core.ids import parse_run_id
+from squidmesh_core.jsonvalue import JsonObject, JsonValue, check_json_object
 from squidmesh_core.payload import validate_payload
-from squidmesh_core.retry import MAX_DELAY, GiveUp, RetryAt, decide_retry
+from squidmesh_core.retry import GiveUp, RetryAt, decide_retry
 from squidmesh_core.state import (
     INVALID_OUTPUT,
     WORKER_LOST,
@@ -89,7 +76,6 @@ from squidmesh_core.state import (
     RunState,
     RunStatus,
     StepFailure,
-    StepRunState,
     StepStatus,
 )
 
@@ -98,274 +84,27 @@ if TYPE_CHECKING:
 else:  # the same copies without re-running __init__ (see _evolve)
     from squidmesh_core._evolve import evolve as replace
 
-
-RESERVED_CONTEXT_KEYS = frozenset({"schedule"})
-"""Context keys set by the shell at run creation and kept by replay."""
-
-_ZERO = timedelta(0)
+__all__ = ["RESERVED_CONTEXT_KEYS", "decide", "step_input", "storable_failure"]
 
 
-def _ms(delta: timedelta) -> int:
-    return max(0, round(delta.total_seconds() * 1000))
-
-
-MAX_FAILURE_TEXT = 4096
-FAILURE_DETAIL_LIMITS = JsonLimits(max_bytes=64 * 1024, max_depth=16)
-
-
-def _clean_text(text: object) -> str:
-    raw = text if isinstance(text, str) else repr(text)
-    cleaned = raw.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
-    return cleaned if len(cleaned) <= MAX_FAILURE_TEXT else cleaned[: MAX_FAILURE_TEXT - 3] + "..."
-
-
-def storable_failure(failure: StepFailure) -> StepFailure:
-    """``failure`` with every field made storable: no NUL, no lone surrogate, bounded size.
-
-    Steps build failures from arbitrary data; what cannot be stored is replaced
-    by a description of the problem rather than refused, so a failing step can
-    never wedge its run.
-    """
-    details = check_json_object(failure.details, limits=FAILURE_DETAIL_LIMITS)
-    retry_after = failure.retry_after
-    if retry_after is not None:
-        retry_after = min(max(retry_after, _ZERO), MAX_DELAY)
-    cleaned = StepFailure(
-        kind=_clean_text(failure.kind)[:100],
-        message=_clean_text(failure.message),
-        retryable=bool(failure.retryable),
-        retry_after=retry_after,
-        details=(
-            details.unwrap()
-            if isinstance(details, Success)
-            else {"unstorable_details": f"{details.failure().path} {details.failure().reason}"}
-        ),
-    )
-    return failure if cleaned == failure else cleaned
-
-
-def failure_attributes(failure: StepFailure) -> dict[str, JsonValue]:
-    """The JSON description of a failure used in emitted events."""
-    return {
-        "kind": failure.kind,
-        "message": failure.message,
-        "retryable": failure.retryable,
-    }
-
-
-class _Draft:
-    """Accumulates one decision. Local mutation only; the inputs are never touched.
-
-    The fields a decision changes live here as plain attributes, and the new
-    ``RunState`` is built once, in :meth:`finish`: copying the 15-field run for
-    every edit was most of the cost of a decision.
-    """
-
-    def __init__(self, definition: WorkflowDefinition, run: RunState, now: datetime) -> None:
-        self.definition = definition
-        self.origin = run
-        self.now = now
-        self.commands: list[Command] = []
-        self.trailing: list[Command] = []
-        self.started_status = run.status
-        self.base = run if run.version > 0 else None
-        self.status = run.status
-        self.steps = run.steps
-        self.jobs = run.jobs
-        self.context = run.context
-        self.last_error = run.last_error
-
-    def set_last_error(self, failure: StepFailure | None) -> None:
-        self.last_error = failure
-
-    def set_context(self, context: JsonObject) -> None:
-        self.context = context
-
-    def set_jobs(self, jobs: tuple[Job, ...]) -> None:
-        self.jobs = jobs
-
-    def job(self, job_id: str) -> Job | None:
-        for job in self.jobs:
-            if job.id == job_id:
-                return job
-        return None
-
-    def find_step(self, step: str) -> StepRunState | None:
-        for step_run in self.steps:
-            if step_run.step == step:
-                return step_run
-        return None
-
-    # -- status changes (checked against the tables) --------------------------------
-
-    def set_run_status(self, status: RunStatus) -> None:
-        if not run_transition_allowed(self.status, status):
-            raise InvariantViolatedError(f"run {self.status} -> {status} is not in the table")
-        self.status = status
-
-    def put_step(self, step_run: StepRunState) -> None:
-        existing = self.find_step(step_run.step)
-        if existing is not None and not step_transition_allowed(existing.status, step_run.status):
-            raise InvariantViolatedError(
-                f"step {step_run.step}: {existing.status} -> {step_run.status} is not in the table"
-            )
-        if existing is None:
-            self.steps = (*self.steps, step_run)
-        else:
-            self.steps = tuple(step_run if s is existing else s for s in self.steps)
-
-    def step_run(self, step: str) -> StepRunState:
-        found = self.find_step(step)
-        if found is None:
-            raise InvariantViolatedError(f"step {step} has no step run")
-        return found
-
-    def put_attempt(self, step: str, attempt: Attempt) -> None:
-        current = self.step_run(step)
-        old = next((a for a in current.attempts if a.number == attempt.number), None)
-        if old is not None and not attempt_transition_allowed(old.status, attempt.status):
-            raise InvariantViolatedError(
-                f"attempt {step}#{attempt.number}: {old.status} -> {attempt.status}"
-            )
-        attempts = tuple(attempt if a.number == attempt.number else a for a in current.attempts)
-        if old is None:
-            attempts = (*attempts, attempt)
-        self.put_step(replace(current, attempts=attempts, updated_at=self.now))
-
-    # -- jobs -----------------------------------------------------------------------
-
-    def schedule(self, step: str, attempt: int, due_at: datetime) -> None:
-        run_id = self.origin.id
-        job = Job(
-            id=job_id_for(run_id, step, attempt),
-            run_id=run_id,
-            step=step,
-            attempt=attempt,
-            due_at=due_at,
-        )
-        if self.find_step(step) is None:
-            self.put_step(
-                StepRunState(
-                    step=step,
-                    status=StepStatus.SCHEDULED,
-                    scheduled_at=self.now,
-                    updated_at=self.now,
-                )
-            )
-        self.set_jobs((*self.jobs, job))
-        self.commands.append(ScheduleJob(job=job))
-
-    def drop_job(self, job: Job) -> None:
-        self.set_jobs(tuple(j for j in self.jobs if j.id != job.id))
-        if job.status is JobStatus.STARTED:
-            self.commands.append(FinishJob(job_id=job.id))
-        else:
-            self.commands.append(CancelJob(job_id=job.id))
-
-    def cancel_scheduled(self, reason: str) -> None:
-        """Drop every scheduled job and mark its step cancelled (skipped, for ``reason``)."""
-        for job in self.jobs:
-            if job.status is JobStatus.SCHEDULED:
-                self.drop_job(job)
-                current = self.step_run(job.step)
-                self.put_step(replace(current, status=StepStatus.CANCELLED, updated_at=self.now))
-                self.emit(
-                    Topic.STEP_CANCELLED,
-                    step=job.step,
-                    attempt=job.attempt,
-                    attributes={"reason": reason},
-                )
-
-    # -- events ---------------------------------------------------------------------
-
-    def emit(
-        self,
-        topic: Topic,
-        *,
-        step: str | None = None,
-        attempt: int | None = None,
-        attributes: JsonObject | None = None,
-    ) -> None:
-        self.commands.append(
-            Emit(
-                topic=topic,
-                run_id=self.origin.id,
-                workflow=self.origin.workflow,
-                step=step,
-                attempt=attempt,
-                attributes=attributes or {},
-            )
-        )
-
-    def finish(self) -> Decision:
-        if self.status != self.started_status:
-            self.emit(
-                Topic.RUN_TRANSITION,
-                attributes={"from": self.started_status.value, "to": self.status.value},
-            )
-        final = replace(
-            self.origin,
-            status=self.status,
-            steps=self.steps,
-            jobs=self.jobs,
-            context=self.context,
-            last_error=self.last_error,
-            version=self.origin.version + 1,
-            updated_at=self.now,
-        )
-        return Decision(state=final, commands=(*self.commands, *self.trailing), base=self.base)
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def _active_status(steps: tuple[StepRunState, ...]) -> RunStatus:
-    """Status of a run that is neither terminal, cancelling nor paused."""
-    if not any(s.attempts for s in steps):
-        return RunStatus.PENDING
-    if any(s.status is StepStatus.RETRY_SCHEDULED for s in steps):
-        return RunStatus.RETRYING
-    return RunStatus.RUNNING
-
-
-def _spec(definition: WorkflowDefinition, step: str) -> StepSpec:
-    spec = definition.step(step)
-    if spec is None:
-        raise InvariantViolatedError(f"workflow {definition.name} has no step {step}")
-    return spec
-
-
-def step_input(definition: WorkflowDefinition, run: RunState, step: str) -> JsonObject:
-    """The input an attempt of ``step`` receives, given the run as it is now."""
-    spec = _spec(definition, step)
-    assembled: dict[str, JsonValue] = dict(run.payload)
-    if definition.mode is WorkflowMode.TRANSITIONS:
-        assembled.update(run.context)
-    else:
-        assembled.update({k: v for k, v in run.context.items() if k in RESERVED_CONTEXT_KEYS})
-        for ancestor in definition.ancestors(step):
-            done = run.step_run(ancestor)
-            if done is not None and done.output is not None:
-                assembled.update(done.output)
-    if spec.input_keys is not None:
-        return {k: assembled[k] for k in spec.input_keys if k in assembled}
-    return assembled
-
-
-def _live_attempt(draft: _Draft, job: Job) -> Attempt:
+def _live_attempt(draft: Draft, job: Job) -> Attempt:
     attempt = next((a for a in draft.step_run(job.step).attempts if a.number == job.attempt), None)
     if attempt is None or attempt.status is not AttemptStatus.RUNNING:
         raise InvariantViolatedError(f"started job {job.id} has no running attempt")
     return attempt
 
 
+def _stale(run: RunState, job_id: str) -> Failure[StaleDelivery]:
+    reason = "no live job with this id"
+    if run.status.terminal:
+        reason += f" (run is {run.status})"
+    return Failure(StaleDelivery(job_id=job_id, reason=reason))
+
+
 def _started_job(run: RunState, job_id: str, token: str) -> Result[Job, StaleDelivery]:
     job = run.job(job_id)
     if job is None:
-        reason = "no live job with this id"
-        if run.status.terminal:
-            reason += f" (run is {run.status})"
-        return Failure(StaleDelivery(job_id=job_id, reason=reason))
+        return _stale(run, job_id)
     if job.status is not JobStatus.STARTED:
         return Failure(StaleDelivery(job_id=job_id, reason="the job has not been delivered"))
     if job.lease_token != token:
@@ -373,43 +112,6 @@ def _started_job(run: RunState, job_id: str, token: str) -> Result[Job, StaleDel
             StaleDelivery(job_id=job_id, reason="lease token does not match the current lease")
         )
     return Success(job)
-
-
-def _due_after_waits(
-    definition: WorkflowDefinition, steps: tuple[StepRunState, ...], step: str, now: datetime
-) -> datetime:
-    """When a dependency step may start: now, or later if it depends on ``wait`` steps.
-
-    A ``wait`` dependency holds its dependents until its own completion plus its duration.
-    """
-    due = now
-    for dep in _spec(definition, step).after:
-        spec = _spec(definition, dep)
-        done = next((s for s in steps if s.step == dep), None)
-        if spec.kind is StepKind.WAIT and spec.duration and done is not None:
-            finished = max((a.finished_at for a in done.attempts if a.finished_at), default=now)
-            due = max(due, finished + spec.duration)
-    return due
-
-
-def _unknown_step(definition: WorkflowDefinition, step: str) -> StepFailure:
-    """The failure recorded when a run meets a definition that no longer declares its step."""
-    return StepFailure(
-        kind="unknown_step",
-        message=f"step {step!r} is no longer declared by workflow {definition.name!r}",
-        retryable=False,
-    )
-
-
-def _converge_cancel(draft: _Draft) -> None:
-    draft.cancel_scheduled("run_cancelled")
-    draft.set_run_status(RunStatus.CANCELLED)
-
-
-def _complete(draft: _Draft) -> None:
-    draft.cancel_scheduled("run_completed")
-    draft.set_last_error(None)
-    draft.set_run_status(RunStatus.COMPLETED)
 
 
 # ---------------------------------------------------------------- per event
@@ -467,7 +169,7 @@ def _start(
 def _new_run(
     definition: WorkflowDefinition, run: RunState, now: datetime, topic: Topic
 ) -> Decision:
-    draft = _Draft(definition, run, now)
+    draft = Draft(definition, run, now)
     attributes: dict[str, JsonValue] = {"trigger": run.trigger}
     if run.replayed_from is not None:
         attributes["replayed_from"] = run.replayed_from
@@ -518,10 +220,7 @@ def _deliver(
 ) -> Result[Decision, Rejected]:
     job = run.job(event.job_id)
     if job is None:
-        reason = "no live job with this id"
-        if run.status.terminal:
-            reason += f" (run is {run.status})"
-        return Failure(StaleDelivery(job_id=event.job_id, reason=reason))
+        return _stale(run, event.job_id)
     if job.status is JobStatus.STARTED:
         reason = (
             "duplicate delivery: the attempt is already running"
@@ -529,28 +228,20 @@ def _deliver(
             else "the job is leased to another worker"
         )
         return Failure(StaleDelivery(job_id=event.job_id, reason=reason))
-    draft = _Draft(definition, run, now)
+    draft = Draft(definition, run, now)
     if run.status is RunStatus.CANCELLING:
-        _converge_cancel(draft)
+        draft.converge_cancel()
         return Success(draft.finish())
     if run.status not in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.RETRYING):
         return Failure(StaleDelivery(job_id=event.job_id, reason=f"run is {run.status}"))
     if definition.step(job.step) is None:
-        draft.set_last_error(_unknown_step(definition, job.step))
-        draft.cancel_scheduled("run_failed")
-        draft.set_run_status(RunStatus.FAILED)
+        draft.fail_run(unknown_step(definition, job.step))
         return Success(draft.finish())
     started = replace(job, status=JobStatus.STARTED, lease_token=event.lease_token)
     draft.set_jobs(tuple(started if j.id == job.id else j for j in run.jobs))
     current = draft.step_run(job.step)
-    draft.put_step(
-        replace(
-            current,
-            status=StepStatus.RUNNING,
-            input=step_input(definition, run, job.step),
-            updated_at=now,
-        )
-    )
+    given = step_input(definition, run, job.step)
+    draft.put_step(replace(current, status=StepStatus.RUNNING, input=given, updated_at=now))
     draft.put_attempt(
         job.step,
         Attempt(
@@ -565,10 +256,38 @@ def _deliver(
         Topic.STEP_STARTED,
         step=job.step,
         attempt=job.attempt,
-        attributes={"job_id": job.id, "lateness_ms": _ms(now - job.due_at)},
+        attributes={"job_id": job.id, "lateness_ms": ms(now - job.due_at)},
     )
-    draft.set_run_status(_active_status(draft.steps))
+    draft.started = StartedAttempt(
+        job_id=job.id,
+        lease_token=event.lease_token,
+        step=job.step,
+        attempt=job.attempt,
+        input=given,
+        started_at=now,
+    )
+    draft.settle_active()
     return Success(draft.finish())
+
+
+def _invalid_output(message: str) -> StepFailure:
+    return StepFailure(kind=INVALID_OUTPUT, message=message, retryable=False)
+
+
+def _unusable_output(
+    definition: WorkflowDefinition, job: Job, output: object
+) -> Result[JsonObject, StepFailure]:
+    """The step's output as a storable JSON object, or the failure it amounts to."""
+    checked = check_json_object(output, limits=definition.limits)
+    if isinstance(checked, Success):
+        return checked
+    problem = checked.failure()
+    return Failure(
+        _invalid_output(
+            f"step {job.step!r} returned unstorable output: "
+            f"output{problem.path[1:]} {problem.reason}"
+        )
+    )
 
 
 def _succeed(
@@ -578,57 +297,24 @@ def _succeed(
     if isinstance(found, Failure):
         return found
     job = found.unwrap()
-    checked = check_json_object(event.output, limits=definition.limits)
-    if isinstance(checked, Failure):
-        problem = checked.failure()
-        failure = StepFailure(
-            kind=INVALID_OUTPUT,
-            message=f"step {job.step!r} returned unstorable output: "
-            f"output{problem.path[1:]} {problem.reason}",
-            retryable=False,
-        )
-        return Success(
-            _fail(
-                definition,
-                run,
-                job=job,
-                failure=failure,
-                attempt_status=AttemptStatus.FAILED,
-                now=now,
-            )
-        )
     spec = definition.step(job.step)
+    output = _unusable_output(definition, job, event.output)
+    if isinstance(output, Failure):
+        return Success(_fail(definition, run, job=job, failure=output.failure(), now=now))
     if spec is None:
-        return Success(
-            _fail(
-                definition,
-                run,
-                job=job,
-                failure=_unknown_step(definition, job.step),
-                attempt_status=AttemptStatus.FAILED,
-                now=now,
-            )
-        )
-    output = checked.unwrap()
-    mapped: JsonObject = {spec.output_key: dict(output)} if spec.output_key else output
+        failure = unknown_step(definition, job.step)
+        return Success(_fail(definition, run, job=job, failure=failure, now=now))
+    mapped: JsonObject = (
+        {spec.output_key: dict(output.unwrap())} if spec.output_key else output.unwrap()
+    )
     reserved = sorted(RESERVED_CONTEXT_KEYS.intersection(mapped))
     if reserved:
-        return Success(
-            _fail(
-                definition,
-                run,
-                job=job,
-                failure=StepFailure(
-                    kind=INVALID_OUTPUT,
-                    message=f"step {job.step!r} returned the reserved key {reserved[0]!r} "
-                    "(set by SquidMesh for cron runs)",
-                    retryable=False,
-                ),
-                attempt_status=AttemptStatus.FAILED,
-                now=now,
-            )
+        failure = _invalid_output(
+            f"step {job.step!r} returned the reserved key {reserved[0]!r} "
+            "(set by SquidMesh for cron runs)"
         )
-    draft = _Draft(definition, run, now)
+        return Success(_fail(definition, run, job=job, failure=failure, now=now))
+    draft = Draft(definition, run, now)
     attempt = _live_attempt(draft, job)
     draft.put_attempt(job.step, replace(attempt, status=AttemptStatus.SUCCEEDED, finished_at=now))
     draft.put_step(
@@ -641,33 +327,15 @@ def _succeed(
         Topic.STEP_COMPLETED,
         step=job.step,
         attempt=job.attempt,
-        attributes={"duration_ms": _ms(now - attempt.started_at)},
+        attributes={"duration_ms": ms(now - attempt.started_at)},
     )
     if run.status.terminal:
         return Success(draft.finish())
     draft.set_context({**draft.context, **mapped})
     if run.status is RunStatus.CANCELLING:
-        _converge_cancel(draft)
+        draft.converge_cancel()
         return Success(draft.finish())
-    if definition.mode is WorkflowMode.TRANSITIONS:
-        delay = spec.duration if spec.kind is StepKind.WAIT and spec.duration else _ZERO
-        target = definition.target(job.step, Outcome.OK)
-        if target is None:
-            raise InvariantViolatedError(f"step {job.step} has no ok route")
-        if target == COMPLETE:
-            _complete(draft)
-        else:
-            draft.schedule(target, 1, now + delay)
-            draft.set_run_status(_active_status(draft.steps))
-        return Success(draft.finish())
-    completed = frozenset(s.step for s in draft.steps if s.status is StepStatus.COMPLETED)
-    if completed == frozenset(definition.step_names()):
-        _complete(draft)
-        return Success(draft.finish())
-    started = frozenset(s.step for s in draft.steps)
-    for ready in definition.dependents_ready(completed, started):
-        draft.schedule(ready, 1, _due_after_waits(definition, draft.steps, ready, now))
-    draft.set_run_status(_active_status(draft.steps))
+    route_success(draft, spec, job)
     return Success(draft.finish())
 
 
@@ -677,11 +345,11 @@ def _fail(
     *,
     job: Job,
     failure: StepFailure,
-    attempt_status: AttemptStatus,
     now: datetime,
+    attempt_status: AttemptStatus = AttemptStatus.FAILED,
 ) -> Decision:
     failure = storable_failure(failure)
-    draft = _Draft(definition, run, now)
+    draft = Draft(definition, run, now)
     attempt = _live_attempt(draft, job)
     draft.put_attempt(
         job.step, replace(attempt, status=attempt_status, finished_at=now, error=failure)
@@ -693,7 +361,7 @@ def _fail(
         attempt=job.attempt,
         attributes={
             "error": failure_attributes(failure),
-            "duration_ms": _ms(now - attempt.started_at),
+            "duration_ms": ms(now - attempt.started_at),
         },
     )
     if attempt_status is AttemptStatus.LOST:
@@ -709,7 +377,7 @@ def _fail(
         return draft.finish()
     if run.status is RunStatus.CANCELLING:
         settle_step(StepStatus.FAILED)
-        _converge_cancel(draft)
+        draft.converge_cancel()
         return draft.finish()
     spec = definition.step(job.step)
     verdict = decide_retry(
@@ -730,26 +398,12 @@ def _fail(
                 Topic.STEP_RETRY_SCHEDULED,
                 step=job.step,
                 attempt=next_attempt,
-                attributes={"delay_ms": _ms(delay), "due_at": due_at.isoformat()},
+                attributes={"delay_ms": ms(delay), "due_at": due_at.isoformat()},
             )
-            draft.set_run_status(_active_status(draft.steps))
+            draft.settle_active()
         case GiveUp():
             settle_step(StepStatus.FAILED)
-            target = (
-                definition.target(job.step, Outcome.ERROR)
-                if definition.mode is WorkflowMode.TRANSITIONS
-                else None
-            )
-            if target == COMPLETE:
-                _complete(draft)
-            elif target is not None:
-                draft.set_last_error(None)
-                draft.schedule(target, 1, now)
-                draft.set_run_status(_active_status(draft.steps))
-            else:
-                draft.set_last_error(failure)
-                draft.cancel_scheduled("run_failed")
-                draft.set_run_status(RunStatus.FAILED)
+            route_give_up(draft, job, failure)
         case _:
             assert_never(verdict)
     return draft.finish()
@@ -788,10 +442,10 @@ def _lease_expired(
 def _cancel(
     definition: WorkflowDefinition, run: RunState, now: datetime
 ) -> Result[Decision, Rejected]:
-    draft = _Draft(definition, run, now)
+    draft = Draft(definition, run, now)
     match run.status:
         case RunStatus.PENDING | RunStatus.PAUSED:
-            _converge_cancel(draft)
+            draft.converge_cancel()
         case RunStatus.RUNNING | RunStatus.RETRYING:
             draft.set_run_status(RunStatus.CANCELLING)
             for job in run.jobs:

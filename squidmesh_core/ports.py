@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from returns.result import Result
 
@@ -55,27 +55,12 @@ class Fence:
     With ``renew_until`` the same commit also extends that lease to ``renew_until``:
     a delivery that waited in a broker starts its attempt on a fresh lease, in the
     transaction that records the start, so nobody can reclaim it in between.
+    (A lease on a job the commit *inserts* travels with its ``ScheduleJob``.)
     """
 
     job_id: JobId
     lease_token: LeaseToken
     renew_until: datetime | None = None
-    lease_next: Lease | None = None
-    """A job the decision inserts that the same worker runs next, at once: the
-    store inserts it already leased, so no claim is needed (the inline path).
-    Every store must honour it: the run already records that job as started, so
-    a store that inserted it unleased would let a dispatcher claim it and
-    reclaim a running attempt. ``RunStoreContract`` checks it."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Lease:
-    """A lease a commit sets on a job it inserts (see ``Fence.lease_next``)."""
-
-    job_id: JobId
-    lease_token: LeaseToken
-    until: datetime
-    owner: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,8 +91,30 @@ class RunStore(Protocol):
       mints a new token (through the caller's ``mint`` function).
     * ``claim_job`` leases one named job under the same rule, or returns ``None``.
     * ``heartbeat`` and ``release`` act only for the current lease holder.
+    * Job rows are written as :func:`squidmesh_core.jobwrites.job_writes` says;
+      a ``ScheduleJob`` with a lease inserts its job already leased.
+    * ``open`` may be called again after ``close``; ``watch`` returns at once when
+      nothing outside this process can make jobs due.
     * Faults (database gone) raise ``BackendError`` subclasses; nothing else escapes.
     """
+
+    async def open(self) -> None:
+        """Acquire resources (connections, files); safe to call when already open."""
+        ...
+
+    async def close(self) -> None:
+        """Release resources; a later ``open`` makes the store usable again."""
+        ...
+
+    async def watch(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever jobs may have become due elsewhere, until cancelled.
+
+        Stores shared by several processes (PostgreSQL's LISTEN/NOTIFY) use it so
+        a dispatcher wakes early instead of waiting for its next poll. A notice is
+        only a hint: dispatchers still poll, so lost notices cost latency, not
+        runs. A store no other process writes returns at once.
+        """
+        ...
 
     async def load(self, run_id: RunId) -> RunState | None:
         """The run, or ``None`` if it does not exist."""
@@ -178,20 +185,6 @@ class RunStore(Protocol):
         ...
 
 
-@runtime_checkable
-class WakeupSource(Protocol):
-    """Optional store capability: tells the dispatcher when jobs became due elsewhere.
-
-    Stores shared by several processes (PostgreSQL's LISTEN/NOTIFY) implement it
-    so a dispatcher wakes early instead of waiting for its next poll. A notice is
-    only a hint: dispatchers still poll, so lost notices cost latency, not runs.
-    """
-
-    async def watch(self, wake: Callable[[], None]) -> None:
-        """Call ``wake`` whenever jobs may have become due, until cancelled."""
-        ...
-
-
 JobHandler = Callable[[JobId, LeaseToken], Awaitable[None]]
 """What an executor calls for each submitted job."""
 
@@ -215,8 +208,10 @@ class Executor(Protocol):
         """How many more jobs could start now."""
         ...
 
-    async def start(self, handler: JobHandler) -> None:
-        """Begin accepting jobs."""
+    async def start(
+        self, handler: JobHandler, *, slot_freed: Callable[[], None] = lambda: None
+    ) -> None:
+        """Begin accepting jobs; call ``slot_freed`` whenever a job this process ran ends."""
         ...
 
     async def submit(self, job_id: JobId, lease_token: LeaseToken) -> None:

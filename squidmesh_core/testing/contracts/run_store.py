@@ -9,15 +9,16 @@ from datetime import UTC, datetime, timedelta
 
 from returns.result import Failure, Success
 
-from squidmesh_core.commands import Decision, combine
+from squidmesh_core.commands import Decision, Lease
 from squidmesh_core.decide import decide
 from squidmesh_core.definition import COMPLETE, WorkflowDefinition
 from squidmesh_core.dsl import chain, manual, step, wait, workflow
 from squidmesh_core.errors import DuplicateRun, StaleLease, VersionConflict
 from squidmesh_core.events import CancelRequested, JobDelivered, RunRequested, StepSucceeded
+from squidmesh_core.handoff import decide_outcome
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
 from squidmesh_core.jsonvalue import JsonObject
-from squidmesh_core.ports import Fence, Lease, RunStore
+from squidmesh_core.ports import Fence, RunStore
 from squidmesh_core.state import RunState, RunStatus
 
 T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
@@ -116,15 +117,24 @@ async def _success_and_next_start(
     state, token = await deliver(store, state, T0)
     first, pause = JobId(f"{state.id}/first/1"), JobId(f"{state.id}/pause/1")
     succeeded = StepSucceeded(job_id=first, lease_token=token, output={"a": 1})
-    outcome = decide(FLOW, state, succeeded, now=T0).unwrap()
-    nxt = LeaseToken("next-token")
-    started = decide(FLOW, outcome.state, JobDelivered(job_id=pause, lease_token=nxt), now=T0)
-    lease = Lease(job_id=pause, lease_token=nxt, until=T0 + LEASE, owner="c")
-    return state, token, combine(outcome, started.unwrap()), lease
+    lease = Lease(token=LeaseToken("next-token"), until=T0 + LEASE, owner="c")
+    both = decide_outcome(FLOW, state, succeeded, now=T0, next_lease=lease).unwrap()
+    assert both.started is not None and both.started.job_id == pause
+    return state, token, both, lease
 
 
 class RunStoreContract:
     """Every RunStore passes these. Subclass and provide a ``run_store`` fixture."""
+
+    async def test_open_may_repeat_and_a_closed_store_opens_again(
+        self, run_store: RunStore
+    ) -> None:
+        state = await committed(run_store, new_run(1))
+        await run_store.open()
+        await run_store.open()
+        await run_store.close()
+        await run_store.open()
+        assert await run_store.load(state.id) == state
 
     async def test_loading_an_unknown_run_gives_none(self, run_store: RunStore) -> None:
         assert await run_store.load(run_id(1)) is None
@@ -300,23 +310,23 @@ class RunStoreContract:
         self, run_store: RunStore
     ) -> None:
         state, token, both, lease = await _success_and_next_start(run_store)
-        pause = lease.job_id
-        fence = Fence(job_id=JobId(f"{state.id}/first/1"), lease_token=token, lease_next=lease)
+        pause = JobId(f"{state.id}/pause/1")
+        fence = Fence(job_id=JobId(f"{state.id}/first/1"), lease_token=token)
         assert await run_store.commit(both, fence=fence) == Success(None)
         assert await run_store.load(state.id) == both.state
         assert both.state.version == state.version + 1
         assert await claim(run_store, T0 + timedelta(seconds=1)) == []  # leased, not claimable
         assert not await run_store.heartbeat(pause, token, until=T0 + LEASE * 2)
-        assert await run_store.heartbeat(pause, lease.lease_token, until=T0 + LEASE * 2)
+        assert await run_store.heartbeat(pause, lease.token, until=T0 + LEASE * 2)
         assert await claim(run_store, T0 + LEASE) == []
         assert await claim(run_store, T0 + LEASE * 2) == [pause]  # an expired lease is reclaimed
 
     async def test_a_combined_commit_under_a_stale_fence_writes_nothing(
         self, run_store: RunStore
     ) -> None:
-        state, _, both, lease = await _success_and_next_start(run_store)
+        state, _, both, _ = await _success_and_next_start(run_store)
         first = JobId(f"{state.id}/first/1")
-        fence = Fence(job_id=first, lease_token=LeaseToken("forged"), lease_next=lease)
+        fence = Fence(job_id=first, lease_token=LeaseToken("forged"))
         refused = await run_store.commit(both, fence=fence)
         assert refused == Failure(StaleLease(job_id=first))
         assert await run_store.load(state.id) == state
