@@ -4,7 +4,7 @@ Runs complete runs of a 10-step no-op workflow through a started in-process
 Runtime over ``PostgresRunStore`` in a throwaway schema, then reports:
 
 * runs/s and steps/s at the given concurrency;
-* write transactions and statements per decision (counted by the store), and
+* write transactions and statements per decision (the store's probe counts), and
   every transaction the server committed per step (``pg_stat_database``, which
   also counts claims, heartbeats and autocommit reads);
 * WAL bytes per step (``pg_current_wal_lsn()`` before and after);
@@ -32,13 +32,14 @@ from _flows import chain_of
 from _sections import write_section
 
 from squidmesh_backends.postgres import PostgresRunStore, migrate
+from squidmesh_backends.probe import COMMITS, LAST_COMMIT, STATEMENTS, Counters
 from squidmesh_backends.runtime import Runtime, RuntimeSettings
 from squidmesh_core import RunStatus
-from squidmesh_core.commands import combine
-from squidmesh_core.decide import decide
-from squidmesh_core.events import JobDelivered, StepSucceeded
+from squidmesh_core.commands import Lease
+from squidmesh_core.events import StepSucceeded
+from squidmesh_core.handoff import decide_outcome
 from squidmesh_core.ids import JobId, LeaseToken
-from squidmesh_core.ports import Fence, Lease
+from squidmesh_core.ports import Fence
 from squidmesh_core.testing.contracts.run_store import (
     FLOW,
     LEASE,
@@ -100,7 +101,8 @@ async def measure(runs: int, concurrency: int, dsn: str = DSN) -> Result:
         claim_batch=concurrency,
     )
     try:
-        store = PostgresRunStore(dsn, schema=schema, max_size=max(4, concurrency // 2))
+        probe = Counters()
+        store = PostgresRunStore(dsn, schema=schema, max_size=max(4, concurrency // 2), probe=probe)
         async with store, Runtime(store=store, workflows=[TEN], settings=settings) as runtime:
             warm = (await runtime.start_run(TEN, {})).unwrap()
             await runtime.wait_for(warm.id, timeout=timedelta(seconds=60))
@@ -109,14 +111,14 @@ async def measure(runs: int, concurrency: int, dsn: str = DSN) -> Result:
             # The pg_stat counters are flushed lazily; let the warm-up settle first.
             await asyncio.sleep(1.2)
             xact0, wal0 = await _server_counters(dsn)
-            tx0, st0 = store.stats.transactions, store.stats.statements
+            tx0, st0 = probe[COMMITS], probe[STATEMENTS]
             began = time.perf_counter()
             ids = [(await runtime.start_run(TEN, {})).unwrap().id for _ in range(runs)]
             for run_id in ids:
                 done = (await runtime.wait_for(run_id, timeout=timedelta(seconds=600))).unwrap()
                 assert done.status is RunStatus.COMPLETED, done.status
             seconds = time.perf_counter() - began
-            tx, st = store.stats.transactions - tx0, store.stats.statements - st0
+            tx, st = probe[COMMITS] - tx0, probe[STATEMENTS] - st0
             await asyncio.sleep(1.2)
             xact1, wal1 = await _server_counters(dsn)
         statements = await _one_transition(store)  # with the runtime stopped
@@ -140,23 +142,24 @@ async def _one_transition(store: PostgresRunStore) -> list[str]:
     """The statements of one step transition as the inline path commits it.
 
     Step ``first`` succeeded and the same worker starts the next step under a
-    new lease: ``combine`` of the two decisions, fenced by the old lease.
+    new lease (``decide_outcome`` with ``next_lease``), fenced by the old lease.
     """
-    caller = PostgresRunStore(store.dsn, schema=store.schema, clock="caller", max_size=1)
+    probe = Counters()
+    caller = PostgresRunStore(
+        store.dsn, schema=store.schema, clock="caller", max_size=1, probe=probe
+    )
     async with caller:
         state = await committed(caller, new_run(999_999))
         state, token = await deliver(caller, state, T0)
         job = JobId(f"{state.id}/first/1")
         succeeded = StepSucceeded(job_id=job, lease_token=token, output={"a": 1})
-        outcome = decide(FLOW, state, succeeded, now=T0).unwrap()
-        nxt = JobId(f"{state.id}/pause/1")
-        started = decide(
-            FLOW, outcome.state, JobDelivered(job_id=nxt, lease_token=LeaseToken("n")), now=T0
-        ).unwrap()
-        lease = Lease(job_id=nxt, lease_token=LeaseToken("n"), until=T0 + LEASE, owner="bench")
-        fence = Fence(job_id=job, lease_token=token, lease_next=lease)
-        await committed(caller, combine(outcome, started), fence)
-        return [line.replace(f'"{store.schema}".', "") for line in caller.stats.last_commit]
+        lease = Lease(token=LeaseToken("n"), until=T0 + LEASE, owner="bench")
+        both = decide_outcome(FLOW, state, succeeded, now=T0, next_lease=lease).unwrap()
+        assert both.started is not None, "the next step was not handed over"
+        await committed(caller, both, Fence(job_id=job, lease_token=token))
+        lines = probe.detail(LAST_COMMIT)
+        assert isinstance(lines, list)
+        return [str(line).replace(f'"{store.schema}".', "") for line in lines]
 
 
 async def transition_statements(dsn: str = DSN) -> list[str]:

@@ -36,6 +36,7 @@ from _finished import Finished
 from _flows import chain_of, noop
 
 from squidmesh_backends.postgres import PostgresRunStore, migrate
+from squidmesh_backends.probe import COMMITS, STATEMENTS, Counters
 from squidmesh_backends.runtime import Runtime, RuntimeSettings
 from squidmesh_backends.taskiq import TaskiqExecutor, redis_stream_broker
 from squidmesh_core import (
@@ -63,9 +64,12 @@ def timer_flow(seconds: float) -> WorkflowDefinition:
 
 
 class SquidMeshEngine:
-    def __init__(self, runtime: Runtime, store: PostgresRunStore, finished: Finished) -> None:
+    def __init__(
+        self, runtime: Runtime, store: PostgresRunStore, probe: Counters, finished: Finished
+    ) -> None:
         self.runtime = runtime
         self.store = store
+        self.probe = probe
         self.finished = finished
         self.flows = {n: runtime.workflows[f"bench.steps.{n}"] for n in (1, 10)}
 
@@ -85,10 +89,10 @@ class SquidMeshEngine:
         return (history["after"].attempts[-1].started_at - due).total_seconds()
 
     def own_counters(self) -> dict[str, int]:
-        """The store's own count of write transactions and statements."""
+        """The store's own count of write transactions and statements (from its probe)."""
         return {
-            "write_transactions": self.store.stats.transactions,
-            "statements": self.store.stats.statements,
+            "write_transactions": self.probe[COMMITS],
+            "statements": self.probe[STATEMENTS],
         }
 
     async def enqueue(self, count: int) -> None:
@@ -115,7 +119,8 @@ async def main_async(variant: str, dsn: str, spec: dict[str, Any]) -> dict[str, 
         claim_batch=64,
         inline_next_step=variant != "taskiq-plain",
     )
-    store = PostgresRunStore(dsn, schema=SCHEMA, max_size=int(spec.get("pool", 20)))
+    probe = Counters()
+    store = PostgresRunStore(dsn, schema=SCHEMA, max_size=int(spec.get("pool", 20)), probe=probe)
     queue = f"bench_{secrets.token_hex(4)}"
     executor = (
         None
@@ -130,7 +135,7 @@ async def main_async(variant: str, dsn: str, spec: dict[str, Any]) -> dict[str, 
     spec = {**spec, "sizes": [1, 10]}  # a SquidMesh workflow has at least one step
     try:
         async with store, runtime:
-            return await drive(SquidMeshEngine(runtime, store, finished), dsn, spec)
+            return await drive(SquidMeshEngine(runtime, store, probe, finished), dsn, spec)
     finally:
         if executor is not None:
             client = aredis.Redis.from_url(REDIS)

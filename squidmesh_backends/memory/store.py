@@ -15,10 +15,12 @@ from datetime import datetime, timedelta
 from returns.result import Failure, Result, Success
 
 from squidmesh_backends.errors import BackendError
+from squidmesh_backends.probe import COMMITS, NO_PROBE, Probe
 from squidmesh_core.codec import decode_run, encode_run
-from squidmesh_core.commands import CancelJob, Decision, FinishJob, RescheduleJob, ScheduleJob
+from squidmesh_core.commands import Decision
 from squidmesh_core.errors import CommitError, DuplicateRun, StaleLease, VersionConflict
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
+from squidmesh_core.jobwrites import job_writes
 from squidmesh_core.jsonvalue import JsonValue
 from squidmesh_core.ports import Claim, Fence
 from squidmesh_core.state import RunState, RunStatus
@@ -52,18 +54,26 @@ class _RunRow:
 class MemoryRunStore:
     """A RunStore in process memory. Supported, not a fake: it passes ``RunStoreContract``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, probe: Probe = NO_PROBE) -> None:
         self._runs: dict[RunId, _RunRow] = {}
         self._jobs: dict[JobId, _JobRow] = {}
         self._keys: dict[tuple[str, IdempotencyKey], RunId] = {}
-        self.commits = 0
-        """Number of successful commits (one per transaction a durable store would run)."""
+        self._probe = probe
 
     async def __aenter__(self) -> MemoryRunStore:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         return None
+
+    async def open(self) -> None:
+        """Nothing to acquire."""
+
+    async def close(self) -> None:
+        """Nothing to release: the runs stay in memory."""
+
+    async def watch(self, wake: Callable[[], None]) -> None:
+        """Nothing outside this process writes here: returns at once."""
 
     def _decode(self, row: _RunRow) -> RunState:
         decoded = decode_run(row.body)
@@ -83,26 +93,34 @@ class MemoryRunStore:
         keys = [k for (w, k) in self._keys if w == workflow and k.startswith(prefix)]
         return max(keys, default=None)
 
+    def _refusal(self, decision: Decision, fence: Fence | None) -> CommitError | None:
+        """Why the commit must write nothing: a lost lease, a taken id or key, a stale version."""
+        state, expected = decision.state, decision.expected_version
+        if fence is not None:
+            row = self._jobs.get(fence.job_id)
+            if row is None or row.lease_token != fence.lease_token:
+                return StaleLease(job_id=fence.job_id)
+        if expected != 0:
+            current = self._runs.get(state.id)
+            if current is None or current.version != expected:
+                return VersionConflict(run_id=state.id, expected=expected)
+            return None
+        if state.id in self._runs:
+            return DuplicateRun(run_id=state.id, existing_run_id=state.id)
+        if state.idempotency_key is not None:
+            existing = self._keys.get((state.workflow, state.idempotency_key))
+            if existing is not None:
+                return DuplicateRun(run_id=state.id, existing_run_id=existing)
+        return None
+
     async def commit(
         self, decision: Decision, *, fence: Fence | None = None
     ) -> Result[None, CommitError]:
         state = decision.state
         expected = decision.expected_version
-        if fence is not None:
-            row = self._jobs.get(fence.job_id)
-            if row is None or row.lease_token != fence.lease_token:
-                return Failure(StaleLease(job_id=fence.job_id))
-        if expected == 0:
-            if state.id in self._runs:
-                return Failure(DuplicateRun(run_id=state.id, existing_run_id=state.id))
-            if state.idempotency_key is not None:
-                existing = self._keys.get((state.workflow, state.idempotency_key))
-                if existing is not None:
-                    return Failure(DuplicateRun(run_id=state.id, existing_run_id=existing))
-        else:
-            current = self._runs.get(state.id)
-            if current is None or current.version != expected:
-                return Failure(VersionConflict(run_id=state.id, expected=expected))
+        refused = self._refusal(decision, fence)
+        if refused is not None:
+            return Failure(refused)
         self._runs[state.id] = _RunRow(
             body=encode_run(state),
             workflow=state.workflow,
@@ -115,24 +133,23 @@ class MemoryRunStore:
             self._keys[(state.workflow, state.idempotency_key)] = state.id
         if fence is not None and fence.renew_until is not None:
             self._jobs[fence.job_id].lease_expires_at = fence.renew_until
-        for command in decision.commands:
-            match command:
-                case ScheduleJob(job=job):
-                    row = _JobRow(job_id=job.id, run_id=job.run_id, due_at=job.due_at)
-                    lease = None if fence is None else fence.lease_next
-                    if lease is not None and lease.job_id == job.id:
-                        row.lease_token = lease.lease_token
-                        row.lease_expires_at = lease.until
-                        row.owner = lease.owner
-                    self._jobs[job.id] = row
-                case RescheduleJob(job_id=job_id, due_at=due_at):
-                    if job_id in self._jobs:
-                        self._jobs[job_id].due_at = due_at
-                case CancelJob(job_id=job_id) | FinishJob(job_id=job_id):
-                    self._jobs.pop(job_id, None)
-                case _:
-                    pass
-        self.commits += 1
+        writes = job_writes(decision)
+        for insert in writes.inserts:
+            job, lease = insert.job, insert.lease
+            self._jobs[job.id] = _JobRow(
+                job_id=job.id,
+                run_id=job.run_id,
+                due_at=job.due_at,
+                lease_token=None if lease is None else lease.token,
+                lease_expires_at=None if lease is None else lease.until,
+                owner=None if lease is None else lease.owner,
+            )
+        for move in writes.moves:
+            if move.job_id in self._jobs:
+                self._jobs[move.job_id].due_at = move.due_at
+        for job_id in writes.deletes:
+            self._jobs.pop(job_id, None)
+        self._probe.record(COMMITS)
         return Success(None)
 
     async def claim_due(
@@ -215,7 +232,3 @@ class MemoryRunStore:
         ]
         rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return [self._decode(r) for r in rows[: max(limit, 0)]]
-
-    async def job_rows(self) -> dict[JobId, tuple[datetime, LeaseToken | None]]:
-        """Look behind the port: every job row as (due_at, lease token). For tests."""
-        return {k: (r.due_at, r.lease_token) for k, r in self._jobs.items()}

@@ -1,6 +1,6 @@
 """PostgreSQL persistence: ``PostgresRunStore`` and the ``squidmesh migrate`` machinery."""
 
 from squidmesh_backends.postgres.migrations import LATEST_VERSION, MIGRATIONS, migrate
-from squidmesh_backends.postgres.store import PostgresRunStore, StoreStats
+from squidmesh_backends.postgres.store import PostgresRunStore
 
-__all__ = ["LATEST_VERSION", "MIGRATIONS", "PostgresRunStore", "StoreStats", "migrate"]
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "PostgresRunStore", "migrate"]

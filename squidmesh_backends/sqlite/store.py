@@ -28,10 +28,12 @@ from returns.result import Failure, Result, Success
 
 from squidmesh_backends._aio import LoopLock
 from squidmesh_backends.errors import BackendError, BackendUnavailableError, MigrationRequiredError
+from squidmesh_backends.probe import COMMITS, NO_PROBE, Probe
 from squidmesh_core.codec import decode_run, encode_run
-from squidmesh_core.commands import CancelJob, Decision, FinishJob, RescheduleJob, ScheduleJob
+from squidmesh_core.commands import Decision
 from squidmesh_core.errors import CommitError, DuplicateRun, StaleLease, VersionConflict
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
+from squidmesh_core.jobwrites import job_writes
 from squidmesh_core.ports import Claim, Fence
 from squidmesh_core.state import RunState, RunStatus
 
@@ -78,14 +80,18 @@ class SqliteRunStore:
     """A RunStore in one SQLite file. It passes ``RunStoreContract``."""
 
     def __init__(
-        self, path: str | Path, *, busy_timeout: timedelta = timedelta(seconds=10)
+        self,
+        path: str | Path,
+        *,
+        busy_timeout: timedelta = timedelta(seconds=10),
+        probe: Probe = NO_PROBE,
     ) -> None:
         self.path = str(path)
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._opening = LoopLock()
-        self.commits = 0
+        self._probe = probe
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -106,6 +112,9 @@ class SqliteRunStore:
         conn, self._conn = self._conn, None
         if conn is not None:
             await asyncio.to_thread(conn.close)
+
+    async def watch(self, wake: Callable[[], None]) -> None:
+        """SQLite has no notifications: other processes' jobs are found by polling."""
 
     def _connect_with_retry(self) -> sqlite3.Connection:
         # A fresh file being initialised by another process is briefly locked.
@@ -243,7 +252,7 @@ class SqliteRunStore:
                         raise _Refused(refused)
             except _Refused as refusal:
                 return Failure(refusal.error)
-            self.commits += 1
+            self._probe.record(COMMITS)
             return Success(None)
 
         return await self._run(work)
@@ -302,36 +311,31 @@ class SqliteRunStore:
             )
             if updated.rowcount != 1:
                 return VersionConflict(run_id=state.id, expected=expected)
-        for command in decision.commands:
-            match command:
-                case ScheduleJob(job=job):
-                    lease = None if fence is None else fence.lease_next
-                    if lease is None or lease.job_id != job.id:
-                        lease = None
-                    _query(
-                        conn,
-                        "INSERT OR REPLACE INTO squidmesh_jobs"
-                        " (id, run_id, due_us, lease_token, lease_expires_us, owner)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
-                        (
-                            job.id,
-                            job.run_id,
-                            _us(job.due_at),
-                            None if lease is None else lease.lease_token,
-                            None if lease is None else _us(lease.until),
-                            None if lease is None else lease.owner,
-                        ),
-                    )
-                case RescheduleJob(job_id=job_id, due_at=due_at):
-                    _query(
-                        conn,
-                        "UPDATE squidmesh_jobs SET due_us = ? WHERE id = ?",
-                        (_us(due_at), job_id),
-                    )
-                case CancelJob(job_id=job_id) | FinishJob(job_id=job_id):
-                    _query(conn, "DELETE FROM squidmesh_jobs WHERE id = ?", (job_id,))
-                case _:
-                    pass
+        writes = job_writes(decision)
+        for insert in writes.inserts:
+            job, lease = insert.job, insert.lease
+            _query(
+                conn,
+                "INSERT OR REPLACE INTO squidmesh_jobs"
+                " (id, run_id, due_us, lease_token, lease_expires_us, owner)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    job.id,
+                    job.run_id,
+                    _us(job.due_at),
+                    None if lease is None else lease.token,
+                    None if lease is None else _us(lease.until),
+                    None if lease is None else lease.owner,
+                ),
+            )
+        for move in writes.moves:
+            _query(
+                conn,
+                "UPDATE squidmesh_jobs SET due_us = ? WHERE id = ?",
+                (_us(move.due_at), move.job_id),
+            )
+        for job_id in writes.deletes:
+            _query(conn, "DELETE FROM squidmesh_jobs WHERE id = ?", (job_id,))
         return None
 
     async def claim_due(
@@ -461,17 +465,6 @@ class SqliteRunStore:
                 ),
             ).fetchall()
             return [self._decode(body, run_id) for run_id, body in rows]
-
-        return await self._run(work)
-
-    async def job_rows(self) -> dict[JobId, tuple[datetime, LeaseToken | None]]:
-        """Look behind the port: every job row as (due_at, lease token). For tests."""
-
-        def work(conn: sqlite3.Connection) -> dict[JobId, tuple[datetime, LeaseToken | None]]:
-            rows = _query(conn, "SELECT id, due_us, lease_token FROM squidmesh_jobs", ()).fetchall()
-            return {
-                JobId(r[0]): (_time(r[1]), None if r[2] is None else LeaseToken(r[2])) for r in rows
-            }
 
         return await self._run(work)
 

@@ -12,6 +12,7 @@ from squidmesh_backends.postgres import PostgresRunStore
 from squidmesh_core.decide import decide
 from squidmesh_core.events import CancelRequested
 from squidmesh_core.testing.contracts.run_store import FLOW, committed, new_run, run_id
+from tests.postgres.sql import execute
 
 pytestmark = pytest.mark.postgres
 
@@ -28,7 +29,7 @@ def test_the_page_has_sql() -> None:
 async def test_documented_sql_runs(pg_store: PostgresRunStore, block: str) -> None:
     await committed(pg_store, new_run(1))
     for statement in filter(str.strip, block.split(";")):
-        await pg_store.execute(statement.replace("squidmesh.", f'"{pg_store.schema}".'))
+        await execute(pg_store, statement.replace("squidmesh.", f'"{pg_store.schema}".'))
 
 
 async def test_the_documented_prune_removes_old_finished_runs_only(
@@ -51,13 +52,14 @@ async def test_the_documented_prune_removes_old_finished_runs_only(
     )
     await committed(pg_store, decide(FLOW, older_cron, CancelRequested(), now=old).unwrap())
     prune = next(block for block in SQL if block.lstrip().startswith("DELETE"))
-    await pg_store.execute(prune.replace("squidmesh.", f'"{pg_store.schema}".'))
+    await execute(pg_store, prune.replace("squidmesh.", f'"{pg_store.schema}".'))
     assert await pg_store.load(run_id(1)) is None
     assert await pg_store.load(run_id(2)) is not None
     assert await pg_store.load(run_id(3)) is not None
     assert await pg_store.load(run_id(4)) is not None, "the newest cron run of a trigger stays"
     assert await pg_store.load(run_id(5)) is None
-    leftovers = await pg_store.execute(
+    leftovers = await execute(
+        pg_store,
         f'SELECT count(*) FROM "{pg_store.schema}".squidmesh_step_runs WHERE run_id = %s',
         (run_id(1),),
     )

@@ -16,7 +16,7 @@ from squidmesh_core import RunStatus
 from tests.postgres.cluster import ThrowawayCluster
 from tests.postgres.counting import CountingFlow
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 COUNTING = CountingFlow("restart.flow", delay=0.05)
 FLOW = COUNTING.definition

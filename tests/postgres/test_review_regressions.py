@@ -13,6 +13,7 @@ from squidmesh_backends.runtime import JobOutcome, Runtime, RuntimeSettings, com
 from squidmesh_core import COMPLETE, RunId, RunStatus, StepContext, chain, manual, step, workflow
 from squidmesh_core.testing.contracts.run_store import T0, Tokens, committed, new_run, run_id
 from tests.postgres.lossy_proxy import LossyProxy
+from tests.postgres.sql import PooledStore
 from tests.services import drop_schema
 
 pytestmark = pytest.mark.postgres
@@ -67,7 +68,7 @@ async def test_a_delivery_whose_commit_reply_was_lost_still_runs_the_step(
                 mint=runtime.ids.new_lease_token,
             )
             proxy.lose_next_commit_reply()  # the commit that starts the attempt
-            outcome = await runtime.engine.execute_job(claims[0].job_id, claims[0].lease_token)
+            outcome = await runtime.worker.execute_job(claims[0].job_id, claims[0].lease_token)
             assert proxy.dropped == 1
             assert outcome is JobOutcome.SUCCEEDED
             done = await store.load(RunId(run.id))
@@ -100,11 +101,13 @@ async def test_long_schema_names_get_a_valid_notify_channel(pg_dsn: str) -> None
 async def test_a_connection_the_server_ended_for_idleness_is_replaced(
     pg_dsn: str, pg_schema: str
 ) -> None:
-    async with PostgresRunStore(pg_dsn, schema=pg_schema, min_size=1, max_size=1) as store:
-        await store.execute("SELECT set_config('idle_session_timeout', '100ms', false)")
+    async with PooledStore(pg_dsn, schema=pg_schema, min_size=1, max_size=1) as store:
+        # The pool's only connection: the server ends it after 100 ms of idleness.
+        await store.pooled("SELECT set_config('idle_session_timeout', '100ms', false)")
         await asyncio.sleep(0.4)  # the server closes the pooled connection
         assert await store.load(run_id(1)) is None
-        assert await store.execute("SELECT 1") == [(1,)]
+        replaced = await store.pooled("SELECT current_setting('idle_session_timeout')")
+        assert replaced != [("100ms",)], "the dead connection was replaced"
 
 
 async def test_json_numbers_and_key_order_round_trip_exactly(pg_store: PostgresRunStore) -> None:

@@ -11,13 +11,12 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from squidmesh_backends.postgres import PostgresRunStore
+from squidmesh_backends.probe import CLAIMED, Counters
 from squidmesh_backends.runtime import JobOutcome, Runtime, RuntimeSettings, compose
 from squidmesh_core import (
     COMPLETE,
     InvalidPayload,
-    JobId,
     JsonLimits,
-    LeaseToken,
     RunStatus,
     StepContext,
     chain,
@@ -25,7 +24,10 @@ from squidmesh_core import (
     step,
     workflow,
 )
+from squidmesh_core.protocol import JobId, LeaseToken
+from tests.lookbehind import job_rows
 from tests.postgres.counting import CountingFlow
+from tests.postgres.sql import execute
 
 pytestmark = pytest.mark.postgres
 
@@ -80,11 +82,12 @@ async def store(pg_dsn: str, pg_schema: str) -> AsyncIterator[PostgresRunStore]:
 
 async def row_counts(store: PostgresRunStore) -> tuple[int, ...]:
     s = f'"{store.schema}"'
-    rows = await store.execute(
+    rows = await execute(
+        store,
         f"SELECT (SELECT count(*) FROM {s}.squidmesh_runs),"
         f" (SELECT count(*) FROM {s}.squidmesh_step_runs),"
         f" (SELECT count(*) FROM {s}.squidmesh_attempts),"
-        f" (SELECT count(*) FROM {s}.squidmesh_jobs)"
+        f" (SELECT count(*) FROM {s}.squidmesh_jobs)",
     )
     return tuple(int(v) for v in rows[0])
 
@@ -198,7 +201,7 @@ async def test_forged_and_stale_deliveries_change_nothing(store: PostgresRunStor
     started = (await runtime.start_run(EMIT, {})).unwrap()
     job = JobId(f"{started.id}/emit/1")
     before = await store.load(started.id)
-    engine = runtime.engine
+    engine = runtime.worker
     assert await engine.execute_job(JobId("garbage"), LeaseToken("t")) is JobOutcome.FORGED
     assert await engine.execute_job(job, LeaseToken("forged-token")) is JobOutcome.STALE
     assert await store.load(started.id) == before
@@ -256,11 +259,16 @@ async def test_two_runtimes_complete_500_runs_without_running_a_step_twice(
         concurrency=16,
         claim_batch=16,
     )
+    left_probe, right_probe = Counters(), Counters()
     async with (
         PostgresRunStore(pg_dsn, schema=pg_schema, max_size=6) as left_store,
         PostgresRunStore(pg_dsn, schema=pg_schema, max_size=6) as right_store,
-        Runtime(store=left_store, workflows=[SHARED.definition], settings=settings) as left,
-        Runtime(store=right_store, workflows=[SHARED.definition], settings=settings) as right,
+        Runtime(
+            store=left_store, workflows=[SHARED.definition], settings=settings, probe=left_probe
+        ) as left,
+        Runtime(
+            store=right_store, workflows=[SHARED.definition], settings=settings, probe=right_probe
+        ) as right,
     ):
         ids = [
             (await (left if i % 2 else right).start_run(SHARED.definition, {})).unwrap().id
@@ -268,16 +276,17 @@ async def test_two_runtimes_complete_500_runs_without_running_a_step_twice(
         ]
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            done = await left_store.execute(
+            done = await execute(
+                left_store,
                 f'SELECT count(*) FROM "{pg_schema}".squidmesh_runs WHERE status = %s',
                 ("completed",),
             )
             if done[0][0] == 500:
                 break
             await asyncio.sleep(0.2)
-        claimed = (left.dispatcher.claimed, right.dispatcher.claimed)
+        claimed = (left_probe[CLAIMED], right_probe[CLAIMED])
         runs = await left_store.list_runs(workflow="pg.shared", status=None, limit=1000)
-        leftover_jobs = await left_store.job_rows()
+        leftover_jobs = await job_rows(left_store)
     assert {r.id for r in runs} == set(ids)
     assert all(r.status is RunStatus.COMPLETED for r in runs)
     assert all(len(s.attempts) == 1 for r in runs for s in r.steps)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -19,8 +20,9 @@ from squidmesh_backends.errors import (
 )
 from squidmesh_backends.postgres import LATEST_VERSION, PostgresRunStore, migrate
 from squidmesh_backends.postgres.migrations import MIGRATIONS
+from squidmesh_backends.probe import COMMITS, LAST_COMMIT, STATEMENTS, Counters
 from squidmesh_backends.runtime.bootstrap import open_store, split_schema
-from squidmesh_core.commands import Decision, RescheduleJob
+from squidmesh_core.commands import RescheduleJob
 from squidmesh_core.decide import decide
 from squidmesh_core.errors import StaleLease, VersionConflict
 from squidmesh_core.events import CancelRequested, JobDelivered, StepSucceeded
@@ -37,6 +39,7 @@ from squidmesh_core.testing.contracts.run_store import (
     new_run,
     run_id,
 )
+from tests.postgres.sql import PooledStore, execute
 from tests.services import drop_schema
 
 pytestmark = pytest.mark.postgres
@@ -171,13 +174,13 @@ def test_urls_carry_the_schema() -> None:
 
 
 async def test_pooled_connections_carry_the_timeouts(pg_dsn: str, pg_schema: str) -> None:
-    async with PostgresRunStore(
+    async with PooledStore(
         pg_dsn,
         schema=pg_schema,
         statement_timeout=timedelta(seconds=7),
         idle_in_transaction_timeout=timedelta(seconds=9),
     ) as store:
-        rows = await store.execute(
+        rows = await store.pooled(
             "SELECT current_setting('statement_timeout'),"
             " current_setting('idle_in_transaction_session_timeout'), current_setting('TimeZone')"
         )
@@ -185,87 +188,149 @@ async def test_pooled_connections_carry_the_timeouts(pg_dsn: str, pg_schema: str
 
 
 async def test_a_statement_over_the_timeout_is_a_backend_error(pg_dsn: str, pg_schema: str) -> None:
-    async with PostgresRunStore(
+    async with PooledStore(
         pg_dsn, schema=pg_schema, statement_timeout=timedelta(milliseconds=100)
     ) as store:
         with pytest.raises(BackendUnavailableError, match="cancelled a statement"):
-            await store.execute("SELECT pg_sleep(1)")
+            await store.pooled("SELECT pg_sleep(1)")
 
 
 # ---------------------------------------------------------------- one transaction per step
 
 
+@pytest.fixture
+async def counted(pg_dsn: str, pg_schema: str) -> AsyncIterator[tuple[PostgresRunStore, Counters]]:
+    """A store (caller's clock) reporting to a ``Counters`` probe."""
+    probe = Counters()
+    async with PostgresRunStore(pg_dsn, schema=pg_schema, clock="caller", probe=probe) as store:
+        yield store, probe
+
+
+def last_commit(probe: Counters) -> list[str]:
+    lines = probe.detail(LAST_COMMIT)
+    assert isinstance(lines, list)
+    return [str(line) for line in lines]
+
+
+def upserted_steps(probe: Counters) -> bool:
+    """Whether the last commit wrote step rows without knowing which exist (no base).
+
+    With a base a changed step row is updated; without one every row is upserted
+    (an ``INSERT ... ON CONFLICT``, cut from its summary line).
+    """
+    lines = [line for line in last_commit(probe) if "squidmesh_step_runs" in line]
+    assert lines, "the commit wrote no step row"
+    return not any(line.startswith("UPDATE") for line in lines)
+
+
 async def test_a_step_transition_is_one_transaction_of_few_statements(
-    pg_store: PostgresRunStore,
+    counted: tuple[PostgresRunStore, Counters],
 ) -> None:
-    state = await committed(pg_store, new_run(1))
-    before = pg_store.stats.transactions
-    state, token = await deliver(pg_store, state, T0)
-    assert pg_store.stats.transactions == before + 1
-    start_statements = list(pg_store.stats.last_commit)
+    store, probe = counted
+    state = await committed(store, new_run(1))
+    before = probe[COMMITS]
+    state, token = await deliver(store, state, T0)
+    assert probe[COMMITS] == before + 1
+    start_statements = last_commit(probe)
     job = JobId(f"{state.id}/first/1")
     done = decide(
         FLOW, state, StepSucceeded(job_id=job, lease_token=token, output={"a": 1}), now=T0
     ).unwrap()
-    statements_before = pg_store.stats.statements
-    await committed(pg_store, done, Fence(job_id=job, lease_token=token))
-    assert pg_store.stats.transactions == before + 2
+    statements_before = probe[STATEMENTS]
+    await committed(store, done, Fence(job_id=job, lease_token=token))
+    assert probe[COMMITS] == before + 2
     # Step succeeded and the next one scheduled: one statement (one round trip, its
     # own transaction) whose parts are the run update, the fenced delete of the
     # finished job, the finished step row, the new step row, the attempt row, the
     # new job and one NOTIFY. Known rows are updated and new ones inserted.
-    assert pg_store.stats.statements - statements_before == 1
-    kinds = [line.split(" ")[0] for line in pg_store.stats.last_commit]
+    assert probe[STATEMENTS] - statements_before == 1
+    kinds = [line.split(" ")[0] for line in last_commit(probe)]
     assert kinds == ["UPDATE", "DELETE", "UPDATE", "INSERT", "UPDATE", "INSERT", "SELECT"]
+    assert not upserted_steps(probe)
     assert "squidmesh_attempts" in " ".join(start_statements)
 
 
-async def test_unchanged_steps_are_not_rewritten(pg_store: PostgresRunStore) -> None:
-    state = await first_succeeded(pg_store)
-    state, _ = await deliver(pg_store, state, T0)
+async def test_unchanged_steps_are_not_rewritten(
+    counted: tuple[PostgresRunStore, Counters],
+) -> None:
+    store, probe = counted
+    state = await first_succeeded(store)
+    state, _ = await deliver(store, state, T0)
     # Starting 'pause' touches its own step row and attempt, never 'first' again.
-    assert sum("squidmesh_step_runs" in line for line in pg_store.stats.last_commit) == 1
-    assert "x1" in next(s for s in pg_store.stats.last_commit if "squidmesh_step_runs" in s)
-    assert await pg_store.load(state.id) == state
+    assert sum("squidmesh_step_runs" in line for line in last_commit(probe)) == 1
+    assert "x1" in next(s for s in last_commit(probe) if "squidmesh_step_runs" in s)
+    assert await store.load(state.id) == state
 
 
 async def test_two_writes_to_one_job_go_as_a_pipeline_in_one_transaction(
-    pg_store: PostgresRunStore,
+    counted: tuple[PostgresRunStore, Counters],
 ) -> None:
     """A statement cannot see its own writes, so such a plan is not one statement."""
-    state = await committed(pg_store, new_run(1))
+    store, probe = counted
+    state = await committed(store, new_run(1))
     job = JobId(f"{state.id}/first/1")
     started = decide(
         FLOW, state, JobDelivered(job_id=job, lease_token=LeaseToken("t")), now=T0
     ).unwrap()
     later = T0 + timedelta(hours=1)
-    moved = Decision(  # starts the job and moves it: two writes to its row
+    moved = replace(  # starts the job and moves it: two writes to its row
+        started,
         state=replace(
             started.state, jobs=tuple(replace(j, due_at=later) for j in started.state.jobs)
         ),
         commands=(*started.commands, RescheduleJob(job_id=job, due_at=later)),
-        base=started.base,
     )
-    before = (pg_store.stats.transactions, pg_store.stats.statements)
-    assert await pg_store.commit(moved) == Success(None)
-    assert pg_store.stats.transactions == before[0] + 1
-    assert pg_store.stats.statements - before[1] > 1  # sent as a pipeline
-    assert await pg_store.load(state.id) == moved.state
-    refused = await pg_store.commit(moved)  # again: its version is taken now
+    before = (probe[COMMITS], probe[STATEMENTS])
+    assert await store.commit(moved) == Success(None)
+    assert probe[COMMITS] == before[0] + 1
+    assert probe[STATEMENTS] - before[1] > 1  # sent as a pipeline
+    assert await store.load(state.id) == moved.state
+    refused = await store.commit(moved)  # again: its version is taken now
     assert isinstance(refused, Failure)  # the pipeline is refused as a whole
     assert isinstance(refused.failure(), VersionConflict)
-    assert await pg_store.load(state.id) == moved.state
+    assert probe[COMMITS] == before[0] + 1, "a refused commit is not counted"
+    assert await store.load(state.id) == moved.state
 
 
-async def test_a_decision_without_a_base_writes_everything_and_still_loads_equal(
-    pg_store: PostgresRunStore,
+async def test_a_store_that_keeps_no_states_writes_everything_and_still_loads_equal(
+    pg_dsn: str, pg_schema: str
 ) -> None:
-    state = await committed(pg_store, new_run(1))
-    state, _ = await deliver(pg_store, state, T0)
-    decision = decide(FLOW, state, CancelRequested(), now=T0).unwrap()
-    bare = Decision(state=decision.state, commands=decision.commands)
-    assert await pg_store.commit(bare) == Success(None)
-    assert await pg_store.load(state.id) == decision.state
+    probe = Counters()
+    async with PostgresRunStore(
+        pg_dsn, schema=pg_schema, clock="caller", known_runs=0, probe=probe
+    ) as store:
+        state = await committed(store, new_run(1))
+        state, _ = await deliver(store, state, T0)
+        assert upserted_steps(probe)
+        decision = decide(FLOW, state, CancelRequested(), now=T0).unwrap()
+        assert await store.commit(decision) == Success(None)
+        assert upserted_steps(probe)
+        assert await store.load(state.id) == decision.state
+
+
+async def test_a_kept_state_of_another_version_is_not_used_as_the_base(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """Another store moved the run on: this one's kept state is no base for the next commit."""
+    probe = Counters()
+    async with (
+        PostgresRunStore(pg_dsn, schema=pg_schema, clock="caller", probe=probe) as mine,
+        PostgresRunStore(pg_dsn, schema=pg_schema, clock="caller") as other,
+    ):
+        state = await committed(mine, new_run(1))  # kept here at version 1
+        state, token = await deliver(other, state, T0)  # version 2, written elsewhere
+        job = JobId(f"{state.id}/first/1")
+        done = decide(
+            FLOW, state, StepSucceeded(job_id=job, lease_token=token, output={"a": 1}), now=T0
+        ).unwrap()
+        await committed(mine, done, Fence(job_id=job, lease_token=token))
+        assert upserted_steps(probe), "version 1 is no base for version 2"
+        assert await mine.load(state.id) == done.state
+        stale = decide(FLOW, state, CancelRequested(), now=T0).unwrap()  # made on version 2
+        assert isinstance((await mine.commit(stale)).failure(), VersionConflict)
+        started, _ = await deliver(mine, done.state, T0)  # the loaded version 3 is the base
+        assert not upserted_steps(probe)
+        assert await other.load(state.id) == started
 
 
 async def test_a_refused_commit_writes_nothing(pg_store: PostgresRunStore) -> None:
@@ -310,7 +375,8 @@ async def test_the_database_clock_decides_what_is_due(pg_dsn: str, pg_schema: st
         assert await store.heartbeat(
             held.job_id, held.lease_token, until=datetime.now(UTC) + timedelta(minutes=10)
         )
-        rows = await store.execute(
+        rows = await execute(
+            store,
             f'SELECT lease_expires_at - now() FROM "{pg_schema}".squidmesh_jobs WHERE id = %s',
             (held.job_id,),
         )
@@ -333,8 +399,9 @@ async def test_an_unreachable_server_raises_backend_unavailable() -> None:
 
 
 async def test_a_value_postgres_cannot_hold_is_a_backend_error(pg_store: PostgresRunStore) -> None:
-    with pytest.raises(BackendError):
-        await pg_store.execute("SELECT %s::text", ("a\x00b",))
+    with pytest.raises(BackendError, match="NUL"):
+        await pg_store.commit(new_run(1, key="a\x00b"))  # a text column cannot hold NUL
+    assert await pg_store.load(run_id(1)) is None
 
 
 async def test_malformed_run_ids_load_as_missing(pg_store: PostgresRunStore) -> None:
@@ -346,16 +413,18 @@ async def test_malformed_run_ids_load_as_missing(pg_store: PostgresRunStore) -> 
 async def inject_serialization_failures(store: PostgresRunStore, count: int) -> None:
     """Make the next ``count`` run updates fail with SQLSTATE 40001 (a sequence survives rollback)."""
     s = f'"{store.schema}"'
-    await store.execute(f"CREATE SEQUENCE {s}.injected_failures")
-    await store.execute(
+    await execute(store, f"CREATE SEQUENCE {s}.injected_failures")
+    await execute(
+        store,
         f"CREATE FUNCTION {s}.fail_some() RETURNS trigger LANGUAGE plpgsql AS $$"
         f" BEGIN IF nextval('{store.schema}.injected_failures') <= {count} THEN"
         " RAISE EXCEPTION USING ERRCODE = '40001', MESSAGE = 'injected'; END IF;"
-        " RETURN NEW; END $$"
+        " RETURN NEW; END $$",
     )
-    await store.execute(
+    await execute(
+        store,
         f"CREATE TRIGGER fail_some BEFORE UPDATE ON {s}.squidmesh_runs"
-        f" FOR EACH ROW EXECUTE FUNCTION {s}.fail_some()"
+        f" FOR EACH ROW EXECUTE FUNCTION {s}.fail_some()",
     )
 
 
@@ -391,9 +460,10 @@ async def test_a_closed_store_stays_closed_until_opened_again(pg_dsn: str, pg_sc
 
 
 async def _vacuum_count(store: PostgresRunStore) -> int:
-    rows = await store.execute(
+    rows = await execute(
+        store,
         "SELECT pg_stat_clear_snapshot(), (SELECT vacuum_count FROM pg_stat_user_tables"
-        f" WHERE schemaname = '{store.schema}' AND relname = 'squidmesh_jobs')"
+        f" WHERE schemaname = '{store.schema}' AND relname = 'squidmesh_jobs')",
     )
     return int(rows[0][1])
 
