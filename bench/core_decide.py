@@ -16,20 +16,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from squidmesh_core import (
-    COMPLETE,
-    JobDelivered,
-    LeaseToken,
-    RunId,
-    RunRequested,
-    StepSucceeded,
-    WorkflowDefinition,
-    chain,
-    decide,
-    manual,
-    step,
-    workflow,
-)
+from squidmesh_core import COMPLETE, RunId, WorkflowDefinition, chain, manual, step, workflow
+from squidmesh_core.protocol import JobDelivered, LeaseToken, RunRequested, StepSucceeded, decide
 
 STEPS = [f"s{i}" for i in range(10)]
 

@@ -4,20 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from squidmesh_core import (
-    COMPLETE,
-    JobDelivered,
-    LeaseToken,
-    RunId,
-    RunRequested,
-    StepSucceeded,
-    chain,
-    decide,
-    manual,
-    step,
-    wait,
-    workflow,
-)
+from squidmesh_core import COMPLETE, RunId, chain, manual, step, wait, workflow
+from squidmesh_core.protocol import JobDelivered, LeaseToken, RunRequested, StepSucceeded, decide
 
 
 def greet(data: object, ctx: object) -> dict[str, str]:

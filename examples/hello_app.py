@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 
-from squidmesh_backends.runtime import RuntimeSettings, compose
+from squidmesh_backends import RuntimeSettings, compose
 from squidmesh_core import COMPLETE, StepContext, chain, cron, manual, step, wait, workflow
 
 

@@ -6,22 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from returns.result import Success
 
-from squidmesh_core import (
-    CancelRequested,
-    Event,
-    JobDelivered,
-    JobId,
-    LeaseExpired,
-    LeaseToken,
-    ReplayRequested,
-    RunState,
-    ScheduleJob,
-    StepFailed,
-    StepFailure,
-    StepSucceeded,
-    WorkflowDefinition,
-    decide,
-)
+from squidmesh_core import StepFailure, WorkflowDefinition
 from squidmesh_core._table import RUN_TRANSITIONS, run_transition_allowed
 from squidmesh_core.codec import (
     decode_failure,
@@ -32,6 +17,20 @@ from squidmesh_core.codec import (
     encode_run,
 )
 from squidmesh_core.jsonvalue import JsonValue, check_json
+from squidmesh_core.protocol import (
+    CancelRequested,
+    Event,
+    JobDelivered,
+    JobId,
+    LeaseExpired,
+    LeaseToken,
+    ReplayRequested,
+    RunState,
+    ScheduleJob,
+    StepFailed,
+    StepSucceeded,
+    decide,
+)
 from squidmesh_core.state import RunStatus
 from squidmesh_core.testing.strategies import (
     BASE_TIME,

@@ -28,19 +28,18 @@ from squidmesh_backends.runtime import FakeClock, JobOutcome, Runtime, RuntimeSe
 from squidmesh_backends.sqlite import SqliteRunStore
 from squidmesh_core import (
     AttemptStatus,
-    JobId,
-    LeaseToken,
     RunId,
     StepContext,
     StepFailure,
-    StepKind,
     WorkflowDefinition,
     build_workflow,
 )
 from squidmesh_core.ports import RunStore
+from squidmesh_core.protocol import JobId, LeaseToken, StepKind
 from squidmesh_core.state import RunState
 from squidmesh_core.testing.reference import ReferenceModel, ReferenceRun
 from squidmesh_core.testing.strategies import BASE_TIME, workflows
+from tests.lookbehind import job_rows
 from tests.services import drop_schema, migrated_schema, require_postgres, truncate
 
 LEASE = timedelta(seconds=30)
@@ -181,7 +180,7 @@ class RuntimeMachine(RuleBasedStateMachine):
     async def _deliver(self, job_id: str, token: str) -> str:
         """Deliver one message; a step that blocks (a crashing worker) is killed mid-step."""
         self.script.entered.clear()
-        task = asyncio.create_task(self.runtime.engine.execute_job(job_id, token, heartbeat=False))
+        task = asyncio.create_task(self.runtime.worker.execute_job(job_id, token, heartbeat=False))
         entered = asyncio.create_task(self.script.entered.wait())
         await asyncio.wait({task, entered}, return_when=asyncio.FIRST_COMPLETED)
         entered.cancel()
@@ -280,7 +279,7 @@ class RuntimeMachine(RuleBasedStateMachine):
             k: v.token for k, v in self.run.jobs.items()
         }
         assert dict(state.context) == self.run.context
-        rows = self.loop.run(self.store.job_rows())  # type: ignore[attr-defined]
+        rows = self.loop.run(job_rows(self.store))
         assert set(rows) == set(self.run.jobs)
         for job_id, (due, token) in rows.items():
             assert due == self.run.jobs[job_id].due
@@ -314,7 +313,7 @@ class RuntimeMachine(RuleBasedStateMachine):
                 self.script.plan[(job_id.split("/")[1], int(job_id.split("/")[2]))] = "ok"
                 expected = self.predict_delivery(job_id, token, "ok")
                 outcome = self.loop.run(
-                    self.runtime.engine.execute_job(job_id, token, heartbeat=False)
+                    self.runtime.worker.execute_job(job_id, token, heartbeat=False)
                 )
                 assert outcome.value == expected
             self.store_agrees_with_the_model()
@@ -342,7 +341,7 @@ SqliteRuntimeMachine.TestCase.settings = settings(
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-TestRuntimeOverSqlite = pytest.mark.timeout(900)(SqliteRuntimeMachine.TestCase)
+TestRuntimeOverSqlite = pytest.mark.slow(pytest.mark.timeout(900)(SqliteRuntimeMachine.TestCase))
 
 
 class PostgresRuntimeMachine(RuntimeMachine):
@@ -374,5 +373,7 @@ PostgresRuntimeMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestRuntimeOverPostgres = pytest.mark.usefixtures("postgres_machine_schema")(
-    pytest.mark.postgres(pytest.mark.timeout(900)(PostgresRuntimeMachine.TestCase))
+    pytest.mark.postgres(
+        pytest.mark.slow(pytest.mark.timeout(900)(PostgresRuntimeMachine.TestCase))
+    )
 )

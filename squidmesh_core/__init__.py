@@ -1,54 +1,23 @@
-"""SquidMesh core: pure workflow definitions, state and decisions.
+"""SquidMesh core: define workflows, and read what their runs did.
+
+This is the authoring door: the DSL, retry policies, what a step receives and
+returns, the run views and statuses, and the error values callers match on.
+Run workflows with :mod:`squidmesh_backends`. People who extend the engine
+(stores, executors, event sinks, or driving :func:`~squidmesh_core.protocol.decide`
+by hand) import the rest from :mod:`squidmesh_core.protocol`.
 
 Nothing in this package performs I/O, reads the clock, mints ids or draws
 random numbers: time and ids are arguments, and every state change is a
-:class:`Decision` value returned by :func:`decide`.
+``Decision`` value returned by ``decide``.
 """
 
-from squidmesh_core.commands import (
-    CancelJob,
-    Command,
-    Decision,
-    Emit,
-    FinishJob,
-    RescheduleJob,
-    ScheduleJob,
-    Topic,
-)
 from squidmesh_core.context import StepContext
-from squidmesh_core.decide import decide, step_input
-from squidmesh_core.definition import (
-    COMPLETE,
-    LogLevel,
-    Outcome,
-    StepKind,
-    StepSpec,
-    TransitionSpec,
-    TriggerKind,
-    TriggerSpec,
-    WorkflowDefinition,
-    WorkflowMode,
-)
-from squidmesh_core.dsl import (
-    backoff_from_options,
-    chain,
-    cron,
-    error,
-    log,
-    manual,
-    ok,
-    retry_from_options,
-    step,
-    wait,
-    workflow,
-)
+from squidmesh_core.definition import COMPLETE, WorkflowDefinition
+from squidmesh_core.dsl import chain, cron, error, log, manual, ok, step, wait, workflow
 from squidmesh_core.errors import (
-    CommitError,
     DefinitionErrors,
     DefinitionProblem,
-    DuplicateRun,
     FieldProblem,
-    InvalidJobId,
     InvalidOption,
     InvalidPayload,
     InvalidRunId,
@@ -56,152 +25,59 @@ from squidmesh_core.errors import (
     InvalidWorkflowError,
     InvariantViolatedError,
     NotFound,
-    Rejected,
     SquidmeshError,
-    StaleDelivery,
-    StaleLease,
-    UndecodableRecord,
-    UnknownStep,
     UnknownTrigger,
     UnknownWorkflow,
-    VersionConflict,
 )
-from squidmesh_core.events import (
-    CancelRequested,
-    Event,
-    JobDelivered,
-    LeaseExpired,
-    ReplayRequested,
-    RunRequested,
-    StepFailed,
-    StepSucceeded,
-)
-from squidmesh_core.ids import (
-    IdempotencyKey,
-    JobId,
-    LeaseToken,
-    RunId,
-    job_id_for,
-    parse_job_id,
-    parse_run_id,
-)
-from squidmesh_core.jsonvalue import JsonLimits, JsonObject, JsonValue, check_json
+from squidmesh_core.ids import IdempotencyKey, RunId
+from squidmesh_core.jsonvalue import JsonLimits, JsonObject, JsonValue
 from squidmesh_core.payload import Now, Today
-from squidmesh_core.retry import (
-    Exponential,
-    Fixed,
-    GiveUp,
-    Linear,
-    Retry,
-    RetryAt,
-    decide_retry,
-)
-from squidmesh_core.state import (
-    Attempt,
-    AttemptStatus,
-    Job,
-    JobStatus,
-    RunState,
-    RunStatus,
-    StepFailure,
-    StepRunState,
-    StepStatus,
-)
+from squidmesh_core.retry import Exponential, Fixed, Linear, Retry
+from squidmesh_core.state import AttemptStatus, RunStatus, StepFailure, StepStatus
 from squidmesh_core.validation import build_workflow
 from squidmesh_core.views import Run
 
 __all__ = [
     "COMPLETE",
-    "Attempt",
     "AttemptStatus",
-    "CancelJob",
-    "CancelRequested",
-    "Command",
-    "CommitError",
-    "Decision",
     "DefinitionErrors",
     "DefinitionProblem",
-    "DuplicateRun",
-    "Emit",
-    "Event",
     "Exponential",
     "FieldProblem",
-    "FinishJob",
     "Fixed",
-    "GiveUp",
     "IdempotencyKey",
-    "InvalidJobId",
     "InvalidOption",
     "InvalidPayload",
     "InvalidRunId",
     "InvalidTransition",
     "InvalidWorkflowError",
     "InvariantViolatedError",
-    "Job",
-    "JobDelivered",
-    "JobId",
-    "JobStatus",
     "JsonLimits",
     "JsonObject",
     "JsonValue",
-    "LeaseExpired",
-    "LeaseToken",
     "Linear",
-    "LogLevel",
     "NotFound",
     "Now",
-    "Outcome",
-    "Rejected",
-    "ReplayRequested",
-    "RescheduleJob",
     "Retry",
-    "RetryAt",
     "Run",
     "RunId",
-    "RunRequested",
-    "RunState",
     "RunStatus",
-    "ScheduleJob",
     "SquidmeshError",
-    "StaleDelivery",
-    "StaleLease",
     "StepContext",
-    "StepFailed",
     "StepFailure",
-    "StepKind",
-    "StepRunState",
-    "StepSpec",
     "StepStatus",
-    "StepSucceeded",
     "Today",
-    "Topic",
-    "TransitionSpec",
-    "TriggerKind",
-    "TriggerSpec",
-    "UndecodableRecord",
-    "UnknownStep",
     "UnknownTrigger",
     "UnknownWorkflow",
-    "VersionConflict",
     "WorkflowDefinition",
-    "WorkflowMode",
-    "backoff_from_options",
     "build_workflow",
     "chain",
-    "check_json",
     "cron",
-    "decide",
-    "decide_retry",
     "error",
-    "job_id_for",
     "log",
     "manual",
     "ok",
-    "parse_job_id",
-    "parse_run_id",
-    "retry_from_options",
     "step",
-    "step_input",
     "wait",
     "workflow",
 ]

@@ -207,7 +207,7 @@ def _schedule(args: argparse.Namespace) -> int:
     runtime = load_runtime(args.app)
     active = {
         (a.definition.name, a.trigger)
-        for a in (runtime.cron_loop.schedules if runtime.cron_loop else ())
+        for a in (runtime.worker.cron_loop.schedules if runtime.worker.cron_loop else ())
     }
     now = datetime.now(UTC)
     found = False

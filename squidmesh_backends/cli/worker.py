@@ -27,7 +27,7 @@ READY = "squidmesh worker ready"
 async def run_worker(app: str, *, concurrency: int | None, out: TextIO = sys.stdout) -> int:
     """Serve until signalled; 0 after a clean stop."""
     runtime = load_runtime(app)
-    executor = runtime.executor
+    executor = runtime.worker.executor
     if concurrency is not None and isinstance(executor, TaskiqExecutor | InProcessExecutor):
         executor.concurrency = concurrency
     stopping = asyncio.Event()

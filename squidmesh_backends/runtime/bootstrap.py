@@ -1,22 +1,28 @@
-"""Composition root: build a runtime from names and settings, nothing at import time."""
+"""Composition root: build a runtime from names and settings, nothing at import time.
+
+Drivers load only when a name asks for them: the PostgreSQL store (psycopg) when
+the store is a PostgreSQL URL, Taskiq (and Redis) when a broker is given, so a
+memory or SQLite runtime imports neither.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
-
-from taskiq import AsyncBroker
 
 from squidmesh_backends.errors import ConfigurationError
 from squidmesh_backends.memory import MemoryRunStore
-from squidmesh_backends.postgres import PostgresRunStore
+from squidmesh_backends.probe import NO_PROBE, Probe
 from squidmesh_backends.runtime.inprocess import InProcessExecutor
 from squidmesh_backends.runtime.runtime import Runtime
 from squidmesh_backends.runtime.settings import RuntimeSettings
 from squidmesh_backends.sqlite import SqliteRunStore
-from squidmesh_backends.taskiq import TaskiqExecutor, open_broker
 from squidmesh_core.definition import WorkflowDefinition
 from squidmesh_core.ports import EventSink, Executor, RunStore
+
+if TYPE_CHECKING:
+    from taskiq import AsyncBroker
 
 
 def compose(
@@ -28,6 +34,7 @@ def compose(
     settings: RuntimeSettings | None = None,
     sinks: Sequence[EventSink] = (),
     cron: Iterable[str | WorkflowDefinition] = (),
+    probe: Probe = NO_PROBE,
 ) -> Runtime:
     """Build a :class:`Runtime`.
 
@@ -44,14 +51,17 @@ def compose(
         sinks: event subscribers.
         cron: the workflows (names or definitions) whose cron triggers this runtime
             starts while it runs; a workflow not listed is never started by cron.
+        probe: receives counts for tests and benchmarks (see ``squidmesh_backends.probe``).
 
     Raises:
         ConfigurationError: an unknown store or executor name.
     """
     chosen = settings or RuntimeSettings()
-    run_store = open_store(store) if isinstance(store, str) else store
+    run_store = open_store(store, probe=probe) if isinstance(store, str) else store
     runner: Executor
     if broker is not None:
+        from squidmesh_backends.taskiq import TaskiqExecutor, open_broker  # noqa: PLC0415
+
         chosen_broker = (
             open_broker(broker, lease=chosen.lease) if isinstance(broker, str) else broker
         )
@@ -62,19 +72,19 @@ def compose(
         runner = InProcessExecutor(concurrency=chosen.concurrency)
     else:
         runner = executor
-    runtime = Runtime(
+    return Runtime(
         store=run_store,
         executor=runner,
         workflows=workflows,
         settings=chosen,
         sinks=sinks,
         cron=cron,
+        probe=probe,
+        owns_store=isinstance(store, str),
     )
-    runtime.owns_store = isinstance(store, str)
-    return runtime
 
 
-def open_store(spec: str) -> RunStore:
+def open_store(spec: str, *, probe: Probe = NO_PROBE) -> RunStore:
     """Build a store from its name: ``memory``, ``sqlite:PATH`` or a PostgreSQL URL.
 
     A PostgreSQL URL (``postgresql://`` or ``postgres://``) may carry
@@ -85,15 +95,17 @@ def open_store(spec: str) -> RunStore:
         ConfigurationError: the name is not one of these.
     """
     if spec == "memory":
-        return MemoryRunStore()
+        return MemoryRunStore(probe=probe)
     if spec.startswith("sqlite:"):
         path = spec.removeprefix("sqlite:").removeprefix("//")
         if not path:
             raise ConfigurationError("sqlite store needs a path: 'sqlite:PATH'")
-        return SqliteRunStore(path)
+        return SqliteRunStore(path, probe=probe)
     if spec.startswith(("postgresql://", "postgres://")):
+        from squidmesh_backends.postgres import PostgresRunStore  # noqa: PLC0415
+
         dsn, schema = split_schema(spec)
-        return PostgresRunStore(dsn, schema=schema)
+        return PostgresRunStore(dsn, schema=schema, probe=probe)
     raise ConfigurationError(
         f"unknown store {spec!r} (use 'memory', 'sqlite:PATH' or 'postgresql://...')"
     )

@@ -26,11 +26,13 @@ from returns.result import Failure, Success
 
 from squidmesh_backends.errors import ConfigurationError
 from squidmesh_backends.logs import get_logger
-from squidmesh_backends.runtime.engine import Engine
+from squidmesh_backends.runtime.client import Client
 from squidmesh_core.commands import Emit, Topic
 from squidmesh_core.cron import (
     TICK_FORMAT,
     CronSchedule,
+    cron_key_prefix,
+    cron_payload,
     parse_cron,
     plan_ticks,
     schedule_id,
@@ -38,7 +40,6 @@ from squidmesh_core.cron import (
 )
 from squidmesh_core.definition import TriggerKind, WorkflowDefinition
 from squidmesh_core.ids import RunId
-from squidmesh_core.payload import validate_payload
 
 LOG = get_logger("squidmesh.cron")
 
@@ -53,11 +54,11 @@ class ActiveSchedule:
 
     @property
     def prefix(self) -> str:
-        return f"cron:{self.trigger}:"
+        return cron_key_prefix(self.trigger)
 
 
 def active_schedules(
-    engine: Engine, names: Iterable[str | WorkflowDefinition], *, now: datetime
+    client: Client, names: Iterable[str | WorkflowDefinition], *, now: datetime
 ) -> tuple[ActiveSchedule, ...]:
     """The cron triggers of the listed workflows, checked for activation.
 
@@ -68,7 +69,7 @@ def active_schedules(
     """
     found: list[ActiveSchedule] = []
     for name in names:
-        looked_up = engine.workflow(name)
+        looked_up = client.registry.lookup(name)
         label = name.name if isinstance(name, WorkflowDefinition) else name
         if isinstance(looked_up, Failure):
             raise ConfigurationError(f"cron: workflow {label!r} is not registered in this runtime")
@@ -77,14 +78,7 @@ def active_schedules(
         if not crons:
             raise ConfigurationError(f"cron: workflow {label!r} has no cron trigger")
         for trigger in crons:
-            resolved = validate_payload(
-                definition.contract(trigger.name),
-                {},
-                workflow=definition.name,
-                trigger=trigger.name,
-                now=now,
-                limits=definition.limits,
-            )
+            resolved = cron_payload(definition, trigger.name, at=now)
             if isinstance(resolved, Failure):
                 raise ConfigurationError(
                     f"cron trigger {trigger.name!r} of {definition.name!r}: its payload must "
@@ -100,17 +94,17 @@ class CronLoop:
 
     def __init__(
         self,
-        engine: Engine,
+        client: Client,
         schedules: tuple[ActiveSchedule, ...],
         *,
         misfire_window: timedelta | None,
         poll: timedelta,
     ) -> None:
-        self.engine = engine
+        self.client = client
         self.schedules = schedules
         self.misfire_window = misfire_window
         self.poll = poll
-        self.activated_at = engine.clock.now()
+        self.activated_at = client.clock.now()
         self.started: list[RunId] = []
         self.lost_races = 0
         self.store_reads = 0
@@ -128,7 +122,7 @@ class CronLoop:
                 continue  # nothing due since the newest tick this loop saw started
             self.store_reads += 1
             stored = tick_of_key(
-                await self.engine.store.latest_idempotency_key(
+                await self.client.store.latest_idempotency_key(
                     active.definition.name, active.prefix
                 ),
                 active.trigger,
@@ -165,21 +159,18 @@ class CronLoop:
             "tick": tick.strftime(TICK_FORMAT),
         }
         # Defaults such as Today() and Now() resolve at the tick, not when the loop ran.
-        payload = validate_payload(
-            active.definition.contract(active.trigger),
-            {},
-            workflow=active.definition.name,
-            trigger=active.trigger,
-            now=tick,
-            limits=active.definition.limits,
-        ).value_or({})
-        started = await self.engine.start_run(
+        payload = cron_payload(active.definition, active.trigger, at=tick)
+        if isinstance(payload, Failure):
+            LOG.error("cron %s/%s could not resolve the payload for %s: %s",
+                      active.definition.name, active.trigger, meta["tick"],
+                      payload.failure().describe())  # fmt: skip
+            return None
+        started = await self.client.start_cron_run(
             active.definition,
-            dict(payload),
+            dict(payload.unwrap()),
             trigger=active.trigger,
             idempotency_key=key,
             context={"schedule": meta},  # type: ignore[dict-item]
-            reserved_key=True,
         )
         match started:
             case Success(run) if not run.existing:
@@ -204,7 +195,7 @@ class CronLoop:
             active.trigger,
             skipped,
         )
-        self.engine.publish_event(
+        self.client.publisher.publish(
             Emit(
                 topic=Topic.CRON_TICKS_SKIPPED,
                 run_id=run_id,
@@ -222,8 +213,8 @@ class CronLoop:
         while True:
             delay = self.poll.total_seconds()
             try:
-                await self.tick_once(self.engine.clock.now())
-                now = self.engine.clock.now()
+                await self.tick_once(self.client.clock.now())
+                now = self.client.clock.now()
                 upcoming = min((a.schedule.after(now) for a in self.schedules), default=None)
                 if upcoming is not None:
                     delay = min(delay, max((upcoming - now).total_seconds(), 0.0) + 0.001)

@@ -1,16 +1,18 @@
 """The dispatcher loop: claim due jobs with a fenced lease and hand them to the executor.
 
 It sleeps until the next due job (bounded by the poll interval) and wakes early
-when ``kick`` is called after a commit that scheduled a job due now. Faults are
-logged and retried after a pause; they never end the loop silently.
+when its doorbell rings (a commit made work due now, an executor slot freed, or
+the store heard of due jobs elsewhere). Faults are logged and retried after a
+pause; they never end the loop silently.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from squidmesh_backends.logs import get_logger
+from squidmesh_backends.probe import CLAIMED, NO_PROBE, Probe
+from squidmesh_backends.runtime._doorbell import Doorbell
 from squidmesh_backends.runtime.settings import RuntimeSettings
 from squidmesh_core.ports import Clock, Executor, IdSource, RunStore
 
@@ -26,33 +28,31 @@ class Dispatcher:
         clock: Clock,
         ids: IdSource,
         settings: RuntimeSettings,
+        doorbell: Doorbell,
+        probe: Probe = NO_PROBE,
     ) -> None:
         self.store = store
         self.executor = executor
         self.clock = clock
         self.ids = ids
         self.settings = settings
-        self._wake = asyncio.Event()
+        self.doorbell = doorbell
+        self.probe = probe
         self._stopping = False
-        self.claimed = 0
-
-    def kick(self) -> None:
-        """Look for due jobs now instead of at the next poll."""
-        self._wake.set()
 
     def stop(self) -> None:
         self._stopping = True
-        self._wake.set()
+        self.doorbell.ring()
 
     def reset(self) -> None:
         """Allow ``run`` again after ``stop`` (a runtime may be started twice, on a new loop)."""
         self._stopping = False
-        self._wake = asyncio.Event()
+        self.doorbell.reset()
 
     async def run(self) -> None:
         while not self._stopping:
-            # Clear before reading the store, so a kick during the pass is never lost.
-            self._wake.clear()
+            # Clear before reading the store, so a ring during the pass is never lost.
+            self.doorbell.clear()
             try:
                 if self.executor.free_slots <= 0:
                     await self._pause(self.settings.poll_interval.total_seconds())
@@ -85,7 +85,7 @@ class Dispatcher:
                 claim.job_id,
                 extra={"run_id": claim.run_id, "job_id": claim.job_id},
             )
-        self.claimed += len(claims)
+        self.probe.record(CLAIMED, len(claims))
         return len(claims) == slots
 
     async def _sleep(self) -> None:
@@ -96,10 +96,4 @@ class Dispatcher:
         await self._pause(delay)
 
     async def _pause(self, seconds: float) -> None:
-        if self._wake.is_set():
-            return
-        if seconds <= 0:
-            await asyncio.sleep(0)
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        await self.doorbell.wait(seconds)

@@ -24,8 +24,7 @@ class InProcessExecutor:
         self._tasks: dict[asyncio.Task[None], tuple[JobId, LeaseToken]] = {}
         self._accepting = False
         self._slots: asyncio.Semaphore | None = None
-        self.on_done: Callable[[], None] = lambda: None
-        """Called whenever a job finishes (the dispatcher uses it to claim more)."""
+        self._slot_freed: Callable[[], None] = lambda: None
 
     @property
     def capacity(self) -> int:
@@ -36,8 +35,11 @@ class InProcessExecutor:
     def free_slots(self) -> int:
         return self.concurrency - len(self._tasks) if self._accepting else 0
 
-    async def start(self, handler: JobHandler) -> None:
+    async def start(
+        self, handler: JobHandler, *, slot_freed: Callable[[], None] = lambda: None
+    ) -> None:
         self._handler = handler
+        self._slot_freed = slot_freed
         self._slots = asyncio.Semaphore(self.concurrency)
         self._accepting = True
 
@@ -62,7 +64,7 @@ class InProcessExecutor:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
-        self.on_done()
+        self._slot_freed()
 
     async def stop(self, *, timeout: timedelta) -> Sequence[tuple[JobId, LeaseToken]]:
         self._accepting = False

@@ -1,47 +1,79 @@
-"""``Runtime``: the public face of SquidMesh in a host application.
+"""``Runtime``: a client and a worker in one process, the embedded way to run SquidMesh.
 
 Compose it from a store, an executor and the workflows it may run; start it
-(``async with runtime:``) to run the dispatcher and execute steps; call the API
-methods, each of which returns a ``Result``.
+(``async with runtime:``) to run the worker; call the API methods, each of
+which returns a ``Result``. The API is the :class:`Client`'s, declared once
+there: ``Runtime`` forwards to it and :class:`SyncRuntime` derives blocking
+versions of the same methods.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterable, Sequence
-from datetime import timedelta
-from typing import Self, TypeVar
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
-from returns.result import Failure, Result
-
-from squidmesh_backends.logs import get_logger
-from squidmesh_backends.runtime.clock import SystemClock
-from squidmesh_backends.runtime.cron import CronLoop, active_schedules
-from squidmesh_backends.runtime.dispatcher import Dispatcher
-from squidmesh_backends.runtime.engine import (
-    CancelError,
-    Engine,
-    ListError,
-    LookupError_,
-    ReplayError,
-    StartError,
-)
-from squidmesh_backends.runtime.ids import RandomIds
+from squidmesh_backends.probe import NO_PROBE, Probe
+from squidmesh_backends.runtime._doorbell import Doorbell
+from squidmesh_backends.runtime.client import Client
 from squidmesh_backends.runtime.inprocess import InProcessExecutor
 from squidmesh_backends.runtime.settings import RuntimeSettings
+from squidmesh_backends.runtime.worker import Worker
 from squidmesh_core.definition import WorkflowDefinition
-from squidmesh_core.ids import JobId, LeaseToken
-from squidmesh_core.ports import Clock, EventSink, Executor, IdSource, RunStore, WakeupSource
-from squidmesh_core.state import RunStatus
-from squidmesh_core.views import Run
+from squidmesh_core.ports import Clock, EventSink, Executor, IdSource, RunStore
 
-LOG = get_logger("squidmesh.runtime")
-T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _forwarded(
+    method: Callable[Concatenate[Client, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[Runtime, P], Coroutine[Any, Any, R]]:
+    """``method`` of the runtime's client, as a (coroutine) method of the runtime."""
+
+    async def forward(self: Runtime, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await method(self.client, *args, **kwargs)
+
+    forward.__doc__ = method.__doc__
+    forward.__name__ = method.__name__
+    forward.__qualname__ = f"Runtime.{method.__name__}"
+    return forward
+
+
+def _blocking(
+    method: Callable[Concatenate[Client, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[SyncRuntime, P], R]:
+    """``method`` of the runtime (as declared by the client), run on the facade's loop.
+
+    The call goes through the runtime, so a subclass that overrides a method is honoured.
+    """
+    name = method.__name__
+
+    def block(self: SyncRuntime, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        bound: Callable[P, Coroutine[Any, Any, R]] = getattr(self.runtime, name)
+        return self._call(bound(*args, **kwargs))
+
+    block.__doc__ = method.__doc__
+    block.__name__ = name
+    block.__qualname__ = f"SyncRuntime.{name}"
+    return block
 
 
 class Runtime:
-    """A running SquidMesh: API plus dispatcher and executor."""
+    """A running SquidMesh: the client's API plus a worker (dispatcher and executor).
+
+    Args:
+        store: where runs live.
+        workflows: the workflows this runtime may run.
+        executor: where steps run (an in-process executor by default).
+        clock, ids: sources of time and ids (system ones by default).
+        sinks: event subscribers.
+        settings: leases, polling, concurrency; defaults are production-safe.
+        cron: the workflows whose cron triggers the worker starts while running.
+        probe: receives counts for tests and benchmarks (see ``probe``).
+        owns_store: close the store in ``aclose`` (set by ``compose``, which built it).
+    """
 
     def __init__(
         self,
@@ -54,113 +86,50 @@ class Runtime:
         sinks: Sequence[EventSink] = (),
         settings: RuntimeSettings | None = None,
         cron: Iterable[str | WorkflowDefinition] = (),
+        probe: Probe = NO_PROBE,
+        owns_store: bool = False,
     ) -> None:
-        self.settings = settings or RuntimeSettings()
-        self.store = store
-        self.clock = clock or SystemClock()
-        self.ids = ids or RandomIds()
-        self.executor = executor or InProcessExecutor(concurrency=self.settings.concurrency)
-        self.engine = Engine(
+        self.client = Client(
             store=store,
             workflows=workflows,
-            clock=self.clock,
-            ids=self.ids,
-            settings=self.settings,
+            clock=clock,
+            ids=ids,
             sinks=sinks,
+            settings=settings,
+            doorbell=Doorbell(),
         )
-        self.dispatcher = Dispatcher(
-            store=store,
-            executor=self.executor,
-            clock=self.clock,
-            ids=self.ids,
-            settings=self.settings,
+        self.store = store
+        self.settings = self.client.settings
+        self.clock = self.client.clock
+        self.ids = self.client.ids
+        self.worker = Worker(
+            client=self.client,
+            executor=executor or InProcessExecutor(concurrency=self.settings.concurrency),
+            cron=cron,
+            probe=probe,
         )
-        self.engine.on_job_due = self.dispatcher.kick
-        if isinstance(self.executor, InProcessExecutor):
-            self.executor.on_done = self.dispatcher.kick
-        self._loop_task: asyncio.Task[None] | None = None
-        self._watch_task: asyncio.Task[None] | None = None
-        self._holding: dict[tuple[JobId, LeaseToken], tuple[JobId, LeaseToken]] = {}
-        # For a delivery that went on inline: the lease it holds now.
-        activated = tuple(cron)
-        self.cron_loop: CronLoop | None = None
-        """Starts cron runs while the runtime is started (only for the workflows in ``cron``)."""
-        if activated:
-            self.cron_loop = CronLoop(
-                self.engine,
-                active_schedules(self.engine, activated, now=self.clock.now()),
-                misfire_window=self.settings.cron_misfire_window,
-                poll=self.settings.poll_interval,
-            )
-        self._cron_task: asyncio.Task[None] | None = None
-        self.owns_store = False
-        """When true (``compose`` built the store), ``aclose`` closes it too."""
-
-    # ---------------------------------------------------------------- lifecycle
+        self.owns_store = owns_store
 
     @property
     def workflows(self) -> dict[str, WorkflowDefinition]:
         """Registered workflows by name."""
-        return dict(self.engine.registry)
+        return self.client.workflows
 
-    async def _handle(self, job_id: JobId, lease_token: LeaseToken) -> None:
-        key = (job_id, lease_token)
-
-        def moved(job: JobId, token: LeaseToken) -> None:
-            self._holding[key] = (job, token)
-
-        try:
-            await self.engine.execute_chain(job_id, lease_token, on_next=moved)
-        except asyncio.CancelledError:
-            raise  # stop() cancelled us: it still needs the lease we hold
-        except BaseException:
-            self._holding.pop(key, None)
-            raise
-        else:
-            self._holding.pop(key, None)
+    # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Start executing: the executor accepts jobs and the dispatcher claims them."""
-        if self._loop_task is not None:
-            return
-        opener = getattr(self.store, "open", None)
-        if callable(opener):
-            await opener()  # a store closed by an earlier aclose() is opened again
-        await self.executor.start(self._handle)
-        self.dispatcher.reset()
-        self._loop_task = asyncio.create_task(self.dispatcher.run(), name="squidmesh-dispatcher")
-        if self.cron_loop is not None:
-            self.cron_loop.activated_at = self.clock.now()
-            self._cron_task = asyncio.create_task(self.cron_loop.run(), name="squidmesh-cron")
-        if isinstance(self.store, WakeupSource):
-            self._watch_task = asyncio.create_task(
-                self.store.watch(self.dispatcher.kick), name="squidmesh-wakeups"
-            )
+        """Start the worker: the executor accepts jobs and the dispatcher claims them."""
+        await self.worker.start()
 
     async def stop(self) -> None:
-        """Stop claiming, let running steps finish within the shutdown timeout, release the rest."""
-        task, self._loop_task = self._loop_task, None
-        if task is None:
-            return
-        for background in (self._watch_task, self._cron_task):
-            if background is not None:
-                background.cancel()
-                await asyncio.gather(background, return_exceptions=True)
-        self._watch_task = self._cron_task = None
-        self.dispatcher.stop()
-        await asyncio.gather(task, return_exceptions=True)
-        unfinished = await self.executor.stop(timeout=self.settings.shutdown_timeout)
-        for delivered in unfinished:
-            job_id, token = self._holding.pop(delivered, delivered)
-            released = await self.store.release(job_id, token)
-            LOG.warning("released %s on shutdown (held: %s)", job_id, released)
+        """Stop the worker (running steps finish within the shutdown timeout)."""
+        await self.worker.stop()
 
     async def aclose(self) -> None:
-        """Stop, then close the store if ``compose`` opened it (it reopens on next use)."""
+        """Stop, then close the store if ``compose`` opened it (it reopens on next start)."""
         await self.stop()
-        close = getattr(self.store, "close", None)
-        if self.owns_store and callable(close):
-            await close()
+        if self.owns_store:
+            await self.store.close()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -169,67 +138,14 @@ class Runtime:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    # ---------------------------------------------------------------- API
+    # ---------------------------------------------------------------- API (the client's)
 
-    async def start_run(
-        self,
-        workflow: str | WorkflowDefinition,
-        payload: object,
-        *,
-        trigger: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> Result[Run, StartError]:
-        """Validate the payload and start a run (nothing is stored if it is invalid).
-
-        Returns:
-            ``Success(Run)`` (``run.existing`` is true when an earlier run with the
-            same idempotency key is returned), or ``Failure`` with
-            ``UnknownWorkflow``, ``UnknownTrigger`` or ``InvalidPayload``.
-        """
-        return await self.engine.start_run(
-            workflow, payload, trigger=trigger, idempotency_key=idempotency_key
-        )
-
-    async def inspect_run(
-        self, run_id: str, *, include_history: bool = False
-    ) -> Result[Run, LookupError_]:
-        """The run, optionally with its step runs and attempts (``InvalidRunId``, ``NotFound``)."""
-        return await self.engine.inspect_run(run_id, include_history=include_history)
-
-    async def list_runs(
-        self,
-        *,
-        workflow: str | WorkflowDefinition | None = None,
-        status: RunStatus | str | None = None,
-        limit: int = 50,
-    ) -> Result[tuple[Run, ...], ListError]:
-        """Runs, newest first, filtered by workflow and status (``InvalidOption``)."""
-        return await self.engine.list_runs(workflow=workflow, status=status, limit=limit)
-
-    async def cancel_run(self, run_id: str) -> Result[Run, CancelError]:
-        """Cancel: pending runs at once, active ones via ``cancelling``."""
-        return await self.engine.cancel_run(run_id)
-
-    async def replay_run(self, run_id: str) -> Result[Run, ReplayError]:
-        """Start a new run from this run's payload; the source is untouched."""
-        return await self.engine.replay_run(run_id)
-
-    async def wait_for(
-        self,
-        run_id: str,
-        *,
-        timeout: timedelta = timedelta(seconds=30),
-        poll: timedelta = timedelta(milliseconds=20),
-    ) -> Result[Run, LookupError_]:
-        """Poll until the run is finished (or ``timeout`` passes) and return it with history."""
-        deadline = asyncio.get_running_loop().time() + timeout.total_seconds()
-        while True:
-            found = await self.inspect_run(run_id, include_history=True)
-            if isinstance(found, Failure) or found.unwrap().status.terminal:
-                return found
-            if asyncio.get_running_loop().time() >= deadline:
-                return found
-            await asyncio.sleep(poll.total_seconds())
+    start_run = _forwarded(Client.start_run)
+    inspect_run = _forwarded(Client.inspect_run)
+    list_runs = _forwarded(Client.list_runs)
+    cancel_run = _forwarded(Client.cancel_run)
+    replay_run = _forwarded(Client.replay_run)
+    wait_for = _forwarded(Client.wait_for)
 
     def sync(self) -> SyncRuntime:
         """A blocking facade running this runtime on a private event loop thread."""
@@ -239,8 +155,8 @@ class Runtime:
 class SyncRuntime:
     """Blocking facade for scripts: ``with runtime.sync() as rt: rt.start_run(...)``.
 
-    The runtime runs (dispatcher included) on an event loop in a background
-    thread between calls.
+    The runtime runs (worker included) on an event loop in a background thread
+    between calls. Its methods are the client's, made blocking.
     """
 
     def __init__(self, runtime: Runtime) -> None:
@@ -248,7 +164,7 @@ class SyncRuntime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
-    def _call(self, coroutine: Coroutine[object, object, T]) -> T:
+    def _call(self, coroutine: Coroutine[object, object, R]) -> R:
         if self._loop is None or self._thread is None or not self._thread.is_alive():
             coroutine.close()
             raise RuntimeError("use the facade as a context manager: `with runtime.sync() as rt:`")
@@ -274,37 +190,9 @@ class SyncRuntime:
                 loop.close()
             self._loop = self._thread = None
 
-    def start_run(
-        self,
-        workflow: str | WorkflowDefinition,
-        payload: object,
-        *,
-        trigger: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> Result[Run, StartError]:
-        return self._call(
-            self.runtime.start_run(
-                workflow, payload, trigger=trigger, idempotency_key=idempotency_key
-            )
-        )
-
-    def inspect_run(
-        self, run_id: str, *, include_history: bool = False
-    ) -> Result[Run, LookupError_]:
-        return self._call(self.runtime.inspect_run(run_id, include_history=include_history))
-
-    def list_runs(
-        self, *, workflow: str | None = None, status: str | None = None, limit: int = 50
-    ) -> Result[tuple[Run, ...], ListError]:
-        return self._call(self.runtime.list_runs(workflow=workflow, status=status, limit=limit))
-
-    def cancel_run(self, run_id: str) -> Result[Run, CancelError]:
-        return self._call(self.runtime.cancel_run(run_id))
-
-    def replay_run(self, run_id: str) -> Result[Run, ReplayError]:
-        return self._call(self.runtime.replay_run(run_id))
-
-    def wait_for(
-        self, run_id: str, *, timeout: timedelta = timedelta(seconds=30)
-    ) -> Result[Run, LookupError_]:
-        return self._call(self.runtime.wait_for(run_id, timeout=timeout))
+    start_run = _blocking(Client.start_run)
+    inspect_run = _blocking(Client.inspect_run)
+    list_runs = _blocking(Client.list_runs)
+    cancel_run = _blocking(Client.cancel_run)
+    replay_run = _blocking(Client.replay_run)
+    wait_for = _blocking(Client.wait_for)

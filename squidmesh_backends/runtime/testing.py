@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 from returns.result import Failure
 
 from squidmesh_backends.memory import MemoryRunStore
+from squidmesh_backends.runtime._delivery import JobOutcome
 from squidmesh_backends.runtime.clock import FakeClock
-from squidmesh_backends.runtime.engine import JobOutcome
 from squidmesh_backends.runtime.ids import SequenceIds
 from squidmesh_backends.runtime.runtime import Runtime
 from squidmesh_backends.runtime.settings import RuntimeSettings
@@ -85,7 +85,7 @@ class TimeSkippingRuntime(Runtime):
             if not claims:
                 return executed
             claim = claims[0]
-            outcome = await self.engine.execute_job(
+            outcome = await self.worker.execute_job(
                 claim.job_id, claim.lease_token, heartbeat=False
             )
             self.outcomes.append((claim.job_id, outcome))

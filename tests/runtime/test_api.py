@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from returns.result import Failure, Success
 
-from squidmesh_backends.runtime import TimeSkippingRuntime
+from squidmesh_backends.runtime import Client, TimeSkippingRuntime
 from squidmesh_core import (
     AttemptStatus,
     InvalidOption,
@@ -266,10 +266,7 @@ class TestCancel:
         self, rt: TimeSkippingRuntime, flow: WorkflowDefinition
     ) -> None:
         run = (await rt.start_run("shop.order", {"order_id": "o1"})).unwrap()
-        other = TimeSkippingRuntime(workflows=[])
-        other.memory = rt.memory
-        other.store = rt.memory
-        other.engine.store = rt.memory
+        other = Client(store=rt.memory, workflows=[])
         assert await other.cancel_run(run.id) == Failure(UnknownWorkflow(workflow="shop.order"))
 
 

@@ -43,10 +43,10 @@ async def test_compose_with_the_in_memory_broker_runs_steps_through_taskiq() -> 
         broker="memory",
         settings=RuntimeSettings(poll_interval=timedelta(milliseconds=50)),
     )
-    assert isinstance(runtime.executor, TaskiqExecutor)
-    assert isinstance(runtime.executor.broker, InMemoryBroker)
+    assert isinstance(runtime.worker.executor, TaskiqExecutor)
+    assert isinstance(runtime.worker.executor.broker, InMemoryBroker)
     async with runtime:
         run = (await runtime.start_run(FLOW, {})).unwrap()
         finished = (await runtime.wait_for(run.id, timeout=timedelta(seconds=10))).unwrap()
     assert finished.status is RunStatus.COMPLETED
-    assert runtime.executor.published == 1
+    assert runtime.worker.executor.published == 1

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from squidmesh_backends.errors import ConfigurationError
 from squidmesh_backends.memory import MemoryRunStore
@@ -101,7 +102,7 @@ def runtime(
 async def test_one_run_per_tick_and_none_before_the_first_tick() -> None:
     clock = FakeClock(T0)
     rt = runtime(clock=clock)
-    loop = rt.cron_loop
+    loop = rt.worker.cron_loop
     assert loop is not None
     assert await loop.tick_once(clock.now()) == []  # 12:02, activated now: nothing due
     clock.set(T0 + timedelta(minutes=3))  # 12:05
@@ -124,11 +125,11 @@ async def test_only_the_newest_missed_tick_runs_by_default_and_the_rest_are_repo
     clock, events = FakeClock(T0), Events()
     store = MemoryRunStore()
     rt = runtime(store, clock=clock, sink=events)
-    assert rt.cron_loop is not None
+    assert rt.worker.cron_loop is not None
     clock.set(T0 + timedelta(minutes=3))
-    await rt.cron_loop.tick_once(clock.now())  # 12:05 started
+    await rt.worker.cron_loop.tick_once(clock.now())  # 12:05 started
     clock.set(T0 + timedelta(hours=1, minutes=1))  # 13:03: 12:10 .. 13:00 were missed
-    (newest,) = await rt.cron_loop.tick_once(clock.now())
+    (newest,) = await rt.worker.cron_loop.tick_once(clock.now())
     run = (await rt.inspect_run(newest)).unwrap()
     assert schedule_of(run)["tick"] == "2026-06-01T13:00:00Z"
     (skipped,) = [e for e in events.seen if e.topic is Topic.CRON_TICKS_SKIPPED]
@@ -139,11 +140,11 @@ async def test_only_the_newest_missed_tick_runs_by_default_and_the_rest_are_repo
 async def test_a_misfire_window_catches_up_the_ticks_inside_it() -> None:
     clock = FakeClock(T0)
     rt = runtime(clock=clock, window=timedelta(minutes=12))
-    assert rt.cron_loop is not None
+    assert rt.worker.cron_loop is not None
     clock.set(T0 + timedelta(minutes=3))
-    await rt.cron_loop.tick_once(clock.now())
+    await rt.worker.cron_loop.tick_once(clock.now())
     clock.set(T0 + timedelta(hours=1, minutes=1))
-    started = await rt.cron_loop.tick_once(clock.now())
+    started = await rt.worker.cron_loop.tick_once(clock.now())
     ticks = [schedule_of((await rt.inspect_run(r)).unwrap())["tick"] for r in started]
     assert ticks == ["2026-06-01T12:55:00Z", "2026-06-01T13:00:00Z"]
 
@@ -151,12 +152,13 @@ async def test_a_misfire_window_catches_up_the_ticks_inside_it() -> None:
 async def test_a_second_loop_over_the_same_store_never_duplicates_a_tick() -> None:
     store, clock = MemoryRunStore(), FakeClock(T0)
     left, right = runtime(store, clock=clock), runtime(store, clock=clock)
-    assert left.cron_loop is not None and right.cron_loop is not None
+    assert left.worker.cron_loop is not None and right.worker.cron_loop is not None
     total = 0
     for minutes in range(3, 63, 5):
         clock.set(T0 + timedelta(minutes=minutes))
         both = await asyncio.gather(
-            left.cron_loop.tick_once(clock.now()), right.cron_loop.tick_once(clock.now())
+            left.worker.cron_loop.tick_once(clock.now()),
+            right.worker.cron_loop.tick_once(clock.now()),
         )
         total += sum(len(created) for created in both)
     assert total == 12
@@ -200,7 +202,7 @@ def test_activation_is_checked() -> None:
         ConfigurationError, match=r"cron trigger 'nightly' of 'cron\.needs_payload'"
     ):
         make(["cron.needs_payload"])
-    assert Runtime(store=MemoryRunStore(), workflows=[NEEDS_PAYLOAD]).cron_loop is None
+    assert Runtime(store=MemoryRunStore(), workflows=[NEEDS_PAYLOAD]).worker.cron_loop is None
 
 
 async def test_an_unlisted_workflow_is_never_started_by_cron() -> None:
@@ -209,7 +211,7 @@ async def test_an_unlisted_workflow_is_never_started_by_cron() -> None:
     async with rt:
         clock.set(T0 + timedelta(hours=2))
         await asyncio.sleep(0.2)
-    assert rt.cron_loop is None
+    assert rt.worker.cron_loop is None
     assert (await rt.list_runs()).unwrap() == ()
 
 
@@ -270,15 +272,60 @@ DATED = workflow(
 async def test_defaults_resolve_at_the_tick_not_when_the_loop_runs() -> None:
     clock = FakeClock(datetime(2026, 6, 1, 23, 0, tzinfo=UTC))
     rt = Runtime(store=MemoryRunStore(), workflows=[DATED], clock=clock, cron=[DATED])
-    assert rt.cron_loop is not None
+    assert rt.worker.cron_loop is not None
     clock.set(datetime(2026, 6, 3, 0, 30, tzinfo=UTC))  # two ticks missed; the loop runs late
-    (newest,) = await rt.cron_loop.tick_once(clock.now())
+    (newest,) = await rt.worker.cron_loop.tick_once(clock.now())
     assert (await rt.inspect_run(newest)).unwrap().payload == {"day": "2026-06-03"}
     clock.set(datetime(2026, 6, 4, 23, 59, tzinfo=UTC))
-    (late,) = await rt.cron_loop.tick_once(clock.now())
+    (late,) = await rt.worker.cron_loop.tick_once(clock.now())
     assert (await rt.inspect_run(late)).unwrap().payload == {"day": "2026-06-04"}
 
 
 def test_the_misfire_window_must_be_positive() -> None:
     with pytest.raises(ConfigurationError, match="cron_misfire_window must be positive"):
         RuntimeSettings(cron_misfire_window=timedelta(0))
+
+
+class NotOnTheThird(BaseModel):
+    day: Annotated[str, Today()]
+
+    @field_validator("day")
+    @classmethod
+    def _not_the_third(cls, value: str) -> str:
+        if value == "2026-06-03":
+            raise ValueError("no runs on the third")
+        return value
+
+
+PICKY = workflow(
+    "cron.picky",
+    triggers=[cron("midnight", "0 0 * * *", payload=NotOnTheThird)],
+    steps=[step("report", report)],
+    transitions=chain("report", COMPLETE),
+)
+
+
+async def test_a_tick_whose_payload_does_not_resolve_is_reported_not_started(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock(datetime(2026, 6, 1, 23, 0, tzinfo=UTC))
+    rt = Runtime(
+        store=MemoryRunStore(),
+        workflows=[PICKY],
+        clock=clock,
+        settings=RuntimeSettings(cron_misfire_window=timedelta(days=3)),
+        cron=[PICKY],
+    )
+    assert rt.worker.cron_loop is not None
+    clock.set(datetime(2026, 6, 4, 0, 30, tzinfo=UTC))  # ticks of the 2nd, 3rd and 4th are due
+    with caplog.at_level(logging.ERROR, logger="squidmesh.cron"):
+        started = await rt.worker.cron_loop.tick_once(clock.now())
+    runs = [(await rt.inspect_run(run_id)).unwrap() for run_id in started]
+    assert [(schedule_of(r)["tick"], r.payload["day"]) for r in runs] == [
+        ("2026-06-02T00:00:00Z", "2026-06-02"),
+        ("2026-06-04T00:00:00Z", "2026-06-04"),
+    ]
+    (record,) = [r for r in caplog.records if "could not resolve the payload" in r.getMessage()]
+    assert "cron.picky/midnight" in record.getMessage()
+    assert "2026-06-03T00:00:00Z" in record.getMessage()
+    assert "no runs on the third" in record.getMessage()

@@ -11,8 +11,6 @@ from squidmesh_backends.runtime import JobOutcome, TimeSkippingRuntime
 from squidmesh_core import (
     COMPLETE,
     AttemptStatus,
-    JobId,
-    LeaseToken,
     Retry,
     RunStatus,
     StepContext,
@@ -22,6 +20,7 @@ from squidmesh_core import (
     workflow,
 )
 from squidmesh_core.ports import Claim
+from squidmesh_core.protocol import JobId, LeaseToken
 
 
 class Gate:
@@ -74,7 +73,7 @@ async def kill_mid_step(rt: TimeSkippingRuntime, gate: Gate) -> Claim:
     """Claim the next job, start its step, and kill the worker before it reports."""
     claim = await claim_one(rt)
     worker = asyncio.create_task(
-        rt.engine.execute_job(claim.job_id, claim.lease_token, heartbeat=False)
+        rt.worker.execute_job(claim.job_id, claim.lease_token, heartbeat=False)
     )
     await gate.entered.wait()
     worker.cancel()  # the process dies: no outcome is ever reported
@@ -86,8 +85,8 @@ async def test_a_duplicate_delivery_runs_the_step_once(rt: TimeSkippingRuntime, 
     gate.release.set()
     run = (await rt.start_run("faults.flow", {})).unwrap()
     claim = await claim_one(rt)
-    first = await rt.engine.execute_job(claim.job_id, claim.lease_token, heartbeat=False)
-    second = await rt.engine.execute_job(claim.job_id, claim.lease_token, heartbeat=False)
+    first = await rt.worker.execute_job(claim.job_id, claim.lease_token, heartbeat=False)
+    second = await rt.worker.execute_job(claim.job_id, claim.lease_token, heartbeat=False)
     assert (first, second) == (JobOutcome.SUCCEEDED, JobOutcome.STALE)
     assert gate.attempts == [1]
     done = await rt.run_until_complete(run.id)
@@ -98,11 +97,11 @@ async def test_concurrent_duplicates_start_one_attempt(rt: TimeSkippingRuntime, 
     run = (await rt.start_run("faults.flow", {})).unwrap()
     claim = await claim_one(rt)
     first = asyncio.create_task(
-        rt.engine.execute_job(claim.job_id, claim.lease_token, heartbeat=False)
+        rt.worker.execute_job(claim.job_id, claim.lease_token, heartbeat=False)
     )
     await gate.entered.wait()
     assert (
-        await rt.engine.execute_job(claim.job_id, claim.lease_token, heartbeat=False)
+        await rt.worker.execute_job(claim.job_id, claim.lease_token, heartbeat=False)
         is JobOutcome.STALE
     )
     gate.release.set()
@@ -121,17 +120,17 @@ async def test_concurrent_duplicates_start_one_attempt(rt: TimeSkippingRuntime, 
 )
 async def test_forged_messages_change_nothing(rt: TimeSkippingRuntime, job_id: str) -> None:
     run = (await rt.start_run("faults.flow", {})).unwrap()
-    assert await rt.engine.execute_job(job_id, "any", heartbeat=False) is JobOutcome.FORGED
+    assert await rt.worker.execute_job(job_id, "any", heartbeat=False) is JobOutcome.FORGED
     assert (await rt.inspect_run(run.id)).unwrap() == run
 
 
 async def test_a_job_that_is_not_live_is_stale(rt: TimeSkippingRuntime) -> None:
     run = (await rt.start_run("faults.flow", {})).unwrap()
     assert (
-        await rt.engine.execute_job(f"{run.id}/after/1", "t", heartbeat=False) is JobOutcome.STALE
+        await rt.worker.execute_job(f"{run.id}/after/1", "t", heartbeat=False) is JobOutcome.STALE
     )
     assert (
-        await rt.engine.execute_job(f"{run.id}/slow/1", "not-the-lease", heartbeat=False)
+        await rt.worker.execute_job(f"{run.id}/slow/1", "not-the-lease", heartbeat=False)
         is JobOutcome.STALE
     )
     assert (await rt.inspect_run(run.id)).unwrap() == run
@@ -174,7 +173,7 @@ async def test_the_late_outcome_of_a_reclaimed_attempt_is_discarded(
     run = (await rt.start_run("faults.flow", {})).unwrap()
     claim = await claim_one(rt)
     slow_worker = asyncio.create_task(
-        rt.engine.execute_job(claim.job_id, claim.lease_token, heartbeat=False)
+        rt.worker.execute_job(claim.job_id, claim.lease_token, heartbeat=False)
     )
     await gate.entered.wait()
     await rt.advance(rt.settings.lease)  # another worker reclaims and retries
@@ -204,7 +203,7 @@ async def test_heartbeats_keep_a_long_step_leased(gate: Gate) -> None:
     rt.fake_clock = rt.fake_clock  # the fake clock stays still; heartbeats use real sleeps
     run = (await rt.start_run("faults.flow", {})).unwrap()
     claim = await claim_one(rt)
-    worker = asyncio.create_task(rt.engine.execute_job(claim.job_id, claim.lease_token))
+    worker = asyncio.create_task(rt.worker.execute_job(claim.job_id, claim.lease_token))
     await gate.entered.wait()
     for _ in range(4):
         rt.fake_clock.advance(timedelta(seconds=0.2))

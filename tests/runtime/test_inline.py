@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from datetime import timedelta
 
 import pytest
@@ -12,12 +12,11 @@ from taskiq import InMemoryBroker
 from taskiq.message import BrokerMessage
 
 from squidmesh_backends.memory import MemoryRunStore
+from squidmesh_backends.probe import CLAIMED, COMMITS, INLINE_STEPS, Counters
 from squidmesh_backends.runtime import JobOutcome, Runtime, RuntimeSettings
 from squidmesh_backends.taskiq import TaskiqExecutor
 from squidmesh_core import (
     COMPLETE,
-    JobId,
-    LeaseToken,
     Retry,
     RunId,
     RunStatus,
@@ -28,8 +27,10 @@ from squidmesh_core import (
     step,
     workflow,
 )
+from squidmesh_core.protocol import JobId, LeaseToken, RunState
 from squidmesh_core.testing.contracts.executor import settle
 from squidmesh_core.views import Run
+from tests.lookbehind import job_rows
 
 GATE = asyncio.Event()
 
@@ -92,25 +93,29 @@ async def test_the_chain_limit_never_strands_a_leased_job(limit: int) -> None:
         heartbeat_every=timedelta(seconds=1),
         inline_chain_limit=limit,
     )
-    async with Runtime(store=MemoryRunStore(), workflows=[FIVE], settings=settings) as rt:
+    probe = Counters()
+    async with Runtime(
+        store=MemoryRunStore(), workflows=[FIVE], settings=settings, probe=probe
+    ) as rt:
         done, elapsed = await run_timed(rt, FIVE)
     assert done.status is RunStatus.COMPLETED
     assert elapsed < 2, f"a step waited for a lease to lapse ({elapsed:.1f}s)"
-    assert rt.engine.inline_steps == 4 - 4 // limit if limit < 5 else 4
+    assert probe[INLINE_STEPS] == 4 - 4 // limit if limit < 5 else 4
 
 
 async def test_shutdown_releases_the_lease_the_inline_chain_holds_now() -> None:
     global GATE  # noqa: PLW0603  (a fresh event on this test's loop)
     GATE = asyncio.Event()
     store = MemoryRunStore()
-    rt = Runtime(store=store, workflows=[THEN_BLOCK], settings=SLOW_POLL)
+    probe = Counters()
+    rt = Runtime(store=store, workflows=[THEN_BLOCK], settings=SLOW_POLL, probe=probe)
     await rt.start()
     run = (await rt.start_run(THEN_BLOCK, {})).unwrap()
     b_job = JobId(f"{run.id}/b/1")
-    await settle(lambda: rt.engine.inline_steps == 1)
-    assert (await store.job_rows())[b_job][1] is not None  # b is leased and running
+    await settle(lambda: probe[INLINE_STEPS] == 1)
+    assert (await job_rows(store))[b_job][1] is not None  # b is leased and running
     await rt.stop()
-    assert (await store.job_rows())[b_job][1] is None, "b's lease was not released"
+    assert (await job_rows(store))[b_job][1] is None, "b's lease was not released"
     GATE.set()
 
 
@@ -131,7 +136,7 @@ async def test_a_late_delivery_renews_its_lease_before_starting() -> None:
         now=now, limit=1, lease_for=settings.lease, owner="old", mint=rt.ids.new_lease_token
     )
     await asyncio.sleep(1.1)  # the message sat in a queue until its lease lapsed
-    delivery = asyncio.create_task(rt.engine.execute_chain(claims[0].job_id, claims[0].lease_token))
+    delivery = asyncio.create_task(rt.worker.execute(claims[0].job_id, claims[0].lease_token))
     await asyncio.sleep(0.05)
     # Renewed on delivery: nobody else may claim it while it runs.
     assert (
@@ -166,21 +171,55 @@ async def test_a_delivery_whose_lease_was_taken_over_does_not_start() -> None:
     await store.claim_due(
         now=later, limit=1, lease_for=settings.lease, owner="b", mint=rt.ids.new_lease_token
     )
-    assert await rt.engine.execute_chain(first[0].job_id, first[0].lease_token) is JobOutcome.STALE
+    assert await rt.worker.execute(first[0].job_id, first[0].lease_token) is JobOutcome.STALE
     state = await store.load(RunId(run.id))
     assert state is not None and state.steps[0].attempts == ()
 
 
-class FailingClaims(MemoryRunStore):
-    async def claim_job(self, *args: object, **kwargs: object) -> None:
-        raise RuntimeError("claim_job is down")
+FORK = workflow(
+    "inline.fork",
+    triggers=[manual()],
+    steps=[step("a", gated), step("b", noop), step("c", noop, after=["a", "b"])],
+)
 
 
-async def test_a_failing_inline_claim_wakes_the_dispatcher() -> None:
-    async with Runtime(store=FailingClaims(), workflows=[FIVE], settings=SLOW_POLL) as rt:
-        done, elapsed = await run_timed(rt, FIVE)
+async def test_after_a_conflict_the_outcome_and_the_hand_off_are_one_commit() -> None:
+    """The run changed while ``a`` ran (``b`` finished): decide again, hand ``c`` off at once."""
+    global GATE  # noqa: PLW0603  (a fresh event on this test's loop)
+    GATE = asyncio.Event()
+    probe = Counters()
+    store = MemoryRunStore(probe=probe)
+    async with Runtime(store=store, workflows=[FORK], settings=SLOW_POLL, probe=probe) as rt:
+        run = (await rt.start_run(FORK, {})).unwrap()
+        await settle(lambda: run.id in ENTERED)
+        b_done = await settle_state(store, run.id, lambda s: _status(s, "b") == "completed")
+        commits = probe[COMMITS]
+        GATE.set()  # a succeeds on a run that moved on: its first commit is refused
+        done = (await rt.wait_for(run.id, timeout=timedelta(seconds=10))).unwrap()
     assert done.status is RunStatus.COMPLETED
-    assert elapsed < 2
+    assert probe[INLINE_STEPS] == 1  # c ran on a's lease, no dispatcher, no claim
+    assert probe[CLAIMED] == 2  # a and b only
+    # a's outcome with c's start, then c's outcome: two commits after b's
+    assert probe[COMMITS] == commits + 2
+    assert done.version == b_done.version + 2
+
+
+def _status(state: RunState, step: str) -> str | None:
+    found = state.step_run(step)
+    return None if found is None else found.status.value
+
+
+async def settle_state(
+    store: MemoryRunStore, run_id: str, done: Callable[[RunState], bool]
+) -> RunState:
+    """The run once ``done`` holds for it (polled; at most five seconds)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        state = await store.load(RunId(run_id))
+        if state is not None and done(state):
+            return state
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"run {run_id} never reached the expected state")
 
 
 async def test_messages_turned_away_while_stopping_are_handed_back() -> None:
@@ -237,7 +276,8 @@ async def test_the_receiver_is_restarted_when_the_broker_stops_listening(
 
 async def test_each_inline_transition_is_one_commit_and_no_claim() -> None:
     """A step's outcome and the next step's start share one commit; no claim, no reload."""
-    store = MemoryRunStore()
+    probe = Counters()
+    store = MemoryRunStore(probe=probe)
     claims_by_name = 0
     claim_job = store.claim_job
 
@@ -247,13 +287,13 @@ async def test_each_inline_transition_is_one_commit_and_no_claim() -> None:
         return await claim_job(*args, **kwargs)  # type: ignore[arg-type]
 
     store.claim_job = counting_claim_job  # type: ignore[method-assign,assignment]
-    async with Runtime(store=store, workflows=[FIVE], settings=SLOW_POLL) as rt:
+    async with Runtime(store=store, workflows=[FIVE], settings=SLOW_POLL, probe=probe) as rt:
         run = (await rt.start_run(FIVE, {})).unwrap()
         done = (await rt.wait_for(run.id, timeout=timedelta(seconds=10))).unwrap()
     assert done.status is RunStatus.COMPLETED
-    assert rt.engine.inline_steps == 4
+    assert probe[INLINE_STEPS] == 4
     # created, first step started, four "outcome + next start" commits, last outcome
-    assert store.commits == 7
+    assert probe[COMMITS] == 7
     assert claims_by_name == 0
     assert done.version == 7
 
@@ -261,19 +301,20 @@ async def test_each_inline_transition_is_one_commit_and_no_claim() -> None:
 async def test_a_cancel_during_an_inline_step_wins_over_the_combined_commit() -> None:
     global GATE  # noqa: PLW0603  (a fresh event on this test's loop)
     GATE = asyncio.Event()
-    store = MemoryRunStore()
-    async with Runtime(store=store, workflows=[BLOCK_THEN], settings=SLOW_POLL) as rt:
+    probe = Counters()
+    store = MemoryRunStore(probe=probe)
+    async with Runtime(store=store, workflows=[BLOCK_THEN], settings=SLOW_POLL, probe=probe) as rt:
         run = (await rt.start_run(BLOCK_THEN, {})).unwrap()
         await settle(lambda: run.id in ENTERED)  # a is running
         cancelled = (await rt.cancel_run(run.id)).unwrap()
-        commits = store.commits
+        commits = probe[COMMITS]
         GATE.set()  # a succeeds on a run that changed: its combined commit is refused
         done = (await rt.wait_for(run.id, timeout=timedelta(seconds=10))).unwrap()
     assert cancelled.status is RunStatus.CANCELLING
     assert done.status is RunStatus.CANCELLED
-    assert rt.engine.inline_steps == 0
+    assert probe[INLINE_STEPS] == 0
     assert [s.step for s in done.history or ()] == ["a"]  # b never started
-    assert store.commits == commits + 1  # a's outcome, decided again on the stored state
+    assert probe[COMMITS] == commits + 1  # a's outcome, decided again on the stored state
 
 
 FAILS_ONCE: dict[str, int] = {}

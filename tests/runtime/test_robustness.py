@@ -22,8 +22,6 @@ from squidmesh_backends.sqlite import SqliteRunStore
 from squidmesh_core import (
     COMPLETE,
     InvalidOption,
-    JobId,
-    LeaseToken,
     RunStatus,
     StepContext,
     UnknownWorkflow,
@@ -32,6 +30,7 @@ from squidmesh_core import (
     step,
     workflow,
 )
+from squidmesh_core.protocol import JobId, LeaseToken
 
 FAST = RuntimeSettings(
     poll_interval=timedelta(milliseconds=50),
@@ -170,10 +169,10 @@ async def test_jobs_of_unregistered_workflows_are_released(tmp_path: Path) -> No
             mint=stranger.ids.new_lease_token,
         )
         assert (
-            await stranger.engine.execute_job(claim.job_id, claim.lease_token, heartbeat=False)
+            await stranger.worker.execute_job(claim.job_id, claim.lease_token, heartbeat=False)
             is JobOutcome.STALE
         )
-        assert (await owner.engine.store.next_due_at()) is not None
+        assert (await owner.store.next_due_at()) is not None
         async with owner:
             assert (
                 await owner.wait_for(run.id, timeout=timedelta(seconds=5))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from squidmesh_backends.probe import INLINE_STEPS, Counters
 from squidmesh_backends.runtime import RuntimeSettings, compose
 from squidmesh_core import (
     COMPLETE,
@@ -24,7 +25,7 @@ from tests.cli.test_cli import squidmesh
 from tests.taskiq.conftest import Workers, producer, wait_all
 from tests.taskiq.worker_app import crashable
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def test_smoke_runs_steps_in_a_separate_worker_process(
@@ -85,16 +86,21 @@ async def test_the_inline_fast_path_runs_following_steps_without_the_broker(
 
     settings = RuntimeSettings(poll_interval=timedelta(milliseconds=100), inline_next_step=inline)
     broker = redis_stream_broker(redis_url, lease=settings.lease, queue=queue)
+    probe = Counters()
     runtime = compose(
-        workflows=[TEN], store=f"{pg_dsn}?schema={pg_schema}", broker=broker, settings=settings
+        workflows=[TEN],
+        store=f"{pg_dsn}?schema={pg_schema}",
+        broker=broker,
+        settings=settings,
+        probe=probe,
     )
     async with runtime:
         ids = [(await runtime.start_run(TEN, {})).unwrap().id for _ in range(5)]
         for run_id in ids:
             done = (await runtime.wait_for(run_id, timeout=timedelta(seconds=30))).unwrap()
             assert done.status is RunStatus.COMPLETED
-        published = runtime.executor.published  # type: ignore[attr-defined]
-        inline_steps = runtime.engine.inline_steps
+        published = runtime.worker.executor.published  # type: ignore[attr-defined]
+        inline_steps = probe[INLINE_STEPS]
     assert published + inline_steps == 50
     if inline:
         # A dispatcher poll may claim a next step before the inline claim does.

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from returns.result import Failure, Result, Success
 
-from squidmesh_core import (
+from squidmesh_core import RunId, RunStatus, StepFailure, WorkflowDefinition
+from squidmesh_core.protocol import (
     Decision,
     Event,
     JobDelivered,
@@ -15,14 +16,10 @@ from squidmesh_core import (
     LeaseExpired,
     LeaseToken,
     Rejected,
-    RunId,
     RunRequested,
     RunState,
-    RunStatus,
     StepFailed,
-    StepFailure,
     StepSucceeded,
-    WorkflowDefinition,
     decide,
 )
 

@@ -5,16 +5,7 @@ from datetime import timedelta
 import pytest
 from returns.result import Failure, Success
 
-from squidmesh_core import (
-    COMPLETE,
-    Retry,
-    StepFailure,
-    UndecodableRecord,
-    chain,
-    manual,
-    step,
-    workflow,
-)
+from squidmesh_core import COMPLETE, Retry, StepFailure, chain, manual, step, workflow
 from squidmesh_core.codec import (
     decode_failure,
     decode_job,
@@ -23,6 +14,7 @@ from squidmesh_core.codec import (
     encode_job,
     encode_run,
 )
+from squidmesh_core.protocol import UndecodableRecord
 from tests.unit.helpers import Driver, handler
 
 

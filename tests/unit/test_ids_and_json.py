@@ -3,17 +3,10 @@ from __future__ import annotations
 import pytest
 from returns.result import Failure, Success
 
-from squidmesh_core import (
-    InvalidJobId,
-    InvalidRunId,
-    JsonLimits,
-    check_json,
-    job_id_for,
-    parse_job_id,
-    parse_run_id,
-)
+from squidmesh_core import InvalidRunId, JsonLimits
 from squidmesh_core.ids import JobKey, RunId
 from squidmesh_core.jsonvalue import JsonProblem, check_json_object
+from squidmesh_core.protocol import InvalidJobId, check_json, job_id_for, parse_job_id, parse_run_id
 
 GOOD = "0b0e6c1e-2f2e-4c1a-9d55-7b1d2f0e9a10"
 

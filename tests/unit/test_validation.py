@@ -16,7 +16,6 @@ from squidmesh_core import (
     Now,
     Retry,
     Today,
-    WorkflowMode,
     build_workflow,
     chain,
     cron,
@@ -30,6 +29,7 @@ from squidmesh_core import (
 )
 from squidmesh_core.definition import LogLevel, Outcome, StepSpec, TransitionSpec, TriggerSpec
 from squidmesh_core.dsl import backoff_from_options, retry_from_options
+from squidmesh_core.protocol import WorkflowMode
 
 
 def handler(data: object, ctx: object) -> dict[str, object]:

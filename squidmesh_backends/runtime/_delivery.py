@@ -1,0 +1,243 @@
+"""The worker path: one claimed job, from its delivery to its outcome and beyond.
+
+Theory of operation for one delivery (``Delivery.execute``):
+
+1. Parse the job id (a forged id is dropped) and load its run.
+2. Decide the delivery (``squidmesh_core.handoff.decide_delivery``): it starts
+   the attempt, reclaims a lost one, converges the run, or changes nothing. The
+   commit is fenced by this lease, and renews it when it starts an attempt.
+3. Run the step while a heartbeat extends the lease.
+4. Decide the outcome (``decide_outcome``). On the inline path a success also
+   starts the next step due at once, under a new lease of this worker's, in the
+   same commit; the worker then runs that step with the state the commit wrote
+   (no claim, no reload), up to ``inline_chain_limit`` steps. Every other job
+   due at once is left to the dispatchers, which the ledger wakes.
+
+Every commit carries the fence, so a worker whose lease was taken over cannot
+write; a stale, duplicate or forged message changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from returns.result import Failure, Success
+
+from squidmesh_backends.logs import add_log_fields, get_logger, log_context
+from squidmesh_backends.probe import INLINE_STEPS, NO_PROBE, Probe
+from squidmesh_backends.runtime.client import Client
+from squidmesh_backends.runtime.steps import run_step
+from squidmesh_core.commands import Lease, StartedAttempt
+from squidmesh_core.context import StepContext, step_idempotency_key
+from squidmesh_core.definition import WorkflowDefinition
+from squidmesh_core.events import StepFailed, StepSucceeded
+from squidmesh_core.handoff import decide_delivery, decide_outcome
+from squidmesh_core.ids import JobId, JobKey, LeaseToken, parse_job_id
+from squidmesh_core.jsonvalue import JsonObject
+from squidmesh_core.ports import Fence
+from squidmesh_core.state import RunState
+
+LOG = get_logger("squidmesh.runtime")
+
+OnNext = Callable[[JobId, LeaseToken], None]
+
+
+class JobOutcome(StrEnum):
+    """What one delivery amounted to (the last step's, on the inline path)."""
+
+    FORGED = "forged"
+    STALE = "stale"
+    RECLAIMED = "reclaimed"
+    CONVERGED = "converged"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    LEASE_LOST = "lease_lost"
+
+
+def run_logger(
+    run: RunState, step: str | None = None, attempt: int | None = None
+) -> logging.LoggerAdapter[logging.Logger]:
+    """A logger that attaches run id, workflow, step and attempt to every record."""
+    return logging.LoggerAdapter(
+        get_logger("squidmesh.step"),
+        {"run_id": run.id, "workflow": run.workflow, "step": step, "attempt": attempt},
+    )
+
+
+def _schedule_of(run: RunState) -> JsonObject | None:
+    found = run.context.get("schedule")
+    return found if isinstance(found, Mapping) else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Running:
+    """An attempt whose start is committed, with the run as that commit wrote it."""
+
+    definition: WorkflowDefinition
+    state: RunState
+    attempt: StartedAttempt
+
+
+class Delivery:
+    """Carries claimed jobs through the core for a worker (see the module docstring)."""
+
+    def __init__(self, *, client: Client, probe: Probe = NO_PROBE) -> None:
+        self.client = client
+        self.store = client.store
+        self.ledger = client.ledger
+        self.settings = client.settings
+        self.probe = probe
+
+    async def execute(
+        self,
+        job_id: str,
+        lease_token: str,
+        *,
+        heartbeat: bool = True,
+        inline: bool = False,
+        on_next: OnNext = lambda job, token: None,
+    ) -> JobOutcome:
+        """Deliver one claimed job; with ``inline``, run the steps it hands to this worker.
+
+        ``on_next`` hears of each new lease taken on the inline path, so shutdown
+        can release the one held at that moment.
+        """
+        parsed = parse_job_id(job_id)
+        if isinstance(parsed, Failure):
+            LOG.warning("dropping a message with a malformed job id %r", parsed.failure().value)
+            return JobOutcome.FORGED
+        key = parsed.unwrap()
+        with log_context(run_id=key.run_id, step=key.step, attempt=key.attempt, job_id=job_id):
+            outcome, running = await self._begin(key, JobId(job_id), LeaseToken(lease_token))
+        steps = 0
+        while running is not None:
+            steps += 1
+            attempt = running.attempt
+            with log_context(
+                run_id=running.state.id,
+                workflow=running.state.workflow,
+                step=attempt.step,
+                attempt=attempt.attempt,
+                job_id=attempt.job_id,
+            ):
+                outcome, running = await self._finish(
+                    running,
+                    heartbeat=heartbeat,
+                    inline=inline and steps < self.settings.inline_chain_limit,
+                )
+            if running is not None:
+                self.probe.record(INLINE_STEPS)
+                on_next(running.attempt.job_id, running.attempt.lease_token)
+        return outcome
+
+    async def _begin(
+        self, key: JobKey, jid: JobId, token: LeaseToken
+    ) -> tuple[JobOutcome, _Running | None]:
+        """Decide and commit the delivery of a claimed job (steps 1 and 2)."""
+        state = await self.store.load(key.run_id)
+        if state is None:
+            LOG.warning("dropping job %s: its run does not exist", jid)
+            return JobOutcome.FORGED, None
+        add_log_fields(workflow=state.workflow)
+        found = self.client.registry.lookup(state.workflow)
+        if isinstance(found, Failure):
+            LOG.error(
+                "job %s belongs to workflow %r, which is not registered here; releasing it",
+                jid,
+                state.workflow,
+            )
+            await self.store.release(jid, token)
+            return JobOutcome.STALE, None
+        definition = found.unwrap()
+        delivered = await self.ledger.apply(
+            state.id,
+            lambda current, now: decide_delivery(
+                definition, current, job_id=jid, lease_token=token, now=now
+            ),
+            fence=Fence(job_id=jid, lease_token=token),
+            renew_until=self.client.clock.now() + self.settings.lease,
+            state=state,
+        )
+        if isinstance(delivered, Failure):
+            return JobOutcome.STALE, None
+        decision = delivered.unwrap()
+        if decision.reclaimed:
+            return JobOutcome.RECLAIMED, None
+        if decision.started is None:
+            return JobOutcome.CONVERGED, None
+        return JobOutcome.STALE, _Running(definition, decision.state, decision.started)
+
+    async def _finish(
+        self, running: _Running, *, heartbeat: bool, inline: bool
+    ) -> tuple[JobOutcome, _Running | None]:
+        """Run a started attempt and commit its outcome (steps 3 and 4)."""
+        definition, state, attempt = running.definition, running.state, running.attempt
+        spec = definition.step(attempt.step)
+        assert spec is not None  # the core starts only declared steps
+        ctx = StepContext(
+            run_id=state.id,
+            workflow=state.workflow,
+            step=attempt.step,
+            attempt=attempt.attempt,
+            idempotency_key=step_idempotency_key(state.id, attempt.step),
+            started_at=attempt.started_at,
+            schedule=_schedule_of(state),
+        )
+        logger = run_logger(state, attempt.step, attempt.attempt)
+        jid, token = attempt.job_id, attempt.lease_token
+        beat = asyncio.create_task(self._heartbeat(jid, token)) if heartbeat else None
+        try:
+            result = await run_step(spec, attempt.input, ctx, logger)
+        finally:
+            if beat is not None:
+                beat.cancel()
+        event: StepSucceeded | StepFailed
+        match result:
+            case Success(output):
+                event = StepSucceeded(job_id=jid, lease_token=token, output=output)
+            case Failure(failure):
+                logger.warning("step attempt failed: %s", failure.message)
+                event = StepFailed(job_id=jid, lease_token=token, failure=failure)
+        done = JobOutcome.SUCCEEDED if isinstance(event, StepSucceeded) else JobOutcome.FAILED
+        lease = None
+        if inline and isinstance(event, StepSucceeded):
+            lease = Lease(
+                token=self.client.ids.new_lease_token(),
+                until=self.client.clock.now() + self.settings.lease,
+                owner=self.settings.owner,
+            )
+        recorded = await self.ledger.apply(
+            state.id,
+            lambda current, now: decide_outcome(
+                definition, current, event, now=now, next_lease=lease
+            ),
+            fence=Fence(job_id=jid, lease_token=token),
+            state=state,
+            reload_on_refusal=lease is not None,
+        )
+        if isinstance(recorded, Failure):
+            logger.warning("outcome discarded: %s", recorded.failure())
+            return JobOutcome.LEASE_LOST, None
+        decision = recorded.unwrap()
+        if decision.started is None:
+            return done, None
+        return done, _Running(definition, decision.state, decision.started)
+
+    async def _heartbeat(self, job_id: JobId, token: LeaseToken) -> None:
+        interval = self.settings.heartbeat_every.total_seconds()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                held = await self.store.heartbeat(
+                    job_id, token, until=self.client.clock.now() + self.settings.lease
+                )
+            except Exception:  # a transient store fault must not let the lease lapse
+                LOG.exception("heartbeat for %s failed; trying again", job_id)
+                continue
+            if not held:
+                LOG.warning("lease on %s was lost; the outcome will be discarded", job_id)
+                return
