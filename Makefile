@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit docs clean bench bench-core bench-postgres bench-taskiq
+.PHONY: demo test test-fast lint typecheck unit docs clean bench bench-core bench-postgres bench-taskiq
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "SquidMesh needs Python 3.11 or newer"'
@@ -19,6 +19,12 @@ demo: $(STAMP)
 
 ## test: lint, types, import contract, tests, property tests, doctests, coverage
 test: lint typecheck unit
+
+## test-fast: the inner loop, under a minute: unit, property, contract and runtime tests, no services
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider -m "not slow and not postgres and not redis" \
+		tests/unit tests/contract tests/runtime property_tests \
+		tests/test_public_api.py tests/test_purity.py tests/test_layout.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -18,7 +18,7 @@ from squidmesh_core import AttemptStatus, RunStatus
 from tests.taskiq.conftest import OwnRedis, Workers, producer, wait_all
 from tests.taskiq.worker_app import crashable, five_steps
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 async def test_three_workers_complete_300_runs_of_five_steps_each_exactly_once(
