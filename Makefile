@@ -20,11 +20,9 @@ demo: $(STAMP)
 ## test: lint, types, import contract, tests, property tests, doctests, coverage
 test: lint typecheck unit
 
-## test-fast: the inner loop, under a minute: unit, property, contract and runtime tests, no services
+## test-fast: the inner loop, under a minute: unit, property, contract and runtime tests not marked slow or postgres (no coverage, no lint)
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider -m "not slow and not postgres and not redis" \
-		tests/unit tests/contract tests/runtime property_tests \
-		tests/test_public_api.py tests/test_purity.py tests/test_layout.py
+	$(BIN)/pytest -q -p no:cacheprovider -m "not slow and not postgres"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -67,6 +67,8 @@ from squidmesh_core.testing.strategies import (
     workflows,
 )
 
+pytestmark = pytest.mark.slow
+
 
 def check_commands(before: RunState, decision: Decision) -> None:
     """Job commands are exactly the difference between the old and new live jobs."""

@@ -42,6 +42,8 @@ from squidmesh_core.testing.strategies import BASE_TIME, workflows
 from tests.lookbehind import job_rows
 from tests.services import drop_schema, migrated_schema, require_postgres, truncate
 
+pytestmark = pytest.mark.slow
+
 LEASE = timedelta(seconds=30)
 PLANS = ("ok", "ok", "ok", "fail", "fatal", "crash")
 

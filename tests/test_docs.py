@@ -67,6 +67,7 @@ def shell_blocks() -> list[tuple[str, str]]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize(("name", "code"), shell_blocks(), ids=[name for name, _ in shell_blocks()])
 def test_shell_block_runs(

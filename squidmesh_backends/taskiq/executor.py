@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from taskiq import AsyncBroker, InMemoryBroker
 from taskiq.acks import AcknowledgeType
@@ -36,6 +36,68 @@ LOG = get_logger("squidmesh.taskiq")
 TASK_NAME = "squidmesh.run_job"
 PUBLISH_HORIZON = 2.0
 """Seconds a publish counts against this process's free slots unless received sooner."""
+RECANCEL_EVERY = 0.05
+"""Seconds between cancellations of a broker read that has not ended yet."""
+
+
+async def _cancel_until_done(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` again and again until it has ended.
+
+    One cancellation can be lost: on Python 3.11 ``asyncio.wait_for`` returns
+    the inner result and drops the cancellation when both happen at once, and
+    redis-py sends every command through it. A Redis read that lost its
+    cancellation blocks, reads again, and never ends.
+    """
+    while not task.done():
+        task.cancel()
+        try:
+            await asyncio.wait({task}, timeout=RECANCEL_EVERY)
+        except asyncio.CancelledError:
+            continue  # the caller re-raises once the read has ended
+
+
+async def _cancellable_listen(broker: AsyncBroker) -> AsyncGenerator[Any, None]:
+    """``broker.listen()``, its reads ended for sure by a cancellation.
+
+    Each read runs in a task of its own, cancelled until it has ended (see
+    ``_cancel_until_done``), so a receiver that is stopped does stop.
+    """
+    source = broker.listen()
+
+    async def next_message() -> Any:
+        return await anext(source)
+
+    try:
+        while True:
+            read = asyncio.create_task(next_message(), name="squidmesh-taskiq-read")
+            try:
+                await asyncio.wait({read})
+            except asyncio.CancelledError:
+                await _cancel_until_done(read)
+                raise
+            try:
+                message = read.result()
+            except StopAsyncIteration:
+                return
+            yield message
+    finally:
+        await source.aclose()
+
+
+class _ListenerBroker:
+    """The broker as Taskiq's receiver sees it: ``listen()`` is ``_cancellable_listen``.
+
+    Everything else is the broker's own.
+    """
+
+    def __init__(self, broker: AsyncBroker) -> None:
+        self._broker = broker
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._broker, name)
+
+    def listen(self) -> AsyncGenerator[Any, None]:
+        return _cancellable_listen(self._broker)
 
 
 class TaskiqExecutor:
@@ -66,6 +128,8 @@ class TaskiqExecutor:
         self._turned_away: list[tuple[JobId, LeaseToken]] = []
         self.shutdown_grace = shutdown_grace
         self._receiver: asyncio.Task[None] | None = None
+        self._deliveries: set[asyncio.Task[Any]] = set()
+        self._submitting: set[asyncio.Task[Any] | None] = set()
 
         async def run_job(job_id: Any, lease_token: Any) -> None:
             await self._receive(job_id, lease_token)
@@ -91,8 +155,14 @@ class TaskiqExecutor:
             self._recent.popleft()
         return self.concurrency - len(self._running) - len(self._recent)
 
-    async def start(self, handler: JobHandler) -> None:
-        """Start the broker and, unless it runs tasks in-process, a receiver loop."""
+    async def start(
+        self, handler: JobHandler, *, slot_freed: Callable[[], None] = lambda: None
+    ) -> None:
+        """Start the broker and, unless it runs tasks in-process, a receiver loop.
+
+        ``slot_freed`` is not called: slots free up in whichever worker process
+        received the message, and the dispatcher counts them through ``free_slots``.
+        """
         self._handler = handler
         self._slots = asyncio.Semaphore(self.concurrency)
         self.broker.is_worker_process = True
@@ -118,7 +188,7 @@ class TaskiqExecutor:
                 finished = asyncio.Event()
                 try:
                     receiver = Receiver(
-                        broker=self.broker,
+                        broker=cast(AsyncBroker, _ListenerBroker(self.broker)),
                         executor=pool,
                         run_startup=False,
                         max_async_tasks=self.concurrency,
@@ -141,12 +211,23 @@ class TaskiqExecutor:
     async def submit(self, job_id: JobId, lease_token: LeaseToken) -> None:
         if not self._accepting:
             raise RuntimeError("the executor is not accepting work")
-        await self.task.kiq(str(job_id), str(lease_token))
+        caller = asyncio.current_task()
+        self._submitting.add(caller)
+        try:
+            await self.task.kiq(str(job_id), str(lease_token))
+        finally:
+            self._submitting.discard(caller)
         self.published += 1
         self._recent.append(time.monotonic())
 
     async def _receive(self, job_id: Any, lease_token: Any) -> None:
         """The Taskiq task: run the handler for one delivery (never raises)."""
+        delivery = asyncio.current_task()
+        if delivery is not None and delivery not in self._submitting:
+            # Taskiq's task for this delivery (not a caller of submit() that a
+            # broker running tasks in place lends): stop() waits for it to end.
+            self._deliveries.add(delivery)
+            delivery.add_done_callback(self._deliveries.discard)
         self.received += 1
         if self._recent:
             self._recent.popleft()
@@ -180,9 +261,11 @@ class TaskiqExecutor:
         """Stop receiving, let running steps finish within ``timeout``, shut the broker down.
 
         The receiver is cancelled first, so messages it had not finished are never
-        acknowledged (Redis keeps them pending). Broker shutdown is bounded by
-        ``shutdown_grace``: a broker that hangs while closing cannot keep the
-        process alive.
+        acknowledged (Redis keeps them pending). Taskiq's task for each delivery
+        is then given ``shutdown_grace`` to end (it acknowledges after the
+        handler) and cancelled after that, so none outlives ``stop``. Broker
+        shutdown is bounded by ``shutdown_grace`` too: a broker that hangs while
+        closing cannot keep the process alive.
         """
         self._accepting = False
         receiver, self._receiver = self._receiver, None
@@ -200,6 +283,7 @@ class TaskiqExecutor:
             task.cancel()
         if still:
             await asyncio.gather(*still, return_exceptions=True)
+        await self._end_deliveries()
         try:
             await asyncio.wait_for(self.broker.shutdown(), self.shutdown_grace.total_seconds())
         except TimeoutError:
@@ -207,3 +291,15 @@ class TaskiqExecutor:
         except Exception:
             LOG.exception("the broker failed to shut down cleanly")
         return unfinished
+
+    async def _end_deliveries(self) -> None:
+        """Let Taskiq's delivery tasks finish (bounded), then cancel what is left."""
+        deliveries = self._deliveries - {asyncio.current_task()}
+        if not deliveries:
+            return
+        _, left = await asyncio.wait(deliveries, timeout=self.shutdown_grace.total_seconds())
+        for task in left:
+            task.cancel()
+        if left:
+            LOG.warning("cancelled %d Taskiq deliveries that did not end in time", len(left))
+            await asyncio.gather(*left, return_exceptions=True)

@@ -7,8 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from squidmesh_backends.cli.main import END_MARK, START_MARK, main, render_tables_into
 from squidmesh_core._table import markdown_tables
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.cli.sample_app:runtime"

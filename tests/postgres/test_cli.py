@@ -9,7 +9,7 @@ import pytest
 
 from tests.cli.test_cli import squidmesh
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 APP = "tests.postgres.cli_app:runtime"
 

@@ -248,6 +248,7 @@ async def test_notify_wakes_a_sleeping_dispatcher_in_another_runtime(
 SHARED = CountingFlow("pg.shared")
 
 
+@pytest.mark.slow
 async def test_two_runtimes_complete_500_runs_without_running_a_step_twice(
     pg_dsn: str, pg_schema: str
 ) -> None:

@@ -386,6 +386,7 @@ async def test_the_database_clock_decides_what_is_due(pg_dsn: str, pg_schema: st
 # ---------------------------------------------------------------- faults
 
 
+@pytest.mark.slow
 async def test_an_unreachable_server_raises_backend_unavailable() -> None:
     store = PostgresRunStore(
         "postgresql://postgres@127.0.0.1:1/nothing", retry_for=timedelta(milliseconds=300)
