@@ -56,6 +56,7 @@ from squidmesh_core.protocol import (
     decide_delivery,
     decide_outcome,
     job_writes,
+    parse_job_id,
 )
 from squidmesh_core.testing.reference import ReferenceModel, ReferenceRun
 from squidmesh_core.testing.strategies import (
@@ -188,21 +189,46 @@ class CoreMachine(RuleBasedStateMachine):
                 assert job_writes(decision).starts == (JobStart(job_id=job_id, lease_token=token),)
 
     @precondition(lambda self: any(j.status is JobStatus.STARTED for j in self.state.jobs))
-    @rule(data=st.data())
-    def reclaimed_delivery(self, data: st.DataObject) -> None:
-        """A started job claimed again under a new lease: its attempt is lost (a reclaim)."""
+    @rule(data=st.data(), hand_off=st.booleans())
+    def reclaimed_delivery(self, data: st.DataObject, hand_off: bool) -> None:
+        """A started job claimed again under a new lease: its attempt is lost (a reclaim).
+
+        With a lease for the retry, a retry due at once starts in the same decision.
+        """
         job_id = data.draw(st.sampled_from(self.jobs(JobStatus.STARTED)))
         old = self._token_of(job_id)
+        lease = (
+            Lease(token=self.token(), until=self.now + timedelta(seconds=30), owner="w")
+            if hand_off
+            else None
+        )
         decision = self.apply_decided(
             lambda: decide_delivery(
-                self.definition, self.state, job_id=job_id, lease_token=self.token(), now=self.now
+                self.definition,
+                self.state,
+                job_id=job_id,
+                lease_token=self.token(),
+                now=self.now,
+                next_lease=lease,
             )
         )
-        assert decision is not None and decision.reclaimed and decision.started is None
+        assert decision is not None and decision.reclaimed
         assert self.model.fail(
             self.run, job_id, old, retryable=True, retry_after=None, now=self.now, lost=True
         )
         self.finished_jobs.append((job_id, old))
+        started = decision.started
+        if lease is None or started is None:
+            assert started is None
+            assert all(j.id != job_id or j.status is not JobStatus.STARTED for j in self.state.jobs)
+            return
+        lost_key = parse_job_id(job_id).unwrap()
+        if started.step == lost_key.step:  # a retry (else the step's error route)
+            assert started.attempt == lost_key.attempt + 1
+        assert started.lease_token == lease.token
+        assert self.model.deliver(self.run, started.job_id, lease.token, self.now)
+        leased = [i for i in job_writes(decision).inserts if i.lease is not None]
+        assert [(i.job.id, i.lease) for i in leased] == [(started.job_id, lease)]
 
     @precondition(lambda self: any(j.status is JobStatus.STARTED for j in self.state.jobs))
     @rule(data=st.data(), output=json_objects)

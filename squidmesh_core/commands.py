@@ -82,6 +82,7 @@ class Topic(StrEnum):
     STEP_CANCELLED = "step.cancelled"
     LEASE_RECLAIMED = "lease.reclaimed"
     CRON_TICKS_SKIPPED = "cron.ticks_skipped"
+    DELIVERY_REFUSED = "delivery.refused"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -79,6 +79,14 @@ class InvalidJobId:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class InvalidLeaseToken:
+    """A lease token that no id source could have minted (see ``parse_lease_token``)."""
+
+    code: ClassVar[str] = "invalid_lease_token"
+    value: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NotFound:
     """No run with this id exists."""
 

@@ -14,9 +14,13 @@ Rules:
    started it is lost: the attempt is recorded ``lost`` and retried per policy
    (``LeaseExpired`` under the old token), and ``Decision.reclaimed`` is set. The
    commit's fence on the new lease is what keeps a forged message from doing it.
-3. **A delivery is stale** when the job is not live, or is started under the same
+   Given a ``Lease``, a retry due at once is started in the same decision under
+   it (as in rule 5), so the retry does not queue behind jobs that fell due
+   while the lost worker held the job: a lost attempt runs again at the next
+   claim after its lease ends, however long the backlog.
+4. **A delivery is stale** when the job is not live, or is started under the same
    token (a duplicate message) or under no token.
-4. **An outcome may hand the next step to the same worker.** Given a ``Lease``,
+5. **An outcome may hand the next step to the same worker.** Given a ``Lease``,
    an outcome that makes a job due at once also starts that job's attempt in the
    same decision, one version later than the run it was decided on: its
    ``ScheduleJob`` carries the lease, ``Decision.started`` names the attempt, and
@@ -26,9 +30,10 @@ Rules:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
-from returns.result import Failure, Result, Success
+from returns.result import Failure, Result
 
 from squidmesh_core.commands import Decision, Lease, combine
 from squidmesh_core.decide import decide
@@ -46,13 +51,15 @@ def decide_delivery(
     job_id: JobId,
     lease_token: LeaseToken,
     now: datetime,
+    next_lease: Lease | None = None,
 ) -> Result[Decision, Rejected]:
-    """Decide what a claimed job reaching a worker under ``lease_token`` does (rules 1-3).
+    """Decide what a claimed job reaching a worker under ``lease_token`` does (rules 1-4).
 
     Returns:
         ``Success(Decision)`` that starts the attempt (``started``), reclaims a
-        lost one (``reclaimed``) or converges the run; ``Failure(StaleDelivery)``
-        when the delivery changes nothing.
+        lost one (``reclaimed``, and with ``next_lease`` the retry's start when
+        it is due at once) or converges the run; ``Failure(StaleDelivery)`` when
+        the delivery changes nothing.
     """
     job = state.job(job_id)
     if job is not None and job.status is JobStatus.STARTED:
@@ -66,7 +73,7 @@ def decide_delivery(
             definition, state, LeaseExpired(job_id=job_id, lease_token=job.lease_token), now=now
         )
         return lost.map(
-            lambda d: Decision(state=d.state, commands=d.commands, started=None, reclaimed=True)
+            lambda d: replace(_hand_off(definition, d, now, next_lease), reclaimed=True)
         )
     return decide(definition, state, JobDelivered(job_id=job_id, lease_token=lease_token), now=now)
 
@@ -79,26 +86,28 @@ def decide_outcome(
     now: datetime,
     next_lease: Lease | None = None,
 ) -> Result[Decision, Rejected]:
-    """Decide an attempt's outcome and, with ``next_lease``, start the next step (rule 4).
+    """Decide an attempt's outcome and, with ``next_lease``, start the next step (rule 5).
 
     Returns:
         ``Success(Decision)``, whose ``started`` is the handed-off attempt when
         there is one, or the ``Failure`` that ``decide`` gives for the outcome
         (``StaleDelivery`` when the lease is no longer current).
     """
-    decided = decide(definition, state, event, now=now)
-    if next_lease is None or isinstance(decided, Failure):
-        return decided
-    first = decided.unwrap()
-    due = first.due_now(now)
-    if not due:
-        return decided
+    return decide(definition, state, event, now=now).map(
+        lambda first: _hand_off(definition, first, now, next_lease)
+    )
+
+
+def _hand_off(
+    definition: WorkflowDefinition, first: Decision, now: datetime, lease: Lease | None
+) -> Decision:
+    """``first``, plus the start under ``lease`` of the first job it made due now, if any."""
+    due = first.due_now(now) if lease is not None else ()
+    if lease is None or not due:
+        return first
     second = decide(
-        definition,
-        first.state,
-        JobDelivered(job_id=due[0].id, lease_token=next_lease.token),
-        now=now,
+        definition, first.state, JobDelivered(job_id=due[0].id, lease_token=lease.token), now=now
     )
     if isinstance(second, Failure) or second.unwrap().started is None:
-        return decided
-    return Success(combine(first, second.unwrap(), lease=next_lease))
+        return first
+    return combine(first, second.unwrap(), lease=lease)

@@ -15,11 +15,14 @@ Rules kept here:
    the shell stores (JSON strings and keys, names, idempotency keys), and
    :func:`make_storable_text` the one repair, for text that must be stored
    whatever it holds (failure messages, bodies of HTTP answers).
-4. Nesting and total encoded size are bounded by :class:`JsonLimits`.
+4. Nesting and total size are bounded by :class:`JsonLimits`. The size is that
+   of the text the stores write (:func:`dump_json`), escapes included, so what
+   is accepted is what is stored.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -43,7 +46,8 @@ class JsonLimits:
     """Bounds on values the core agrees to store."""
 
     max_bytes: int = 1024 * 1024
-    """Largest accepted size of the value encoded as compact UTF-8 JSON (default 1 MiB)."""
+    """Largest accepted size of the value as stored (the text of :func:`dump_json`;
+    escapes count: a control or non-ASCII character takes six bytes). Default 1 MiB."""
 
     max_depth: int = 64
     """Deepest accepted nesting of lists and objects."""
@@ -141,10 +145,36 @@ def _escape(found: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+_ESCAPED = re.compile(r'["\\\x00-\x1f\x7f]')
+"""ASCII characters JSON writes escaped: the quote, the backslash, C0 controls and DEL."""
+_SHORT_ESCAPED = re.compile(r'["\\\b\f\n\r\t]')
+"""The escaped ASCII characters written in two bytes (``\\n``); other controls take six."""
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_ASTRAL = re.compile(r"[\U00010000-\U0010ffff]")
+"""Characters beyond the BMP: written as a pair of ``\\uXXXX`` escapes (twelve bytes)."""
+
+
+def dump_json(value: JsonValue) -> str:
+    r"""The text a store writes for ``value``: compact JSON in ASCII.
+
+    Every character outside ASCII is written as its ``\uXXXX`` escape, so the
+    text can be stored whatever the database's encoding. :class:`JsonLimits`
+    bounds exactly this text.
+
+    >>> dump_json({"a": ["é", 1.5, None]})
+    '{"a":["\\u00e9",1.5,null]}'
+    """
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
 def _encoded_size(text: str) -> int:
-    # Upper bound of the escaped size is not needed: quotes plus UTF-8 bytes is
-    # close enough for a limit measured in megabytes.
-    return len(text.encode("utf-8")) + 2
+    """Bytes ``text`` takes as a JSON string in :func:`dump_json`'s text, quotes included."""
+    size = len(text) + 2
+    if _ESCAPED.search(text) is not None:
+        size += 5 * len(_ESCAPED.findall(text)) - 4 * len(_SHORT_ESCAPED.findall(text))
+    if not text.isascii():
+        size += 5 * len(_NON_ASCII.findall(text)) + 6 * len(_ASTRAL.findall(text))
+    return size
 
 
 def check_json(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Protocol
 
 from returns.result import Result
@@ -88,7 +89,10 @@ class RunStore(Protocol):
       ``renew_until`` extends the lease in the same transaction.
     * ``claim_due`` leases each due job to exactly one caller: a job is due when
       ``due_at <= now`` and it has no lease or its lease expired. Every claim
-      mints a new token (through the caller's ``mint`` function).
+      mints a new token (through the caller's ``mint`` function). Reclaims
+      come first: jobs whose lease expired (earliest expiry first), then
+      unleased jobs (earliest due first), so a job whose worker died is taken
+      over at the next claim after its lease ends, however long the backlog.
     * ``claim_job`` leases one named job under the same rule, or returns ``None``.
     * ``heartbeat`` and ``release`` act only for the current lease holder.
     * Job rows are written as :func:`squidmesh_core.jobwrites.job_writes` says;
@@ -189,6 +193,41 @@ JobHandler = Callable[[JobId, LeaseToken], Awaitable[None]]
 """What an executor calls for each submitted job."""
 
 
+class RefusalReason(StrEnum):
+    """Why a worker refused a message (stable codes, logged and published)."""
+
+    OVERSIZED = "oversized"
+    """Larger than any message SquidMesh publishes; not even parsed."""
+    NO_DATA = "no_data"
+    """A broker entry without a message in it."""
+    UNPARSEABLE = "unparseable"
+    """Not a message the broker's format can read."""
+    UNKNOWN_TASK = "unknown_task"
+    """A message for another task than SquidMesh's."""
+    BAD_LABELS = "bad_labels"
+    """Labels SquidMesh never sets (``ack_type``: acknowledgement is SquidMesh's call)."""
+    BAD_ARGUMENTS = "bad_arguments"
+    """Anything but two positional strings."""
+    INVALID_JOB_ID = "invalid_job_id"
+    """A job id that does not parse (see ``parse_job_id``)."""
+    INVALID_LEASE_TOKEN = "invalid_lease_token"
+    """A lease token no id source could mint (see ``parse_lease_token``)."""
+    UNKNOWN_RUN = "unknown_run"
+    """A well-formed job id whose run does not exist."""
+
+
+class Refused(Protocol):
+    """What an executor calls for a message it refused: a reason code and what came in."""
+
+    def __call__(self, reason: str, received: object, *, job_id: object = None) -> None:
+        """Report one refused message (``job_id``: the id it named, if it named one)."""
+        ...
+
+
+def ignore_refusal(reason: str, received: object, *, job_id: object = None) -> None:
+    """The default ``Refused``: drop the report."""
+
+
 class Executor(Protocol):
     """Runs submitted jobs, with bounded concurrency.
 
@@ -209,9 +248,19 @@ class Executor(Protocol):
         ...
 
     async def start(
-        self, handler: JobHandler, *, slot_freed: Callable[[], None] = lambda: None
+        self,
+        handler: JobHandler,
+        *,
+        slot_freed: Callable[[], None] = lambda: None,
+        refused: Refused = ignore_refusal,
     ) -> None:
-        """Begin accepting jobs; call ``slot_freed`` whenever a job this process ran ends."""
+        """Begin accepting jobs; call ``slot_freed`` whenever a job this process ran ends.
+
+        An executor that receives from a transport others can write to (a broker)
+        reports each message that is not a ``(job_id, lease_token)`` pair it could
+        have been given through ``refused`` (a reason code and what came in) and
+        drops it; the pair itself is checked by the handler.
+        """
         ...
 
     async def submit(self, job_id: JobId, lease_token: LeaseToken) -> None:

@@ -58,6 +58,7 @@ from squidmesh_core.errors import (
     CommitError,
     DuplicateRun,
     InvalidJobId,
+    InvalidLeaseToken,
     Rejected,
     StaleDelivery,
     StaleLease,
@@ -76,7 +77,17 @@ from squidmesh_core.events import (
     StepSucceeded,
 )
 from squidmesh_core.handoff import decide_delivery, decide_outcome
-from squidmesh_core.ids import JobId, JobKey, LeaseToken, job_id_for, parse_job_id, parse_run_id
+from squidmesh_core.ids import (
+    JobId,
+    JobKey,
+    JobMessage,
+    LeaseToken,
+    job_id_for,
+    parse_job_id,
+    parse_job_message,
+    parse_lease_token,
+    parse_run_id,
+)
 from squidmesh_core.jobwrites import JobInsert, JobMove, JobStart, JobWrites, job_writes
 from squidmesh_core.jsonvalue import JsonProblem, check_json, check_json_object
 from squidmesh_core.ports import (
@@ -112,12 +123,14 @@ __all__ = [
     "GiveUpReason",
     "IdSource",
     "InvalidJobId",
+    "InvalidLeaseToken",
     "Job",
     "JobDelivered",
     "JobHandler",
     "JobId",
     "JobInsert",
     "JobKey",
+    "JobMessage",
     "JobMove",
     "JobStart",
     "JobStatus",
@@ -169,6 +182,8 @@ __all__ = [
     "job_id_for",
     "job_writes",
     "parse_job_id",
+    "parse_job_message",
+    "parse_lease_token",
     "parse_run_id",
     "step_input",
 ]

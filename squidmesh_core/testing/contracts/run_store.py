@@ -224,6 +224,23 @@ class RunStoreContract:
         claimed = await claim(run_store, T0 + timedelta(minutes=1), limit=2)
         assert claimed == [JobId(f"{run_id(1)}/first/1"), JobId(f"{run_id(2)}/first/1")]
 
+    async def test_expired_leases_are_reclaimed_before_any_backlog(
+        self, run_store: RunStore
+    ) -> None:
+        # A worker took run 1's job and died; jobs due long before its expiry
+        # (a backlog) must not keep it waiting.
+        await committed(run_store, new_run(1, at=T0 + timedelta(seconds=10)))
+        assert await claim(run_store, T0 + timedelta(seconds=10)) == [JobId(f"{run_id(1)}/first/1")]
+        for n in range(2, 12):
+            await committed(run_store, new_run(n, at=T0 + timedelta(seconds=n - 2)))
+        after_expiry = T0 + timedelta(seconds=10) + LEASE
+        claimed = await claim(run_store, after_expiry, limit=3)
+        assert claimed == [
+            JobId(f"{run_id(1)}/first/1"),
+            JobId(f"{run_id(2)}/first/1"),
+            JobId(f"{run_id(3)}/first/1"),
+        ]
+
     async def test_concurrent_claims_never_share_a_job(self, run_store: RunStore) -> None:
         for n in range(1, 7):
             await committed(run_store, new_run(n))
