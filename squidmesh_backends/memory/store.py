@@ -41,6 +41,13 @@ class _JobRow:
         return max(self.due_at, self.lease_expires_at)
 
 
+def _claim_order(row: _JobRow) -> tuple[int, datetime, JobId]:
+    """Reclaims first, by lease expiry; then unleased jobs, by due time (``RunStore``)."""
+    if row.lease_expires_at is not None:
+        return (0, row.lease_expires_at, row.job_id)
+    return (1, row.due_at, row.job_id)
+
+
 @dataclass(slots=True)
 class _RunRow:
     body: dict[str, JsonValue]
@@ -163,7 +170,7 @@ class MemoryRunStore:
     ) -> Sequence[Claim]:
         due = sorted(
             (r for r in self._jobs.values() if r.claimable_at() <= now),
-            key=lambda r: (r.due_at, r.job_id),
+            key=_claim_order,
         )
         claims: list[Claim] = []
         for row in due[: max(limit, 0)]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from psycopg.types.json import Json
 from returns.result import Failure
@@ -24,7 +24,7 @@ from returns.result import Failure
 from squidmesh_backends.errors import BackendError
 from squidmesh_core.codec import decode_run, encode_failure
 from squidmesh_core.ids import RunId
-from squidmesh_core.jsonvalue import JsonObject
+from squidmesh_core.jsonvalue import JsonObject, JsonValue, dump_json
 from squidmesh_core.state import (
     SCHEMA_VERSION,
     Attempt,
@@ -88,8 +88,13 @@ def as_json(value: JsonObject | StepFailure | None) -> Json | None:
     if value is None:
         return None
     if isinstance(value, StepFailure):
-        return Json(encode_failure(value))
-    return Json(dict(value))
+        return Json(encode_failure(value), dumps=_dump)
+    return Json(dict(value), dumps=_dump)
+
+
+def _dump(value: object) -> str:
+    # The text the size limits count (JsonLimits); psycopg hands any object here.
+    return dump_json(cast(JsonValue, value))
 
 
 def run_row(state: RunState) -> Sequence[object]:

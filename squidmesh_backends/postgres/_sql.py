@@ -151,14 +151,23 @@ class Statements:
         self.start_job = (
             f"UPDATE {s}.squidmesh_jobs SET state = %s, started_token = %s WHERE id = %s"
         )
+        # Reclaims first (expired leases, by expiry), then unleased jobs by due
+        # time: the RunStore claim order. Each part walks its own partial index.
         self.claim = f"""
-            WITH due AS (
-                SELECT id, row_number() OVER (ORDER BY due_at, id) AS n
-                FROM (SELECT id, due_at FROM {s}.squidmesh_jobs
-                      WHERE due_at <= {now}
-                        AND (lease_expires_at IS NULL OR lease_expires_at <= {now})
-                      ORDER BY due_at, id LIMIT %(limit)s
-                      FOR UPDATE SKIP LOCKED) picked
+            WITH reclaim AS (
+                SELECT id, lease_expires_at AS at FROM {s}.squidmesh_jobs
+                 WHERE lease_expires_at <= {now} AND due_at <= {now}
+                 ORDER BY lease_expires_at, id LIMIT %(limit)s
+                   FOR UPDATE SKIP LOCKED
+            ), fresh AS (
+                SELECT id, due_at AS at FROM {s}.squidmesh_jobs
+                 WHERE lease_expires_at IS NULL AND due_at <= {now}
+                 ORDER BY due_at, id LIMIT (%(limit)s - (SELECT count(*) FROM reclaim))
+                   FOR UPDATE SKIP LOCKED
+            ), due AS (
+                SELECT id, row_number() OVER (ORDER BY first, at, id) AS n
+                FROM (SELECT id, 0 AS first, at FROM reclaim
+                      UNION ALL SELECT id, 1, at FROM fresh) picked
             )
             UPDATE {s}.squidmesh_jobs j
                SET lease_token = (%(tokens)s::text[])[due.n], lease_owner = %(owner)s,

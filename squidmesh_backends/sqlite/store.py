@@ -34,10 +34,11 @@ from squidmesh_core.commands import Decision
 from squidmesh_core.errors import CommitError, DuplicateRun, StaleLease, VersionConflict
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
 from squidmesh_core.jobwrites import job_writes
+from squidmesh_core.jsonvalue import dump_json
 from squidmesh_core.ports import Claim, Fence
 from squidmesh_core.state import RunState, RunStatus
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 T = TypeVar("T")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -65,6 +66,16 @@ CREATE TABLE squidmesh_jobs (
 );
 CREATE INDEX squidmesh_jobs_claimable ON squidmesh_jobs (due_us, id);
 """
+
+_MIGRATIONS = {
+    1: _SCHEMA,
+    # Version 2: claims take expired leases first, so leases need an index.
+    2: """
+CREATE INDEX squidmesh_jobs_leases ON squidmesh_jobs (lease_expires_us, id)
+    WHERE lease_expires_us IS NOT NULL;
+""",
+}
+"""The statements that bring a file from the version before each key to that key."""
 
 
 def _us(moment: datetime) -> int:
@@ -144,11 +155,14 @@ class SqliteRunStore:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
+            if version < SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
-                if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                    for statement in filter(str.strip, _SCHEMA.split(";")):
+                # Another process may have migrated it meanwhile: read again, under the lock.
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in filter(str.strip, _MIGRATIONS[step].split(";")):
                         conn.execute(statement)
+                if version < SCHEMA_VERSION:
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             elif version > SCHEMA_VERSION:
@@ -242,7 +256,7 @@ class SqliteRunStore:
     ) -> Result[None, CommitError]:
         state = decision.state
         expected = decision.expected_version
-        body = json.dumps(encode_run(state), separators=(",", ":"), allow_nan=False)
+        body = dump_json(encode_run(state))
 
         def work(conn: sqlite3.Connection) -> Result[None, CommitError]:
             try:
@@ -353,13 +367,20 @@ class SqliteRunStore:
         def work(conn: sqlite3.Connection) -> list[Claim]:
             claims: list[Claim] = []
             with self._transaction(conn):
+                # Reclaims first, then unleased jobs (the RunStore claim order).
                 rows = _query(
                     conn,
-                    "SELECT id, run_id FROM squidmesh_jobs WHERE due_us <= ?"
-                    " AND (lease_expires_us IS NULL OR lease_expires_us <= ?)"
-                    " ORDER BY due_us, id LIMIT ?",
+                    "SELECT id, run_id FROM squidmesh_jobs WHERE lease_expires_us <= ?"
+                    " AND due_us <= ? ORDER BY lease_expires_us, id LIMIT ?",
                     (now_us, now_us, max(limit, 0)),
                 ).fetchall()
+                if len(rows) < limit:
+                    rows += _query(
+                        conn,
+                        "SELECT id, run_id FROM squidmesh_jobs WHERE lease_expires_us IS NULL"
+                        " AND due_us <= ? ORDER BY due_us, id LIMIT ?",
+                        (now_us, limit - len(rows)),
+                    ).fetchall()
                 for job_id, run_id in rows:
                     token = mint()
                     _query(

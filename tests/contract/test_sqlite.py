@@ -8,6 +8,7 @@ import pytest
 
 from squidmesh_backends.errors import MigrationRequiredError
 from squidmesh_backends.sqlite import SqliteRunStore
+from squidmesh_backends.sqlite.store import _MIGRATIONS, SCHEMA_VERSION
 from squidmesh_core.testing.contracts import RunStoreContract
 from squidmesh_core.testing.contracts.run_store import committed, new_run, run_id
 
@@ -46,3 +47,20 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     with pytest.raises(MigrationRequiredError, match="schema version 99"):
         async with SqliteRunStore(path):
             pass
+
+
+async def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    for statement in filter(str.strip, _MIGRATIONS[1].split(";")):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    async with SqliteRunStore(path) as store:
+        await committed(store, new_run(1))
+    conn = sqlite3.connect(path)
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    indexes = {row[1] for row in conn.execute("PRAGMA index_list(squidmesh_jobs)")}
+    conn.close()
+    assert version == SCHEMA_VERSION == 2
+    assert "squidmesh_jobs_leases" in indexes
