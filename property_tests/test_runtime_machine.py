@@ -135,13 +135,18 @@ class RuntimeMachine(RuleBasedStateMachine):
         return state
 
     def predict_claims(self, limit: int) -> list[str]:
+        """Reclaims first (by lease expiry), then unleased jobs (by due time)."""
         now = self.clock.now()
-        ready = []
+        ready: list[tuple[int, object, str]] = []
         for job_id, job in self.run.jobs.items():
             lease = self.leases.get(job_id)
-            if job.due <= now and (lease is None or lease[1] <= now):  # type: ignore[operator]
-                ready.append((job.due, job_id))
-        return [job_id for _, job_id in sorted(ready)[:limit]]
+            if job.due > now:
+                continue
+            if lease is None:
+                ready.append((1, job.due, job_id))
+            elif lease[1] <= now:  # type: ignore[operator]
+                ready.append((0, lease[1], job_id))
+        return [job_id for _, _, job_id in sorted(ready)[:limit]]
 
     def kind(self, job_id: str) -> StepKind:
         step = job_id.split("/")[1]
@@ -201,17 +206,30 @@ class RuntimeMachine(RuleBasedStateMachine):
         if job.token is not None:
             if job.token == token:
                 return JobOutcome.STALE.value
-            assert self.model.fail(
-                self.run,
-                job_id,
-                job.token,
-                retryable=True,
-                retry_after=None,
-                now=self.clock.now(),
-                lost=True,
-            )
-            self.leases.pop(job_id, None)
+            return self.predict_reclaim(job_id, job.token, token)
+        return self.predict_start(job_id, token, plan)
+
+    def predict_reclaim(self, job_id: str, lost_token: str, token: str) -> str:
+        """A reclaim records the attempt lost and starts the retry due now, if any, at once."""
+        before = set(self.run.jobs)
+        now = self.clock.now()
+        assert self.model.fail(
+            self.run, job_id, lost_token, retryable=True, retry_after=None, now=now, lost=True
+        )
+        self.leases.pop(job_id, None)
+        due = [j for j, job in self.run.jobs.items() if j not in before and job.due <= now]
+        assert len(due) <= 1, due
+        if not due or self.run.status not in ("running", "retrying"):
             return JobOutcome.RECLAIMED.value
+        handed = due[0]
+        self.leases[handed] = (token, now + LEASE)
+        step, attempt = handed.split("/")[1], int(handed.split("/")[2])
+        return self.predict_start(handed, token, self.script.plan.get((step, attempt), "ok"))
+
+    def predict_start(self, job_id: str, token: str, plan: str) -> str:
+        """The attempt of ``job_id`` starts under ``token`` and goes as ``plan`` says."""
+        if self.kind(job_id) is not StepKind.ACTION:
+            plan = "ok"
         assert self.model.deliver(self.run, job_id, token, self.clock.now())
         if job_id not in self.run.jobs:
             self.leases.pop(job_id, None)

@@ -13,6 +13,8 @@ Names reported (one source, here):
 * ``LAST_COMMIT`` — detail only: a one-line summary of each statement of the latest commit.
 * ``CLAIMED`` — jobs a dispatcher claimed.
 * ``INLINE_STEPS`` — steps a worker started on the inline path (no claim, no dispatcher).
+* ``REFUSED`` — malformed or forged messages a worker refused (detail: the reason code).
+* ``STALE`` — deliveries refused because their lease was no longer held (detail: the job id).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ STATEMENTS: Final = "statements"
 LAST_COMMIT: Final = "last_commit"
 CLAIMED: Final = "claimed"
 INLINE_STEPS: Final = "inline_steps"
+REFUSED: Final = "refused"
+STALE: Final = "stale"
 
 
 class Probe(Protocol):

@@ -4,8 +4,10 @@ Theory of operation for one delivery (``Delivery.execute``):
 
 1. Parse the job id (a forged id is dropped) and load its run.
 2. Decide the delivery (``squidmesh_core.handoff.decide_delivery``): it starts
-   the attempt, reclaims a lost one, converges the run, or changes nothing. The
-   commit is fenced by this lease, and renews it when it starts an attempt.
+   the attempt, reclaims a lost one (starting its retry at once, under this
+   delivery's token, when the retry is due now), converges the run, or
+   changes nothing. The commit is fenced by this lease, and renews it when it
+   starts an attempt.
 3. Run the step while a heartbeat extends the lease.
 4. Decide the outcome (``decide_outcome``). On the inline path a success also
    starts the next step due at once, under a new lease of this worker's, in the
@@ -28,17 +30,20 @@ from enum import StrEnum
 from returns.result import Failure, Success
 
 from squidmesh_backends.logs import add_log_fields, get_logger, log_context
+from squidmesh_backends.outage import log_failure
 from squidmesh_backends.probe import INLINE_STEPS, NO_PROBE, Probe
+from squidmesh_backends.runtime._refusals import Refusals
 from squidmesh_backends.runtime.client import Client
 from squidmesh_backends.runtime.steps import run_step
 from squidmesh_core.commands import Lease, StartedAttempt
 from squidmesh_core.context import StepContext, step_idempotency_key
 from squidmesh_core.definition import WorkflowDefinition
+from squidmesh_core.errors import NotFound, Rejected, StaleDelivery
 from squidmesh_core.events import StepFailed, StepSucceeded
 from squidmesh_core.handoff import decide_delivery, decide_outcome
-from squidmesh_core.ids import JobId, JobKey, LeaseToken, parse_job_id
+from squidmesh_core.ids import JobId, JobKey, LeaseToken, parse_job_message
 from squidmesh_core.jsonvalue import JsonObject
-from squidmesh_core.ports import Fence
+from squidmesh_core.ports import Fence, RefusalReason
 from squidmesh_core.state import RunState
 
 LOG = get_logger("squidmesh.runtime")
@@ -68,6 +73,10 @@ def run_logger(
     )
 
 
+def _why(refused: Rejected | NotFound) -> str:
+    return refused.reason if isinstance(refused, StaleDelivery) else refused.code
+
+
 def _schedule_of(run: RunState) -> JsonObject | None:
     found = run.context.get("schedule")
     return found if isinstance(found, Mapping) else None
@@ -85,8 +94,9 @@ class _Running:
 class Delivery:
     """Carries claimed jobs through the core for a worker (see the module docstring)."""
 
-    def __init__(self, *, client: Client, probe: Probe = NO_PROBE) -> None:
+    def __init__(self, *, client: Client, refusals: Refusals, probe: Probe = NO_PROBE) -> None:
         self.client = client
+        self.refusals = refusals
         self.store = client.store
         self.ledger = client.ledger
         self.settings = client.settings
@@ -103,16 +113,20 @@ class Delivery:
     ) -> JobOutcome:
         """Deliver one claimed job; with ``inline``, run the steps it hands to this worker.
 
-        ``on_next`` hears of each new lease taken on the inline path, so shutdown
-        can release the one held at that moment.
+        ``on_next`` hears of each new lease taken on the inline path (and by a
+        reclaim that starts its retry at once), so shutdown can release the one
+        held at that moment.
         """
-        parsed = parse_job_id(job_id)
+        parsed = parse_job_message(job_id, lease_token)
         if isinstance(parsed, Failure):
-            LOG.warning("dropping a message with a malformed job id %r", parsed.failure().value)
+            self.refusals.malformed(parsed.failure().code, [job_id, lease_token], job_id=job_id)
             return JobOutcome.FORGED
-        key = parsed.unwrap()
+        message = parsed.unwrap()
+        key = message.key
         with log_context(run_id=key.run_id, step=key.step, attempt=key.attempt, job_id=job_id):
-            outcome, running = await self._begin(key, JobId(job_id), LeaseToken(lease_token))
+            outcome, running = await self._begin(key, message.job_id, message.lease_token)
+        if running is not None and running.attempt.job_id != message.job_id:
+            on_next(running.attempt.job_id, running.attempt.lease_token)  # a reclaim's retry
         steps = 0
         while running is not None:
             steps += 1
@@ -140,7 +154,7 @@ class Delivery:
         """Decide and commit the delivery of a claimed job (steps 1 and 2)."""
         state = await self.store.load(key.run_id)
         if state is None:
-            LOG.warning("dropping job %s: its run does not exist", jid)
+            self.refusals.malformed(RefusalReason.UNKNOWN_RUN, jid, job_id=jid)
             return JobOutcome.FORGED, None
         add_log_fields(workflow=state.workflow)
         found = self.client.registry.lookup(state.workflow)
@@ -153,23 +167,33 @@ class Delivery:
             await self.store.release(jid, token)
             return JobOutcome.STALE, None
         definition = found.unwrap()
+        # Used only by a reclaim whose retry is due now: the retry's job is inserted
+        # under this delivery's own (fresh, claimed) token, as the lost job is dropped.
+        retry = Lease(
+            token=token,
+            until=self.client.clock.now() + self.settings.lease,
+            owner=self.settings.owner,
+        )
         delivered = await self.ledger.apply(
             state.id,
             lambda current, now: decide_delivery(
-                definition, current, job_id=jid, lease_token=token, now=now
+                definition, current, job_id=jid, lease_token=token, now=now, next_lease=retry
             ),
             fence=Fence(job_id=jid, lease_token=token),
             renew_until=self.client.clock.now() + self.settings.lease,
             state=state,
         )
         if isinstance(delivered, Failure):
+            self.refusals.stale(jid, _why(delivered.failure()))
             return JobOutcome.STALE, None
         decision = delivered.unwrap()
+        started = decision.started
+        running = None if started is None else _Running(definition, decision.state, started)
         if decision.reclaimed:
-            return JobOutcome.RECLAIMED, None
-        if decision.started is None:
+            return JobOutcome.RECLAIMED, running
+        if running is None:
             return JobOutcome.CONVERGED, None
-        return JobOutcome.STALE, _Running(definition, decision.state, decision.started)
+        return JobOutcome.STALE, running
 
     async def _finish(
         self, running: _Running, *, heartbeat: bool, inline: bool
@@ -203,13 +227,7 @@ class Delivery:
                 logger.warning("step attempt failed: %s", failure.message)
                 event = StepFailed(job_id=jid, lease_token=token, failure=failure)
         done = JobOutcome.SUCCEEDED if isinstance(event, StepSucceeded) else JobOutcome.FAILED
-        lease = None
-        if inline and isinstance(event, StepSucceeded):
-            lease = Lease(
-                token=self.client.ids.new_lease_token(),
-                until=self.client.clock.now() + self.settings.lease,
-                owner=self.settings.owner,
-            )
+        lease = self._next_lease() if inline and isinstance(event, StepSucceeded) else None
         recorded = await self.ledger.apply(
             state.id,
             lambda current, now: decide_outcome(
@@ -227,6 +245,14 @@ class Delivery:
             return done, None
         return done, _Running(definition, decision.state, decision.started)
 
+    def _next_lease(self) -> Lease:
+        """A lease of this worker's for a job the core may hand it in a decision."""
+        return Lease(
+            token=self.client.ids.new_lease_token(),
+            until=self.client.clock.now() + self.settings.lease,
+            owner=self.settings.owner,
+        )
+
     async def _heartbeat(self, job_id: JobId, token: LeaseToken) -> None:
         interval = self.settings.heartbeat_every.total_seconds()
         while True:
@@ -235,8 +261,8 @@ class Delivery:
                 held = await self.store.heartbeat(
                     job_id, token, until=self.client.clock.now() + self.settings.lease
                 )
-            except Exception:  # a transient store fault must not let the lease lapse
-                LOG.exception("heartbeat for %s failed; trying again", job_id)
+            except Exception as exc:  # a transient store fault must not let the lease lapse
+                log_failure(LOG, f"heartbeat for {job_id} failed; trying again", exc)
                 continue
             if not held:
                 LOG.warning("lease on %s was lost; the outcome will be discarded", job_id)

@@ -65,7 +65,7 @@ def compose(
         chosen_broker = (
             open_broker(broker, lease=chosen.lease) if isinstance(broker, str) else broker
         )
-        runner = TaskiqExecutor(chosen_broker)
+        runner = TaskiqExecutor(chosen_broker, concurrency=chosen.concurrency)
     elif isinstance(executor, str):
         if executor != "inprocess":
             raise ConfigurationError(f"unknown executor {executor!r} (available: 'inprocess')")

@@ -24,8 +24,9 @@ from datetime import datetime, timedelta
 
 from returns.result import Failure, Success
 
-from squidmesh_backends.errors import ConfigurationError
+from squidmesh_backends.errors import BackendError, ConfigurationError
 from squidmesh_backends.logs import get_logger
+from squidmesh_backends.outage import Outage
 from squidmesh_backends.runtime.client import Client
 from squidmesh_core.commands import Emit, Topic
 from squidmesh_core.cron import (
@@ -108,6 +109,8 @@ class CronLoop:
         self.started: list[RunId] = []
         self.lost_races = 0
         self.store_reads = 0
+        self.outage = Outage("the store", logger="squidmesh.cron")
+        """Store faults, reported once per outage."""
         self._newest: dict[tuple[str, str], datetime] = {}
         """The newest tick known started, per (workflow, trigger): it survives pruning of
         old runs and spares a store read while nothing is due."""
@@ -220,6 +223,10 @@ class CronLoop:
                     delay = min(delay, max((upcoming - now).total_seconds(), 0.0) + 0.001)
             except asyncio.CancelledError:
                 raise
+            except BackendError as exc:
+                self.outage.failed(exc)
             except Exception:
                 LOG.exception("cron pass failed; retrying after the poll interval")
+            else:
+                self.outage.reached()
             await asyncio.sleep(delay)

@@ -7,8 +7,9 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from squidmesh_backends.logs import get_logger
+from squidmesh_backends.outage import log_failure
 from squidmesh_core.ids import JobId, LeaseToken
-from squidmesh_core.ports import JobHandler
+from squidmesh_core.ports import JobHandler, Refused, ignore_refusal
 
 LOG = get_logger("squidmesh.executor")
 
@@ -36,8 +37,13 @@ class InProcessExecutor:
         return self.concurrency - len(self._tasks) if self._accepting else 0
 
     async def start(
-        self, handler: JobHandler, *, slot_freed: Callable[[], None] = lambda: None
+        self,
+        handler: JobHandler,
+        *,
+        slot_freed: Callable[[], None] = lambda: None,
+        refused: Refused = ignore_refusal,
     ) -> None:
+        """Accept jobs; ``refused`` is never called (nothing reaches us but ``submit``)."""
         self._handler = handler
         self._slot_freed = slot_freed
         self._slots = asyncio.Semaphore(self.concurrency)
@@ -55,8 +61,8 @@ class InProcessExecutor:
                     await handler(job_id, lease_token)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                LOG.exception("job %s crashed its handler", job_id)
+            except Exception as exc:
+                log_failure(LOG, f"job {job_id} crashed its handler", exc)
 
         task = asyncio.create_task(run(), name=f"squidmesh-job-{job_id}")
         self._tasks[task] = (job_id, lease_token)

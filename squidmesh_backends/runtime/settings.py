@@ -24,7 +24,8 @@ class RuntimeSettings:
     claim_batch: int = 32
     """Most jobs claimed in one go."""
     concurrency: int = 8
-    """Most steps the in-process executor runs at once."""
+    """Most steps one worker runs at once (the in-process executor's slots, or the
+    Taskiq executor's when ``compose`` builds one for a broker)."""
     max_conflict_retries: int = 50
     """How often a decision is re-made after a version conflict before giving up."""
     owner: str = "squidmesh"

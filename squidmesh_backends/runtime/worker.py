@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from squidmesh_backends.logs import get_logger
 from squidmesh_backends.probe import NO_PROBE, Probe
 from squidmesh_backends.runtime._delivery import Delivery, JobOutcome, OnNext
+from squidmesh_backends.runtime._refusals import Refusals
 from squidmesh_backends.runtime.client import Client
 from squidmesh_backends.runtime.cron import CronLoop, active_schedules
 from squidmesh_backends.runtime.dispatcher import Dispatcher
@@ -53,7 +54,8 @@ class Worker:
         self.store = client.store
         self.settings = client.settings
         self.executor = executor
-        self.delivery = Delivery(client=client, probe=probe)
+        self.refusals = Refusals(publisher=client.publisher, probe=probe)
+        self.delivery = Delivery(client=client, refusals=self.refusals, probe=probe)
         self.dispatcher = Dispatcher(
             store=client.store,
             executor=executor,
@@ -134,7 +136,11 @@ class Worker:
         # leaves nothing behind.
         watching = self.store.watch(self.client.doorbell.ring)
         try:
-            await self.executor.start(self._handle, slot_freed=self.client.doorbell.ring)
+            await self.executor.start(
+                self._handle,
+                slot_freed=self.client.doorbell.ring,
+                refused=self.refusals.malformed,
+            )
         except BaseException:
             watching.close()
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -218,6 +219,21 @@ async def test_forged_and_stale_deliveries_change_nothing(store: PostgresRunStor
     assert await engine.execute_job(job, claims[0].lease_token) is JobOutcome.STALE
     assert await store.load(started.id) == after
     assert after is not None and after.status is RunStatus.COMPLETED
+
+
+async def test_forged_tokens_never_reach_the_driver(
+    store: PostgresRunStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Regression: a token holding a NUL or a lone surrogate reached psycopg and
+    # crashed the handler with a traceback (memory and SQLite dropped it as stale).
+    runtime = Runtime(store=store, workflows=[EMIT], settings=FAST)
+    started = (await runtime.start_run(EMIT, {})).unwrap()
+    job = JobId(f"{started.id}/emit/1")
+    before = await store.load(started.id)
+    for token in ("t\x00", "\ud800", "x" * 10_000, ""):
+        assert await runtime.worker.execute_job(job, LeaseToken(token)) is JobOutcome.FORGED
+    assert await store.load(started.id) == before
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 
 
 # ---------------------------------------------------------------- wake-ups

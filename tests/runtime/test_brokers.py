@@ -23,6 +23,13 @@ def test_redis_urls_get_a_stream_broker_set_up_for_squidmesh() -> None:
     assert broker.count == 1  # one entry per read: no hoarding
 
 
+def test_the_concurrency_setting_sizes_a_taskiq_executor_too() -> None:
+    # Regression: compose(broker=...) ignored RuntimeSettings(concurrency=...).
+    runtime = compose(workflows=[], broker="memory", settings=RuntimeSettings(concurrency=3))
+    assert isinstance(runtime.worker.executor, TaskiqExecutor)
+    assert runtime.worker.executor.capacity == 3
+
+
 def test_unknown_brokers_are_refused() -> None:
     with pytest.raises(ConfigurationError, match="unknown broker"):
         open_broker("amqp://x", lease=timedelta(seconds=30))
