@@ -2,8 +2,8 @@
 
 Measured side by side in one run, on the same Redis and PostgreSQL:
 
-* **raw Taskiq**: a no-op task sent with ``kiq`` and received by an in-process
-  receiver on a ``RedisStreamBroker``: serial round trips (latency) and a burst
+* **raw Taskiq**: a no-op task sent with ``kiq`` and received by Taskiq's own
+  receiver on taskiq-redis's ``RedisStreamBroker``: serial round trips (latency) and a burst
   (messages per second). This is the floor any Taskiq-based engine pays.
 * **SquidMesh through Taskiq**: a runtime on ``PostgresRunStore`` whose executor
   is a ``TaskiqExecutor`` on the same kind of broker (the process is its own
@@ -25,6 +25,7 @@ import secrets
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -34,6 +35,9 @@ import redis.asyncio as aredis
 from _finished import Finished
 from _flows import chain_of
 from _sections import write_section
+from taskiq.acks import AcknowledgeType
+from taskiq.receiver import Receiver
+from taskiq_redis import RedisStreamBroker
 
 from squidmesh_backends.postgres import PostgresRunStore, migrate
 from squidmesh_backends.runtime import Runtime, RuntimeSettings
@@ -87,8 +91,11 @@ class Engine:
 
 
 async def raw_taskiq(serial: int, burst: int, redis_url: str = REDIS) -> Raw:
+    """Taskiq alone: taskiq-redis's stream broker and Taskiq's own receiver."""
     queue = f"bench_raw_{secrets.token_hex(4)}"
-    broker = redis_stream_broker(redis_url, lease=LEASE, queue=queue)
+    broker = redis_stream_broker(
+        redis_url, lease=LEASE, queue=queue, broker_class=RedisStreamBroker
+    )
     done: dict[int, asyncio.Future[None]] = {}
 
     async def ping(i: int) -> None:
@@ -97,35 +104,46 @@ async def raw_taskiq(serial: int, burst: int, redis_url: str = REDIS) -> Raw:
             future.set_result(None)
 
     task = broker.register_task(ping, task_name=f"bench.ping.{queue}")
-    executor = TaskiqExecutor(broker)  # its receiver loop serves `ping` too
-
-    async def handler(job_id: str, token: str) -> None:
-        return None
-
-    await executor.start(handler)
-    loop = asyncio.get_running_loop()
-    try:
-        samples = []
-        for i in range(serial + 5):
-            done[i] = loop.create_future()
+    broker.is_worker_process = True
+    await broker.startup()
+    finish = asyncio.Event()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        receiver = Receiver(
+            broker=broker,
+            executor=pool,
+            run_startup=False,
+            max_async_tasks=8,
+            ack_type=AcknowledgeType.WHEN_EXECUTED,
+        )
+        listening = asyncio.create_task(receiver.listen(finish))
+        loop = asyncio.get_running_loop()
+        try:
+            samples = []
+            for i in range(serial + 5):
+                done[i] = loop.create_future()
+                began = time.perf_counter()
+                await task.kiq(i)
+                await asyncio.wait_for(done[i], 10)
+                if i >= 5:  # warm-up
+                    samples.append(time.perf_counter() - began)
+            base = serial + 5
+            for i in range(base, base + burst):
+                done[i] = loop.create_future()
             began = time.perf_counter()
-            await task.kiq(i)
-            await asyncio.wait_for(done[i], 10)
-            if i >= 5:  # warm-up
-                samples.append(time.perf_counter() - began)
-        base = serial + 5
-        for i in range(base, base + burst):
-            done[i] = loop.create_future()
-        began = time.perf_counter()
-        for i in range(base, base + burst):
-            await task.kiq(i)
-        await asyncio.wait_for(asyncio.gather(*(done[i] for i in range(base, base + burst))), 60)
-        rate = burst / (time.perf_counter() - began)
-    finally:
-        await executor.stop(timeout=timedelta(seconds=2))
-        client = aredis.Redis.from_url(redis_url)
-        await client.delete(queue)
-        await client.aclose()
+            for i in range(base, base + burst):
+                await task.kiq(i)
+            await asyncio.wait_for(
+                asyncio.gather(*(done[i] for i in range(base, base + burst))), 60
+            )
+            rate = burst / (time.perf_counter() - began)
+        finally:
+            finish.set()
+            listening.cancel()
+            await asyncio.wait({listening}, timeout=5)
+            await broker.shutdown()
+            client = aredis.Redis.from_url(redis_url)
+            await client.delete(queue)
+            await client.aclose()
     return Raw(serial=Latency(samples), burst_per_second=rate)
 
 

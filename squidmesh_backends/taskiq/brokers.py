@@ -12,9 +12,12 @@ retries: those are decisions persisted in the store.
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
-from taskiq import AsyncBroker, InMemoryBroker
+from redis.asyncio import Redis
+from taskiq import AckableMessage, AsyncBroker, InMemoryBroker
 from taskiq_redis import RedisStreamBroker
 
 from squidmesh_backends.errors import ConfigurationError
@@ -23,15 +26,68 @@ QUEUE = "squidmesh"
 GROUP = "squidmesh"
 
 
+class SquidMeshStreamBroker(RedisStreamBroker):
+    """A ``RedisStreamBroker`` whose reads never stall on an entry they cannot use.
+
+    Every entry read from the stream is handed on as a message, acknowledged
+    only by whoever handles it: an entry without a ``data`` field comes out
+    with empty data (so the receiver refuses and acknowledges it instead of the
+    read failing on it, which left it pending forever). Entries left pending by
+    a consumer that died are taken over (``XAUTOCLAIM``) when a read finds
+    nothing new, after ``idle_timeout``.
+    """
+
+    def _acknowledge(
+        self, stream: bytes | str, entry: bytes | str
+    ) -> Callable[[], Awaitable[None]]:
+        async def ack() -> None:
+            async with Redis(connection_pool=self.connection_pool) as conn:
+                await conn.xack(stream, self.consumer_group_name, entry)
+
+        return ack
+
+    def _message(self, stream: bytes | str, entry: bytes | str, fields: Any) -> AckableMessage:
+        data = fields.get(b"data", b"") if isinstance(fields, dict) else b""
+        return AckableMessage(
+            data=data if isinstance(data, bytes) else b"",
+            ack=self._acknowledge(stream, entry),
+        )
+
+    async def listen(self) -> AsyncGenerator[AckableMessage, None]:
+        async with Redis(connection_pool=self.connection_pool) as conn:
+            while True:
+                fetched: Any = await conn.xreadgroup(
+                    self.consumer_group_name,
+                    self.consumer_name,
+                    {self.queue_name: ">"},
+                    block=self.block,
+                    count=self.count,
+                )
+                for stream, entries in fetched or ():
+                    for entry, fields in entries:
+                        yield self._message(stream, entry, fields)
+                if fetched:
+                    continue
+                taken: Any = await conn.xautoclaim(
+                    self.queue_name,
+                    self.consumer_group_name,
+                    self.consumer_name,
+                    min_idle_time=self.idle_timeout,
+                    count=self.count or 1,
+                )
+                for entry, fields in taken[1]:
+                    yield self._message(self.queue_name, entry, fields)
+
+
 def redis_stream_broker(
     url: str,
     *,
     lease: timedelta,
     queue: str = QUEUE,
     maxlen: int = 100_000,
-    broker_class: type[RedisStreamBroker] = RedisStreamBroker,
+    broker_class: type[RedisStreamBroker] = SquidMeshStreamBroker,
 ) -> RedisStreamBroker:
-    """A ``RedisStreamBroker`` set up for SquidMesh.
+    """A Redis streams broker set up for SquidMesh (a :class:`SquidMeshStreamBroker`).
 
     * ``consumer_id="0"``: the consumer group starts at the beginning of the
       stream, so a message published before any worker created the group is
@@ -41,8 +97,9 @@ def redis_stream_broker(
     * ``idle_timeout`` is ten leases (at least ten minutes): Redis redelivery is
       only a backstop. The store's lease expiry is what re-publishes a job whose
       worker died, well before Redis would.
-    * ``xread_count=1``: a worker takes one message per read, so it does not
-      hoard messages in its pending list that idle workers could run.
+    * ``xread_count=1``: a worker takes one message per read, and reads only
+      when it has a free slot, so it never hoards messages in its pending list
+      that idle workers could run.
     """
     idle = max(timedelta(minutes=10), lease * 10)
     return broker_class(

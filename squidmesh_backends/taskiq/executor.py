@@ -9,95 +9,42 @@ re-published once its lease expires, a duplicate or stale one is refused by the
 lease fence.
 
 The executor plays both roles: ``submit`` publishes (the dispatcher calls it),
-and the registered task runs the handler, at most ``concurrency`` at once in
-this process. The Taskiq acknowledgement happens when the task returns, which
-is after the step's outcome has been committed.
+and a receive loop of its own (``_receiver``: read only with a free slot, open
+strictly, acknowledge once handled, one line per outage) runs the handler, at
+most ``concurrency`` at once in this process. Taskiq's in-process broker runs
+the registered task instead.
+
+Free slots count the messages this process published and nobody has received
+yet. A publish is counted *before* it is sent: a message received before the
+publish returned would otherwise leave a count behind that kept a slot idle
+for ``PUBLISH_HORIZON`` (a worker with one slot started a run only every two
+seconds).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
-from taskiq import AsyncBroker, InMemoryBroker
-from taskiq.acks import AcknowledgeType
-from taskiq.receiver import Receiver
+from returns.result import Failure
+from taskiq import AckableMessage, AsyncBroker, InMemoryBroker
 
+from squidmesh_backends.errors import BackendUnavailableError
 from squidmesh_backends.logs import get_logger
+from squidmesh_backends.outage import Outage, describe, log_failure
+from squidmesh_backends.taskiq._receiver import cancellable_listen, open_envelope
 from squidmesh_core.ids import JobId, LeaseToken
-from squidmesh_core.ports import JobHandler
+from squidmesh_core.ports import JobHandler, RefusalReason, Refused, ignore_refusal
 
 LOG = get_logger("squidmesh.taskiq")
 TASK_NAME = "squidmesh.run_job"
 PUBLISH_HORIZON = 2.0
 """Seconds a publish counts against this process's free slots unless received sooner."""
-RECANCEL_EVERY = 0.05
-"""Seconds between cancellations of a broker read that has not ended yet."""
-
-
-async def _cancel_until_done(task: asyncio.Future[Any]) -> None:
-    """Cancel ``task`` again and again until it has ended.
-
-    One cancellation can be lost: on Python 3.11 ``asyncio.wait_for`` returns
-    the inner result and drops the cancellation when both happen at once, and
-    redis-py sends every command through it. A Redis read that lost its
-    cancellation blocks, reads again, and never ends.
-    """
-    while not task.done():
-        task.cancel()
-        try:
-            await asyncio.wait({task}, timeout=RECANCEL_EVERY)
-        except asyncio.CancelledError:
-            continue  # the caller re-raises once the read has ended
-
-
-async def _cancellable_listen(broker: AsyncBroker) -> AsyncGenerator[Any, None]:
-    """``broker.listen()``, its reads ended for sure by a cancellation.
-
-    Each read runs in a task of its own, cancelled until it has ended (see
-    ``_cancel_until_done``), so a receiver that is stopped does stop.
-    """
-    source = broker.listen()
-
-    async def next_message() -> Any:
-        return await anext(source)
-
-    try:
-        while True:
-            read = asyncio.create_task(next_message(), name="squidmesh-taskiq-read")
-            try:
-                await asyncio.wait({read})
-            except asyncio.CancelledError:
-                await _cancel_until_done(read)
-                raise
-            try:
-                message = read.result()
-            except StopAsyncIteration:
-                return
-            yield message
-    finally:
-        await source.aclose()
-
-
-class _ListenerBroker:
-    """The broker as Taskiq's receiver sees it: ``listen()`` is ``_cancellable_listen``.
-
-    Everything else is the broker's own.
-    """
-
-    def __init__(self, broker: AsyncBroker) -> None:
-        self._broker = broker
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._broker, name)
-
-    def listen(self) -> AsyncGenerator[Any, None]:
-        return _cancellable_listen(self._broker)
 
 
 class TaskiqExecutor:
@@ -117,6 +64,10 @@ class TaskiqExecutor:
         self.concurrency = concurrency
         self.task_name = task_name
         self._handler: JobHandler | None = None
+        self._slot_freed: Callable[[], None] = lambda: None
+        self._refused: Refused = ignore_refusal
+        self.outage = Outage("the broker", logger="squidmesh.taskiq")
+        """The receive loop's view of the broker: lost since when, and how often."""
         self._accepting = False
         self._slots: asyncio.Semaphore | None = None
         self._running: dict[asyncio.Task[None], tuple[JobId, LeaseToken]] = {}
@@ -156,14 +107,20 @@ class TaskiqExecutor:
         return self.concurrency - len(self._running) - len(self._recent)
 
     async def start(
-        self, handler: JobHandler, *, slot_freed: Callable[[], None] = lambda: None
+        self,
+        handler: JobHandler,
+        *,
+        slot_freed: Callable[[], None] = lambda: None,
+        refused: Refused = ignore_refusal,
     ) -> None:
-        """Start the broker and, unless it runs tasks in-process, a receiver loop.
+        """Start the broker and, unless it runs tasks in-process, the receive loop.
 
-        ``slot_freed`` is not called: slots free up in whichever worker process
-        received the message, and the dispatcher counts them through ``free_slots``.
+        ``slot_freed`` is called when a job this process received ends; slots
+        of other worker processes are counted through ``free_slots``.
         """
         self._handler = handler
+        self._slot_freed = slot_freed
+        self._refused = refused
         self._slots = asyncio.Semaphore(self.concurrency)
         self.broker.is_worker_process = True
         await self.broker.startup()
@@ -174,54 +131,104 @@ class TaskiqExecutor:
             )
 
     async def _receive_forever(self) -> None:
-        """Run Taskiq's receiver, and start it again whenever it fails while we serve.
+        """Read and handle messages while we serve; after a broker failure, start over.
 
         A broker connection that drops (Redis restarted, or the stream and its
-        consumer group flushed) makes the receiver fail. It is started again
-        after a growing pause, with the broker's start-up run first so a lost
-        consumer group is declared anew (Taskiq's own ``run_receiver_task``
-        would retry forever without re-declaring it).
+        consumer group flushed) ends the reads. They start again after a pause,
+        with the broker's start-up run first so a lost consumer group is
+        declared anew; the outage is reported once (``_receiver`` rule 4).
         """
-        pause = 0.1
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            while self._accepting:
-                finished = asyncio.Event()
+        outage = self.outage
+        while self._accepting:
+            began = time.monotonic()
+            error: BaseException | None = None
+            try:
+                await self._read_messages()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = exc
+            self.receiver_restarts += 1
+            await asyncio.sleep(outage.failed(error, served_for=time.monotonic() - began))
+            try:
+                await self.broker.startup()
+            except Exception as exc:
+                LOG.debug("broker start-up failed (%s); will retry", exc)
+                continue
+            outage.reached()
+
+    async def _read_messages(self) -> None:
+        """Rule 1 of ``_receiver``: take a slot, then read one message and hand it on."""
+        slots = self._slots
+        assert slots is not None  # set by start()
+        source = cancellable_listen(self.broker)
+        try:
+            while True:
+                await slots.acquire()
                 try:
-                    receiver = Receiver(
-                        broker=cast(AsyncBroker, _ListenerBroker(self.broker)),
-                        executor=pool,
-                        run_startup=False,
-                        max_async_tasks=self.concurrency,
-                        ack_type=AcknowledgeType.WHEN_EXECUTED,
-                    )
-                    await receiver.listen(finished)
-                    LOG.warning("the Taskiq receiver ended; restarting in %.1fs", pause)
-                except asyncio.CancelledError:
+                    message = await anext(source)
+                except BaseException:
+                    slots.release()
                     raise
-                except Exception as exc:
-                    LOG.warning("the Taskiq receiver failed (%s); restarting in %.1fs", exc, pause)
-                self.receiver_restarts += 1
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 5.0)
+                task = asyncio.create_task(self._handle(message), name="squidmesh-taskiq-message")
+                self._deliveries.add(task)
+                task.add_done_callback(self._deliveries.discard)
+        except StopAsyncIteration:
+            return
+        finally:
+            await source.aclose()
+
+    async def _handle(self, message: Any) -> None:
+        """Open one message, run it or refuse it, acknowledge it, free its slot."""
+        slots = self._slots
+        assert slots is not None
+        try:
+            self.received += 1
+            if self._recent:
+                self._recent.popleft()
+            raw = message.data if isinstance(message, AckableMessage) else message
+            opened = open_envelope(raw, formatter=self.broker.formatter, task_name=self.task_name)
+            if isinstance(opened, Failure):
+                reason, received, job_id = opened.failure()
+                self.refused += 1
+                self._refused(reason, received, job_id=job_id)
+            else:
+                await self._deliver(*opened.unwrap())
+            acknowledge = message.ack if isinstance(message, AckableMessage) else None
+            if acknowledge is not None:
                 try:
-                    await self.broker.startup()
-                except Exception as exc:
-                    LOG.warning("broker start-up failed (%s); will retry", exc)
+                    acknowledged = acknowledge()
+                    if acknowledged is not None:
+                        await acknowledged
+                except Exception as exc:  # it stays pending; the store re-publishes the job
+                    LOG.debug("acknowledging a message failed: %s", exc)
+        finally:
+            slots.release()
+            self._slot_freed()
 
     async def submit(self, job_id: JobId, lease_token: LeaseToken) -> None:
         if not self._accepting:
             raise RuntimeError("the executor is not accepting work")
         caller = asyncio.current_task()
         self._submitting.add(caller)
+        stamp = time.monotonic()
+        self._recent.append(stamp)  # before sending: it may be received before kiq returns
         try:
             await self.task.kiq(str(job_id), str(lease_token))
+        except BaseException as exc:
+            with contextlib.suppress(ValueError):  # already taken off by a receipt
+                self._recent.remove(stamp)
+            if isinstance(exc, Exception):  # the broker's fault, in SquidMesh's terms
+                raise BackendUnavailableError(
+                    f"cannot publish to the broker ({describe(exc)})"
+                ) from exc
+            raise
         finally:
             self._submitting.discard(caller)
         self.published += 1
-        self._recent.append(time.monotonic())
 
     async def _receive(self, job_id: Any, lease_token: Any) -> None:
-        """The Taskiq task: run the handler for one delivery (never raises)."""
+        """The registered Taskiq task (the in-process broker runs it): one delivery, in a slot."""
         delivery = asyncio.current_task()
         if delivery is not None and delivery not in self._submitting:
             # Taskiq's task for this delivery (not a caller of submit() that a
@@ -233,20 +240,28 @@ class TaskiqExecutor:
             self._recent.popleft()
         if not isinstance(job_id, str) or not isinstance(lease_token, str):
             self.refused += 1
-            LOG.warning("dropping a malformed message (%r, %r)", type(job_id), type(lease_token))
+            self._refused(RefusalReason.BAD_ARGUMENTS, [job_id, lease_token])
             return
-        handler, slots = self._handler, self._slots
-        if not self._accepting or handler is None or slots is None:
+        slots = self._slots
+        if slots is None:
+            await self._deliver(job_id, lease_token)
+            return
+        async with slots:
+            await self._deliver(job_id, lease_token)
+        self._slot_freed()
+
+    async def _deliver(self, job_id: str, lease_token: str) -> None:
+        """Run the handler for one delivery (never raises but for cancellation)."""
+        handler = self._handler
+        key = (JobId(job_id), LeaseToken(lease_token))
+        if not self._accepting or handler is None:
             # Not serving (stopping): stop() hands the job back so its lease is released.
-            self.refused += 1
-            self._turned_away.append((JobId(job_id), LeaseToken(lease_token)))
+            self._turned_away.append(key)
             LOG.info("not accepting work; handing %s back", job_id)
             return
-        key = (JobId(job_id), LeaseToken(lease_token))
 
         async def run() -> None:
-            async with slots:
-                await handler(*key)
+            await handler(*key)
 
         task = asyncio.create_task(run(), name=f"squidmesh-job-{job_id}")
         self._running[task] = key
@@ -254,8 +269,9 @@ class TaskiqExecutor:
             await asyncio.wait({task})
         finally:
             self._running.pop(task, None)
-        if not task.cancelled() and task.exception() is not None:
-            LOG.error("job %s crashed its handler", job_id, exc_info=task.exception())
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            log_failure(LOG, f"job {job_id} crashed its handler", error)
 
     async def stop(self, *, timeout: timedelta) -> Sequence[tuple[JobId, LeaseToken]]:
         """Stop receiving, let running steps finish within ``timeout``, shut the broker down.

@@ -23,12 +23,11 @@ from datetime import UTC, datetime, timedelta
 
 from taskiq import AsyncBroker
 from taskiq.message import BrokerMessage
-from taskiq_redis import RedisStreamBroker
 
 from squidmesh_backends.postgres import PostgresRunStore
 from squidmesh_backends.runtime import Runtime, RuntimeSettings, compose
 from squidmesh_backends.runtime.bootstrap import split_schema
-from squidmesh_backends.taskiq import TaskiqExecutor, redis_stream_broker
+from squidmesh_backends.taskiq import SquidMeshStreamBroker, TaskiqExecutor, redis_stream_broker
 from squidmesh_core import COMPLETE, Retry, StepContext, chain, cron, manual, step, workflow
 
 FIVE = [f"s{i}" for i in range(1, 6)]
@@ -87,7 +86,7 @@ class FastClock:
         return self.start + timedelta(seconds=(time.time() - self.epoch) * self.factor)
 
 
-class DuplicatingStreamBroker(RedisStreamBroker):
+class DuplicatingStreamBroker(SquidMeshStreamBroker):
     """Publishes every message twice: each delivery then happens at least twice."""
 
     async def kick(self, message: BrokerMessage) -> None:
@@ -116,7 +115,7 @@ def broker(chosen: RuntimeSettings) -> AsyncBroker:
         url,
         lease=chosen.lease,
         queue=queue,
-        broker_class=DuplicatingStreamBroker if duplicate else RedisStreamBroker,
+        broker_class=DuplicatingStreamBroker if duplicate else SquidMeshStreamBroker,
     )
 
 
