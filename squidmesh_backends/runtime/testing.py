@@ -9,10 +9,15 @@ order, and jump the clock straight to the next due job when nothing is due, so a
     run = (await rt.start_run(my_workflow, {"account_id": "a1"})).unwrap()
     done = await rt.run_until_complete(run.id)
     assert done.status is RunStatus.COMPLETED
+
+``rt.faults`` injects the faults of a real deployment (a worker killed
+mid-step, a duplicated message, a commit conflict, a clock jump; see
+``_faults``), so a test can prove its steps are idempotent.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +25,7 @@ from returns.result import Failure
 
 from squidmesh_backends.memory import MemoryRunStore
 from squidmesh_backends.runtime._delivery import JobOutcome
+from squidmesh_backends.runtime._faults import Faults, FaultyStore, WorkerKilled
 from squidmesh_backends.runtime.clock import FakeClock
 from squidmesh_backends.runtime.ids import SequenceIds
 from squidmesh_backends.runtime.runtime import Runtime
@@ -48,7 +54,11 @@ class TimeSkippingRuntime(Runtime):
         settings: RuntimeSettings | None = None,
     ) -> None:
         self.fake_clock = FakeClock(start)
-        self.memory = MemoryRunStore()
+        self.faults = Faults(self.fake_clock)
+        """Faults to inject: ``kill_worker_during``, ``deliver_twice``,
+        ``conflict_next_commit``, ``jump_clock``."""
+        self.memory: MemoryRunStore = FaultyStore(self.faults)
+        """The memory store (its commits pass the fault check first)."""
         super().__init__(
             store=self.memory,
             workflows=workflows,
@@ -85,11 +95,18 @@ class TimeSkippingRuntime(Runtime):
             if not claims:
                 return executed
             claim = claims[0]
-            outcome = await self.worker.execute_job(
-                claim.job_id, claim.lease_token, heartbeat=False
-            )
-            self.outcomes.append((claim.job_id, outcome))
+            copies = 2 if self.faults.take_duplicate(claim.job_id) else 1
+            for outcome in await asyncio.gather(
+                *(self._execute(claim.job_id, claim.lease_token) for _ in range(copies))
+            ):
+                self.outcomes.append((claim.job_id, outcome))
             executed += 1
+
+    async def _execute(self, job_id: str, lease_token: str) -> JobOutcome:
+        try:
+            return await self.worker.execute_job(job_id, lease_token, heartbeat=False)
+        except WorkerKilled:
+            return JobOutcome.LEASE_LOST  # nothing committed: the lease runs out
 
     async def advance(self, delta: timedelta) -> int:
         """Move the clock forward by ``delta``, running every job that falls due on the way."""
