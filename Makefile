@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast lint typecheck unit docs clean bench bench-core bench-postgres bench-taskiq
+.PHONY: demo test test-fast lint typecheck unit docs clean bench bench-core bench-postgres bench-taskiq chaos chaos-small
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "SquidMesh needs Python 3.11 or newer"'
@@ -45,6 +45,14 @@ docs: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(PEER) .mypy_cache .ruff_cache .pytest_cache .hypothesis .coverage build *.egg-info
+
+## chaos: the full fault suite (own PostgreSQL and Redis); rewrites the results in docs/reliability.md
+chaos: $(STAMP)
+	$(BIN)/python -m chaos --write docs/reliability.md
+
+## chaos-small: the CI-sized fault suite (tests/test_chaos.py runs it too)
+chaos-small: $(STAMP)
+	$(BIN)/python -m chaos --size small
 
 ## bench-core: measure pure decide throughput and record it in docs/performance.md
 bench-core: $(STAMP)
