@@ -63,7 +63,7 @@ ONE = workflow(
 
 def commit_of(tree: Path) -> str:
     done = subprocess.run(
-        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+        ["git", "-C", str(tree), "describe", "--always", "--dirty"],
         capture_output=True,
         text=True,
         check=False,
@@ -125,7 +125,7 @@ def main() -> int:
         kept = [
             row
             for row in rest.partition(END)[0].splitlines()
-            if row.startswith("| ") and "commit" not in row
+            if row.startswith("| ") and "commit" not in row and "---" not in row
         ]
         text = "\n".join(
             [

@@ -32,7 +32,8 @@ START = "<!-- chaos:results:start -->"
 END = "<!-- chaos:results:end -->"
 HEADER = (
     "| experiment | runs (completed) | faults | lost attempts | steps run twice (unexplained)"
-    " | reclaim min / median / max | drain | refused rows | passed |"
+    " | reclaim min / median / max | drain | rows from refused input / entries left pending"
+    " | passed |"
 )
 
 
@@ -42,7 +43,7 @@ def _seconds(value: float) -> str:
 
 def row(f: Figures) -> str:
     reclaim = " / ".join(_seconds(x) for x in f.reclaim) if f.reclaim else "-"
-    refused = "-" if f.refused_rows is None else str(f.refused_rows)
+    refused = "-" if f.refused_rows is None else f"{f.refused_rows} / {f.pending}"
     return (
         f"| {f.name} | {f.runs} ({f.completed}) | {f.faults} | {f.lost_attempts}"
         f" | {f.repeated_steps} ({f.unexplained}) | {reclaim} | {_seconds(f.drain)}"

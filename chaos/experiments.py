@@ -55,17 +55,17 @@ async def _under_load(lab: Lab, size: Size, inject: Callable[[int], Awaitable[No
     return last
 
 
-async def _finish(
-    lab: Lab, name: str, *, faults: int, last: float, notes: str = "", **extra: int | None
-) -> Figures:
+async def _finish(lab: Lab, name: str, *, faults: int, last: float, notes: str = "") -> Figures:
     runs = await lab.finished(DRAIN_TIMEOUT)
     drained = time.time()
     codes = await lab.stop_workers()
-    if any(c != 0 for c in codes):
+    clean = all(c == 0 for c in codes)
+    if not clean:
         notes = f"{notes}; worker exit codes {codes}" if notes else f"worker exit codes {codes}"
     return figures(
-        lab, name, runs, faults=faults, last_fault=last, drained_at=drained, notes=notes, **extra
-    )
+        lab, name, runs, faults=faults, last_fault=last, drained_at=drained, notes=notes,
+        clean_exit=clean,
+    )  # fmt: skip
 
 
 async def _faulted(
@@ -172,16 +172,26 @@ async def hostile_messages(lab: Lab, size: Size) -> Figures:
         runs = await lab.finished(DRAIN_TIMEOUT)
         drained = time.time()
         stored_runs, stored_jobs = lab.stored_rows()
-        groups = await client.xinfo_groups(lab.queue)
-        pending = sum(int(g["pending"]) for g in groups)
+        pending = await _unacknowledged(client, lab.queue)
     finally:
         await client.aclose()
-    await lab.stop_workers()
+    codes = await lab.stop_workers()
     return figures(
         lab, "forged and malformed messages", runs, faults=written, last_fault=last,
         drained_at=drained, refused_rows=stored_runs - len(lab.run_ids) + stored_jobs,
-        notes=f"{pending} entries left pending",
+        pending=pending, clean_exit=all(c == 0 for c in codes),
     )  # fmt: skip
+
+
+async def _unacknowledged(client: aioredis.Redis, queue: str, settle: float = 10.0) -> int:
+    """Entries of ``queue`` not yet read or acknowledged, once the workers had ``settle`` s."""
+    deadline = time.monotonic() + settle
+    while True:
+        groups = await client.xinfo_groups(queue)
+        left = sum(int(g["pending"]) + int(g.get("lag") or 0) for g in groups)
+        if left == 0 or time.monotonic() > deadline:
+            return left
+        await asyncio.sleep(0.1)
 
 
 async def sqlite_shared(lab: Lab, size: Size) -> Figures:

@@ -3,7 +3,7 @@
 Figures come from two sources that cannot lie for each other: the store (each
 run's attempts, with ``lost`` ones) and the attempt log the workers' steps
 append to (``start`` and ``ran`` lines). A step that *ran* more than once is
-explained when every extra run is covered by a lost attempt of that step: a
+explained when every extra run is an attempt of its own recorded ``lost``: a
 worker killed after the step's body but before its commit.
 """
 
@@ -14,7 +14,7 @@ import secrets
 import statistics
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,12 +53,20 @@ class Figures:
     """Seconds from the last fault to every run finished."""
     refused_rows: int | None = None
     """Rows in the store that no started run accounts for (hostile input only)."""
+    pending: int = 0
+    """Stream entries left unacknowledged after the drain (hostile input only)."""
+    clean_exit: bool = True
+    """Whether every worker still running at the end exited 0 on SIGTERM."""
     notes: str = ""
 
     @property
     def passed(self) -> bool:
         return (
-            self.completed == self.runs and self.unexplained == 0 and (self.refused_rows or 0) == 0
+            self.completed == self.runs
+            and self.unexplained == 0
+            and (self.refused_rows or 0) == 0
+            and self.pending == 0
+            and self.clean_exit
         )
 
 
@@ -177,15 +185,17 @@ def figures(
     last_fault: float,
     drained_at: float,
     refused_rows: int | None = None,
+    pending: int = 0,
+    clean_exit: bool = True,
     notes: str = "",
 ) -> Figures:
     """Figures of an experiment whose runs have finished."""
     lines = lab.lines()
-    ran = Counter((run, step) for what, _, run, step, _, _ in lines if what == "ran")
+    ran = Counter((run, step, n) for what, _, run, step, n, _ in lines if what == "ran")
     started = {
         (run, step, n): (pid, at) for what, pid, run, step, n, at in lines if what == "start"
     }
-    lost: Counter[tuple[str, str]] = Counter()
+    lost: set[tuple[str, str, int]] = set()
     delays: list[float] = []
     for run in runs:
         for step_state in run.steps:
@@ -193,14 +203,17 @@ def figures(
             for index, attempt in enumerate(attempts):
                 if attempt.status is not AttemptStatus.LOST:
                     continue
-                lost[(run.id, step_state.step)] += 1
+                lost.add((run.id, step_state.step, attempt.number))
                 began = started.get((run.id, step_state.step, attempt.number))
                 killed_at = lab.kills.get(began[0]) if began else None
                 if killed_at is not None and index + 1 < len(attempts):
                     retry = attempts[index + 1].started_at.timestamp()
                     delays.append(max(retry - killed_at, 0.0))
-    repeated = [key for key, count in ran.items() if count > 1]
-    unexplained = sum(1 for key in repeated if ran[key] - 1 > lost[key])
+    bodies: Counter[tuple[str, str]] = Counter()
+    for (run_id, step, _), count in ran.items():
+        bodies[(run_id, step)] += count
+    repeated = [key for key, count in bodies.items() if count > 1]
+    unexplained = sum(1 for key in repeated if not _explained(key, ran, lost))
     reclaim = None
     if delays:
         reclaim = (min(delays), statistics.median(delays), max(delays))
@@ -209,15 +222,28 @@ def figures(
         runs=len(lab.run_ids),
         completed=sum(r.status is RunStatus.COMPLETED for r in runs),
         faults=faults,
-        lost_attempts=sum(lost.values()),
+        lost_attempts=len(lost),
         repeated_steps=len(repeated),
         unexplained=unexplained,
         reclaim=reclaim,
         drain=max(drained_at - last_fault, 0.0),
         refused_rows=refused_rows,
+        pending=pending,
+        clean_exit=clean_exit,
         notes=notes,
     )
 
 
-def every(items: Iterable[Figures]) -> bool:
-    return all(f.passed for f in items)
+def _explained(
+    key: tuple[str, str], ran: Counter[tuple[str, str, int]], lost: set[tuple[str, str, int]]
+) -> bool:
+    """Whether every extra run of a step's body is an attempt recorded ``lost``.
+
+    An attempt whose body ran twice is never explained (the store would have
+    started a new attempt); of the attempts whose body ran, all but one must be
+    lost ones (their outcome never committed).
+    """
+    mine = {n: count for (run, step, n), count in ran.items() if (run, step) == key}
+    if any(count > 1 for count in mine.values()):
+        return False
+    return sum(1 for n in mine if (*key, n) not in lost) <= 1

@@ -47,7 +47,8 @@ class JsonLimits:
 
     max_bytes: int = 1024 * 1024
     """Largest accepted size of the value as stored (the text of :func:`dump_json`;
-    escapes count: a control or non-ASCII character takes six bytes). Default 1 MiB."""
+    escapes count: ``\\n`` takes two bytes, another control or non-ASCII character
+    six, one beyond the BMP twelve). Default 1 MiB."""
 
     max_depth: int = 64
     """Deepest accepted nesting of lists and objects."""

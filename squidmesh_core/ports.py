@@ -37,7 +37,11 @@ class IdSource(Protocol):
         ...
 
     def new_lease_token(self) -> LeaseToken:
-        """A fresh, unguessable lease token."""
+        """A fresh, unguessable lease token matching ``ids.LEASE_TOKEN_PATTERN``.
+
+        Letters, digits and ``_.:-``, at most 128 characters: workers refuse
+        any other token as forged (a ``Worker`` checks one when it is built).
+        """
         ...
 
 
@@ -219,12 +223,12 @@ class RefusalReason(StrEnum):
 class Refused(Protocol):
     """What an executor calls for a message it refused: a reason code and what came in."""
 
-    def __call__(self, reason: str, received: object, *, job_id: object = None) -> None:
+    def __call__(self, reason: RefusalReason, received: object, *, job_id: object = None) -> None:
         """Report one refused message (``job_id``: the id it named, if it named one)."""
         ...
 
 
-def ignore_refusal(reason: str, received: object, *, job_id: object = None) -> None:
+def ignore_refusal(reason: RefusalReason, received: object, *, job_id: object = None) -> None:
     """The default ``Refused``: drop the report."""
 
 

@@ -109,7 +109,11 @@ class OpenTelemetrySink:
         """Failed attempts' spans, left open for the retry event of the same decision."""
 
     def publish(self, event: Emit) -> None:
-        if event.topic not in (Topic.STEP_RETRY_SCHEDULED, Topic.LEASE_RECLAIMED):
+        if event.topic not in (
+            Topic.STEP_RETRY_SCHEDULED,
+            Topic.LEASE_RECLAIMED,
+            Topic.DELIVERY_REFUSED,  # says nothing about the run it names
+        ):
             self._close_failed(event.run_id)
         handler = _HANDLERS.get(event.topic)
         if handler is not None:

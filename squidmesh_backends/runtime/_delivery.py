@@ -29,8 +29,9 @@ from enum import StrEnum
 
 from returns.result import Failure, Success
 
+from squidmesh_backends.errors import BackendError
 from squidmesh_backends.logs import add_log_fields, get_logger, log_context
-from squidmesh_backends.outage import log_failure
+from squidmesh_backends.outage import Outage, log_failure
 from squidmesh_backends.probe import INLINE_STEPS, NO_PROBE, Probe
 from squidmesh_backends.runtime._refusals import Refusals
 from squidmesh_backends.runtime.client import Client
@@ -97,6 +98,8 @@ class Delivery:
     def __init__(self, *, client: Client, refusals: Refusals, probe: Probe = NO_PROBE) -> None:
         self.client = client
         self.refusals = refusals
+        self.heartbeats = Outage("the store (heartbeats)", logger="squidmesh.runtime")
+        """Heartbeat failures on a store outage, reported once for every running step."""
         self.store = client.store
         self.ledger = client.ledger
         self.settings = client.settings
@@ -119,7 +122,8 @@ class Delivery:
         """
         parsed = parse_job_message(job_id, lease_token)
         if isinstance(parsed, Failure):
-            self.refusals.malformed(parsed.failure().code, [job_id, lease_token], job_id=job_id)
+            reason = RefusalReason(parsed.failure().code)
+            self.refusals.malformed(reason, [job_id, lease_token], job_id=job_id)
             return JobOutcome.FORGED
         message = parsed.unwrap()
         key = message.key
@@ -261,9 +265,13 @@ class Delivery:
                 held = await self.store.heartbeat(
                     job_id, token, until=self.client.clock.now() + self.settings.lease
                 )
-            except Exception as exc:  # a transient store fault must not let the lease lapse
+            except BackendError as exc:  # a store outage: one line for all heartbeats
+                self.heartbeats.failed(exc)
+                continue
+            except Exception as exc:  # a bug: must not let the lease lapse either
                 log_failure(LOG, f"heartbeat for {job_id} failed; trying again", exc)
                 continue
+            self.heartbeats.reached()
             if not held:
                 LOG.warning("lease on %s was lost; the outcome will be discarded", job_id)
                 return

@@ -28,6 +28,7 @@ from squidmesh_backends.probe import NO_PROBE, REFUSED, STALE, Probe
 from squidmesh_backends.runtime._ledger import Publisher
 from squidmesh_core.commands import Emit, Topic
 from squidmesh_core.ids import RunId, parse_job_id
+from squidmesh_core.ports import RefusalReason
 
 LOG = get_logger("squidmesh.worker")
 
@@ -61,11 +62,11 @@ class Refusals:
         self.publisher = publisher
         self.probe = probe
 
-    def malformed(self, reason: str, received: object, *, job_id: object = None) -> None:
+    def malformed(self, reason: RefusalReason, received: object, *, job_id: object = None) -> None:
         """Rule 1: a message that is not one SquidMesh published."""
         shown = preview(received)
-        LOG.warning("refused a malformed message (%s): %s", reason, shown)
-        self.probe.record(REFUSED, detail=reason)
+        LOG.warning("refused a malformed message (%s): %s", reason.value, shown)
+        self.probe.record(REFUSED, detail=reason.value)
         key = parse_job_id(job_id).value_or(None)
         self.publisher.publish(
             Emit(
@@ -74,7 +75,7 @@ class Refusals:
                 workflow="",
                 step=key.step if key is not None else None,
                 attempt=key.attempt if key is not None else None,
-                attributes={"reason": str(reason), "received": shown},
+                attributes={"reason": reason.value, "received": shown},
             )
         )
 

@@ -17,6 +17,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
+from returns.result import Failure
+
+from squidmesh_backends.errors import ConfigurationError
 from squidmesh_backends.logs import get_logger
 from squidmesh_backends.probe import NO_PROBE, Probe
 from squidmesh_backends.runtime._delivery import Delivery, JobOutcome, OnNext
@@ -25,7 +28,7 @@ from squidmesh_backends.runtime.client import Client
 from squidmesh_backends.runtime.cron import CronLoop, active_schedules
 from squidmesh_backends.runtime.dispatcher import Dispatcher
 from squidmesh_core.definition import WorkflowDefinition
-from squidmesh_core.ids import JobId, LeaseToken
+from squidmesh_core.ids import LEASE_TOKEN_PATTERN, JobId, LeaseToken, parse_lease_token
 from squidmesh_core.ports import Executor
 
 LOG = get_logger("squidmesh.runtime")
@@ -40,6 +43,10 @@ class Worker:
         cron: the workflows (names or definitions) whose cron triggers this
             worker starts while it runs.
         probe: receives the worker's counts (claims, inline steps).
+
+    Raises:
+        ConfigurationError: the client's id source mints lease tokens that
+            ``parse_lease_token`` refuses (every delivery would be dropped).
     """
 
     def __init__(
@@ -50,6 +57,12 @@ class Worker:
         cron: Iterable[str | WorkflowDefinition] = (),
         probe: Probe = NO_PROBE,
     ) -> None:
+        sample = client.ids.new_lease_token()
+        if isinstance(parse_lease_token(sample), Failure):
+            raise ConfigurationError(
+                f"the id source minted the lease token {sample!r}; tokens must match"
+                f" {LEASE_TOKEN_PATTERN.pattern} or every delivery is refused as forged"
+            )
         self.client = client
         self.store = client.store
         self.settings = client.settings

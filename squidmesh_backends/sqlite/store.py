@@ -78,6 +78,13 @@ CREATE INDEX squidmesh_jobs_leases ON squidmesh_jobs (lease_expires_us, id)
 """The statements that bring a file from the version before each key to that key."""
 
 
+def _too_new(path: str, version: int) -> MigrationRequiredError:
+    return MigrationRequiredError(
+        f"{path} has schema version {version}; this SquidMesh knows "
+        f"{SCHEMA_VERSION}. Upgrade SquidMesh to open it."
+    )
+
+
 def _us(moment: datetime) -> int:
     delta = moment - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
@@ -159,6 +166,10 @@ class SqliteRunStore:
                 conn.execute("BEGIN IMMEDIATE")
                 # Another process may have migrated it meanwhile: read again, under the lock.
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    conn.execute("ROLLBACK")
+                    conn.close()
+                    raise _too_new(self.path, version)
                 for step in range(version + 1, SCHEMA_VERSION + 1):
                     for statement in filter(str.strip, _MIGRATIONS[step].split(";")):
                         conn.execute(statement)
@@ -167,10 +178,7 @@ class SqliteRunStore:
                 conn.execute("COMMIT")
             elif version > SCHEMA_VERSION:
                 conn.close()
-                raise MigrationRequiredError(
-                    f"{self.path} has schema version {version}; this SquidMesh knows "
-                    f"{SCHEMA_VERSION}. Upgrade SquidMesh to open it."
-                )
+                raise _too_new(self.path, version)
             return conn
         except sqlite3.Error as exc:
             conn.close()

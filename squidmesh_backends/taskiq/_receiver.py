@@ -16,7 +16,9 @@ nothing a stranger can write to the stream reaches a log as a traceback or an
    handler (``parse_job_message``).
 3. **Acknowledge every message once handled**: after the handler returned (its
    outcome is committed), or at once when refused. A message whose handler
-   did not end (the worker stopped or died) stays pending.
+   did not return (it failed on a store outage, the worker stopped or died)
+   stays pending; Redis offers it again after the broker's idle timeout, when
+   it is stale (the store has re-published the job once its lease expired).
 4. **One line per outage** (:class:`~squidmesh_backends.outage.Outage`): a
    broker that fails is reported once when lost and once when back, without a
    traceback, and retried after a pause that grows and starts over after a
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any
 
 from returns.result import Failure, Result, Success
@@ -44,28 +47,46 @@ MAX_MESSAGE_BYTES = 4096
 RECANCEL_EVERY = 0.05
 """Seconds between cancellations of a broker read that has not ended yet."""
 
-Opened = Result[tuple[str, str], tuple[RefusalReason, object, object]]
-"""The two strings of a message, or why it was refused, what came in and its job id if any."""
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refusal:
+    """Why a message was refused, what came in, and the job id it named (if any)."""
+
+    reason: RefusalReason
+    received: object
+    job_id: object = None
+
+
+Opened = Result[tuple[str, str], Refusal]
+"""The two strings of a message, or its refusal."""
 
 
 def open_envelope(raw: object, *, formatter: TaskiqFormatter, task_name: str) -> Opened:
     """Rule 2: the ``(job_id, lease_token)`` a message carries, or why it is refused."""
     if not isinstance(raw, bytes | bytearray) or not raw:
-        return Failure((RefusalReason.NO_DATA, raw, None))
+        return Failure(Refusal(reason=RefusalReason.NO_DATA, received=raw))
     if len(raw) > MAX_MESSAGE_BYTES:
-        return Failure((RefusalReason.OVERSIZED, raw, None))
+        return Failure(Refusal(reason=RefusalReason.OVERSIZED, received=raw))
     try:
         message = formatter.loads(message=bytes(raw))
     except Exception:  # whatever the format's parser raises: the message is not ours
-        return Failure((RefusalReason.UNPARSEABLE, raw, None))
+        return Failure(Refusal(reason=RefusalReason.UNPARSEABLE, received=raw))
     args: list[Any] = message.args
     job_id = args[0] if args else None
     if message.task_name != task_name:
-        return Failure((RefusalReason.UNKNOWN_TASK, message.task_name, None))
+        return Failure(Refusal(reason=RefusalReason.UNKNOWN_TASK, received=message.task_name))
     if "ack_type" in message.labels:
-        return Failure((RefusalReason.BAD_LABELS, message.labels, job_id))
+        return Failure(
+            Refusal(reason=RefusalReason.BAD_LABELS, received=message.labels, job_id=job_id)
+        )
     if message.kwargs or len(args) != 2 or not all(isinstance(a, str) for a in args):
-        return Failure((RefusalReason.BAD_ARGUMENTS, [args, message.kwargs], job_id))
+        return Failure(
+            Refusal(
+                reason=RefusalReason.BAD_ARGUMENTS,
+                received=[args, message.kwargs],
+                job_id=job_id,
+            )
+        )
     return Success((args[0], args[1]))
 
 

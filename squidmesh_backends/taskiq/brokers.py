@@ -17,10 +17,12 @@ from datetime import timedelta
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from taskiq import AckableMessage, AsyncBroker, InMemoryBroker
 from taskiq_redis import RedisStreamBroker
 
-from squidmesh_backends.errors import ConfigurationError
+from squidmesh_backends.errors import BackendUnavailableError, ConfigurationError
+from squidmesh_backends.outage import describe
 
 QUEUE = "squidmesh"
 GROUP = "squidmesh"
@@ -54,29 +56,38 @@ class SquidMeshStreamBroker(RedisStreamBroker):
         )
 
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
-        async with Redis(connection_pool=self.connection_pool) as conn:
-            while True:
-                fetched: Any = await conn.xreadgroup(
-                    self.consumer_group_name,
-                    self.consumer_name,
-                    {self.queue_name: ">"},
-                    block=self.block,
-                    count=self.count,
-                )
-                for stream, entries in fetched or ():
-                    for entry, fields in entries:
-                        yield self._message(stream, entry, fields)
-                if fetched:
-                    continue
-                taken: Any = await conn.xautoclaim(
-                    self.queue_name,
-                    self.consumer_group_name,
-                    self.consumer_name,
-                    min_idle_time=self.idle_timeout,
-                    count=self.count or 1,
-                )
-                for entry, fields in taken[1]:
-                    yield self._message(self.queue_name, entry, fields)
+        """Entries of the stream, new ones first; abandoned ones when nothing is new.
+
+        Raises:
+            BackendUnavailableError: Redis cannot be read (the receive loop
+                reports the outage once and reads again when it is back).
+        """
+        try:
+            async with Redis(connection_pool=self.connection_pool) as conn:
+                while True:
+                    fetched: Any = await conn.xreadgroup(
+                        self.consumer_group_name,
+                        self.consumer_name,
+                        {self.queue_name: ">"},
+                        block=self.block,
+                        count=self.count,
+                    )
+                    for stream, entries in fetched or ():
+                        for entry, fields in entries:
+                            yield self._message(stream, entry, fields)
+                    if fetched:
+                        continue
+                    taken: Any = await conn.xautoclaim(
+                        self.queue_name,
+                        self.consumer_group_name,
+                        self.consumer_name,
+                        min_idle_time=self.idle_timeout,
+                        count=self.count or 1,
+                    )
+                    for entry, fields in taken[1]:
+                        yield self._message(self.queue_name, entry, fields)
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailableError(f"cannot read from Redis ({describe(exc)})") from exc
 
 
 def redis_stream_broker(

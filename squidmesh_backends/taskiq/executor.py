@@ -47,6 +47,15 @@ PUBLISH_HORIZON = 2.0
 """Seconds a publish counts against this process's free slots unless received sooner."""
 
 
+async def _acknowledge(message: AckableMessage) -> None:
+    try:
+        acknowledged = message.ack()
+        if acknowledged is not None:
+            await acknowledged
+    except Exception as exc:  # it stays pending; the store re-publishes the job anyway
+        LOG.debug("acknowledging a message failed: %s", exc)
+
+
 class TaskiqExecutor:
     """An Executor over a Taskiq broker; passes ``ExecutorContract``."""
 
@@ -179,7 +188,13 @@ class TaskiqExecutor:
             await source.aclose()
 
     async def _handle(self, message: Any) -> None:
-        """Open one message, run it or refuse it, acknowledge it, free its slot."""
+        """Open one message, run it or refuse it, acknowledge it, free its slot.
+
+        Acknowledged when refused or once its handler returned (the outcome is
+        committed); a message whose handler failed, was cancelled by ``stop`` or
+        was turned away stays pending, and Redis offers it again after its idle
+        timeout, by when the store has published the job anew (``_receiver`` rule 3).
+        """
         slots = self._slots
         assert slots is not None
         try:
@@ -189,19 +204,14 @@ class TaskiqExecutor:
             raw = message.data if isinstance(message, AckableMessage) else message
             opened = open_envelope(raw, formatter=self.broker.formatter, task_name=self.task_name)
             if isinstance(opened, Failure):
-                reason, received, job_id = opened.failure()
+                refusal = opened.failure()
                 self.refused += 1
-                self._refused(reason, received, job_id=job_id)
+                self._refused(refusal.reason, refusal.received, job_id=refusal.job_id)
+                done = True
             else:
-                await self._deliver(*opened.unwrap())
-            acknowledge = message.ack if isinstance(message, AckableMessage) else None
-            if acknowledge is not None:
-                try:
-                    acknowledged = acknowledge()
-                    if acknowledged is not None:
-                        await acknowledged
-                except Exception as exc:  # it stays pending; the store re-publishes the job
-                    LOG.debug("acknowledging a message failed: %s", exc)
+                done = await self._deliver(*opened.unwrap())
+            if done and isinstance(message, AckableMessage):
+                await _acknowledge(message)
         finally:
             slots.release()
             self._slot_freed()
@@ -236,9 +246,9 @@ class TaskiqExecutor:
             self._deliveries.add(delivery)
             delivery.add_done_callback(self._deliveries.discard)
         self.received += 1
-        if self._recent:
-            self._recent.popleft()
         if not isinstance(job_id, str) or not isinstance(lease_token, str):
+            if self._recent:
+                self._recent.popleft()
             self.refused += 1
             self._refused(RefusalReason.BAD_ARGUMENTS, [job_id, lease_token])
             return
@@ -247,18 +257,20 @@ class TaskiqExecutor:
             await self._deliver(job_id, lease_token)
             return
         async with slots:
+            if self._recent:  # counted as published until it holds a slot here
+                self._recent.popleft()
             await self._deliver(job_id, lease_token)
         self._slot_freed()
 
-    async def _deliver(self, job_id: str, lease_token: str) -> None:
-        """Run the handler for one delivery (never raises but for cancellation)."""
+    async def _deliver(self, job_id: str, lease_token: str) -> bool:
+        """Run the handler for one delivery; whether it returned (never raises but cancellation)."""
         handler = self._handler
         key = (JobId(job_id), LeaseToken(lease_token))
         if not self._accepting or handler is None:
             # Not serving (stopping): stop() hands the job back so its lease is released.
             self._turned_away.append(key)
             LOG.info("not accepting work; handing %s back", job_id)
-            return
+            return False
 
         async def run() -> None:
             await handler(*key)
@@ -269,17 +281,20 @@ class TaskiqExecutor:
             await asyncio.wait({task})
         finally:
             self._running.pop(task, None)
-        error = None if task.cancelled() else task.exception()
+        if task.cancelled():
+            return False
+        error = task.exception()
         if error is not None:
             log_failure(LOG, f"job {job_id} crashed its handler", error)
+        return error is None
 
     async def stop(self, *, timeout: timedelta) -> Sequence[tuple[JobId, LeaseToken]]:
         """Stop receiving, let running steps finish within ``timeout``, shut the broker down.
 
         The receiver is cancelled first, so messages it had not finished are never
-        acknowledged (Redis keeps them pending). Taskiq's task for each delivery
-        is then given ``shutdown_grace`` to end (it acknowledges after the
-        handler) and cancelled after that, so none outlives ``stop``. Broker
+        acknowledged (Redis keeps them pending). The task of each delivery is
+        then given ``shutdown_grace`` to end (it acknowledges after the handler
+        returned) and cancelled after that, so none outlives ``stop``. Broker
         shutdown is bounded by ``shutdown_grace`` too: a broker that hangs while
         closing cannot keep the process alive.
         """
