@@ -63,7 +63,7 @@ ONE = workflow(
 
 def commit_of(tree: Path) -> str:
     done = subprocess.run(
-        ["git", "-C", str(tree), "describe", "--always", "--dirty"],
+        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
         capture_output=True,
         text=True,
         check=False,
