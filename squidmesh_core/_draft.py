@@ -79,6 +79,8 @@ class Draft:
         self.jobs = run.jobs
         self.context = run.context
         self.last_error = run.last_error
+        self.audit = run.audit
+        self.signals = run.signals
 
     def set_last_error(self, failure: StepFailure | None) -> None:
         self.last_error = failure
@@ -168,11 +170,19 @@ class Draft:
             self.commands.append(CancelJob(job_id=job.id))
 
     def cancel_scheduled(self, reason: str) -> None:
-        """Drop every scheduled job and mark its step cancelled (skipped, for ``reason``)."""
+        """Drop every scheduled job and mark its step cancelled (skipped, for ``reason``).
+
+        A parked step is cancelled too, with its timeout timer.
+        """
+        for parked in [s for s in self.steps if s.status is StepStatus.PARKED]:
+            self.put_step(replace(parked, status=StepStatus.CANCELLED, updated_at=self.now))
+            self.emit(Topic.STEP_CANCELLED, step=parked.step, attributes={"reason": reason})
         for job in self.jobs:
             if job.status is JobStatus.SCHEDULED:
                 self.drop_job(job)
                 current = self.step_run(job.step)
+                if current.status.terminal:
+                    continue  # the timer of a step cancelled above
                 self.put_step(replace(current, status=StepStatus.CANCELLED, updated_at=self.now))
                 self.emit(
                     Topic.STEP_CANCELLED,
@@ -199,6 +209,7 @@ class Draft:
                 step=step,
                 attempt=attempt,
                 attributes=attributes or {},
+                at=self.now,
             )
         )
 
@@ -215,20 +226,32 @@ class Draft:
             jobs=self.jobs,
             context=self.context,
             last_error=self.last_error,
+            audit=self.audit,
+            signals=self.signals,
             version=self.origin.version + 1,
             updated_at=self.now,
         )
+        status = self.status.value
         return Decision(
             state=final,
-            commands=tuple(self.commands),
+            commands=tuple(
+                replace(c, run_status=status) if isinstance(c, Emit) else c for c in self.commands
+            ),
             started=self.started,
         )
 
     # -- endings --------------------------------------------------------------------
 
     def settle_active(self) -> None:
-        """Set the status of a run that is neither terminal, cancelling nor paused."""
-        if not any(s.attempts for s in self.steps):
+        """Set the status of a run that is neither terminal nor cancelling.
+
+        A run stays ``pending`` until its first attempt starts or a step parks,
+        is ``paused`` while a step is parked, ``retrying`` while a retry is
+        scheduled, and ``running`` otherwise.
+        """
+        if any(s.status is StepStatus.PARKED for s in self.steps):
+            self.set_run_status(RunStatus.PAUSED)
+        elif all(s.status is StepStatus.SCHEDULED and not s.attempts for s in self.steps):
             self.set_run_status(RunStatus.PENDING)
         elif any(s.status is StepStatus.RETRY_SCHEDULED for s in self.steps):
             self.set_run_status(RunStatus.RETRYING)

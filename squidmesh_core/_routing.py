@@ -4,7 +4,8 @@ Rules:
 
 1. **Transitions workflows** run one step at a time. After a success the step's
    ``ok`` route names the next step (due after the step's duration when it is a
-   ``wait``) or ``COMPLETE``; after a failure that gives up, its ``error`` route
+   ``wait``; a pause, approval or signal step due at once parks instead, see
+   ``_parking``) or ``COMPLETE``; after a failure that gives up, its ``error`` route
    names a recovery step or ``COMPLETE``, and without one the run fails.
 2. **Dependency workflows** start every step whose dependencies have all
    completed, held until ``wait`` dependencies' durations have passed; the run
@@ -19,6 +20,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from squidmesh_core._draft import Draft
+from squidmesh_core._parking import go_to
 from squidmesh_core.definition import (
     COMPLETE,
     Outcome,
@@ -90,8 +92,7 @@ def route_success(draft: Draft, spec: StepSpec, job: Job) -> None:
         if target == COMPLETE:
             draft.complete()
         else:
-            draft.schedule(target, 1, now + delay)
-            draft.settle_active()
+            go_to(draft, target, now + delay)
         return
     completed = frozenset(s.step for s in draft.steps if s.status is StepStatus.COMPLETED)
     if completed == frozenset(definition.step_names()):
@@ -115,7 +116,6 @@ def route_give_up(draft: Draft, job: Job, failure: StepFailure) -> None:
         draft.complete()
     elif target is not None:
         draft.set_last_error(None)
-        draft.schedule(target, 1, draft.now)
-        draft.settle_active()
+        go_to(draft, target, draft.now)
     else:
         draft.fail_run(failure)

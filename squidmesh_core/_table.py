@@ -17,10 +17,10 @@ S = StepStatus
 A = AttemptStatus
 
 RUN_TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
-    R.PENDING: frozenset({R.RUNNING, R.FAILED, R.CANCELLED}),
+    R.PENDING: frozenset({R.RUNNING, R.PAUSED, R.FAILED, R.CANCELLED}),
     R.RUNNING: frozenset({R.RETRYING, R.PAUSED, R.FAILED, R.COMPLETED, R.CANCELLING}),
     R.RETRYING: frozenset({R.RUNNING, R.FAILED, R.CANCELLING}),
-    R.PAUSED: frozenset({R.RUNNING, R.FAILED, R.COMPLETED, R.CANCELLED}),
+    R.PAUSED: frozenset({R.RUNNING, R.RETRYING, R.FAILED, R.COMPLETED, R.CANCELLED}),
     R.CANCELLING: frozenset({R.CANCELLED, R.FAILED}),
     R.FAILED: frozenset(),
     R.COMPLETED: frozenset(),
@@ -28,9 +28,10 @@ RUN_TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
 }
 
 STEP_TRANSITIONS: Mapping[StepStatus, frozenset[StepStatus]] = {
-    S.SCHEDULED: frozenset({S.RUNNING, S.CANCELLED}),
+    S.SCHEDULED: frozenset({S.RUNNING, S.PARKED, S.COMPLETED, S.CANCELLED}),
     S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.RETRY_SCHEDULED, S.CANCELLED}),
     S.RETRY_SCHEDULED: frozenset({S.RUNNING, S.CANCELLED}),
+    S.PARKED: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED}),
     S.COMPLETED: frozenset(),
     S.FAILED: frozenset(),
     S.CANCELLED: frozenset(),

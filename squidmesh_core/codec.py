@@ -25,10 +25,15 @@ from squidmesh_core.state import (
     SCHEMA_VERSION,
     Attempt,
     AttemptStatus,
+    AuditEntry,
     Job,
     JobStatus,
+    OperatorCommand,
+    Parked,
+    ParkKind,
     RunState,
     RunStatus,
+    Signal,
     StepFailure,
     StepRunState,
     StepStatus,
@@ -92,6 +97,50 @@ def _encode_attempt(attempt: Attempt) -> dict[str, JsonValue]:
     }
 
 
+def encode_parked(parked: Parked | None) -> JsonValue:
+    """Encode how a parked step resumes (or ``None``)."""
+    if parked is None:
+        return None
+    return {
+        "kind": parked.kind.value,
+        "since": parked.since.isoformat(),
+        "ok_target": parked.ok_target,
+        "error_target": parked.error_target,
+        "output_key": parked.output_key,
+        "signal": parked.signal,
+        "timeout_at": _time(parked.timeout_at),
+        "timeout_job": parked.timeout_job,
+    }
+
+
+def encode_audit(entries: tuple[AuditEntry, ...]) -> list[JsonValue]:
+    """Encode a run's audit trail."""
+    return [
+        {
+            "command": e.command.value,
+            "at": e.at.isoformat(),
+            "actor": e.actor,
+            "note": e.note,
+            "idempotency_key": e.idempotency_key,
+            "outcome": dict(e.outcome),
+        }
+        for e in entries
+    ]
+
+
+def encode_signals(signals: tuple[Signal, ...]) -> list[JsonValue]:
+    """Encode a run's signal inbox."""
+    return [
+        {
+            "name": s.name,
+            "payload": dict(s.payload),
+            "received_at": s.received_at.isoformat(),
+            "consumed_by": s.consumed_by,
+        }
+        for s in signals
+    ]
+
+
 def _encode_step(step: StepRunState) -> dict[str, JsonValue]:
     return {
         "step": step.step,
@@ -101,6 +150,7 @@ def _encode_step(step: StepRunState) -> dict[str, JsonValue]:
         "input": None if step.input is None else dict(step.input),
         "output": None if step.output is None else dict(step.output),
         "error": encode_failure(step.error),
+        "parked": encode_parked(step.parked),
         "attempts": [_encode_attempt(a) for a in step.attempts],
     }
 
@@ -123,6 +173,8 @@ def encode_run(run: RunState) -> dict[str, JsonValue]:
         "last_error": encode_failure(run.last_error),
         "replayed_from": run.replayed_from,
         "idempotency_key": run.idempotency_key,
+        "audit": encode_audit(run.audit),
+        "signals": encode_signals(run.signals),
     }
 
 
@@ -202,6 +254,9 @@ class _Reader:
     def opt_obj(self, key: str) -> JsonObject | None:
         return None if self.data.get(key) is None else self.obj(key)
 
+    def opt_items(self, key: str, read: Callable[[object, str], T]) -> tuple[T, ...]:
+        return () if self.data.get(key) is None else self.items(key, read)
+
     def items(self, key: str, read: Callable[[object, str], T]) -> tuple[T, ...]:
         value = self._get(key)
         if not isinstance(value, list):
@@ -251,6 +306,48 @@ def _attempt(data: object, path: str) -> Attempt:
     )
 
 
+def _parked(data: object, path: str) -> Parked:
+    r = _Reader(data, path)
+    job = r.opt_str("timeout_job")
+    return Parked(
+        kind=r.enum("kind", ParkKind),
+        since=r.time("since"),
+        ok_target=r.str_("ok_target"),
+        error_target=r.opt_str("error_target"),
+        output_key=r.opt_str("output_key"),
+        signal=r.opt_str("signal"),
+        timeout_at=r.opt_time("timeout_at"),
+        timeout_job=None if job is None else JobId(job),
+    )
+
+
+def _audit_entry(data: object, path: str) -> AuditEntry:
+    r = _Reader(data, path)
+    return AuditEntry(
+        command=r.enum("command", OperatorCommand),
+        at=r.time("at"),
+        actor=r.opt_str("actor"),
+        note=r.opt_str("note"),
+        idempotency_key=r.opt_str("idempotency_key"),
+        outcome=r.obj("outcome"),
+    )
+
+
+def _signal(data: object, path: str) -> Signal:
+    r = _Reader(data, path)
+    return Signal(
+        name=r.str_("name"),
+        payload=r.obj("payload"),
+        received_at=r.time("received_at"),
+        consumed_by=r.opt_str("consumed_by"),
+    )
+
+
+def decode_audit(data: object) -> Result[tuple[AuditEntry, ...], UndecodableRecord]:
+    """Decode what :func:`encode_audit` produced."""
+    return _decode(lambda d, p: _Reader({"audit": d}, p).items("audit", _audit_entry), data)
+
+
 def _step(data: object, path: str) -> StepRunState:
     r = _Reader(data, path)
     return StepRunState(
@@ -262,13 +359,14 @@ def _step(data: object, path: str) -> StepRunState:
         output=r.opt_obj("output"),
         error=r.sub("error", _failure),
         attempts=r.items("attempts", _attempt),
+        parked=r.sub("parked", _parked),
     )
 
 
 def _run(data: object, path: str) -> RunState:
     r = _Reader(data, path)
     version = r.int_("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in (1, SCHEMA_VERSION):  # version 1 had no parked steps, audit or signals
         raise _Bad(f"{path}.schema_version", f"unsupported schema version {version}")
     replayed = r.opt_str("replayed_from")
     key = r.opt_str("idempotency_key")
@@ -287,6 +385,8 @@ def _run(data: object, path: str) -> RunState:
         last_error=r.sub("last_error", _failure),
         replayed_from=None if replayed is None else RunId(replayed),
         idempotency_key=None if key is None else IdempotencyKey(key),
+        audit=r.opt_items("audit", _audit_entry),
+        signals=r.opt_items("signals", _signal),
     )
 
 

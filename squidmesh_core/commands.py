@@ -80,6 +80,9 @@ class Topic(StrEnum):
     STEP_FAILED = "step.failed"
     STEP_RETRY_SCHEDULED = "step.retry_scheduled"
     STEP_CANCELLED = "step.cancelled"
+    STEP_PARKED = "step.parked"
+    SIGNAL_RECEIVED = "signal.received"
+    COMMAND_ACCEPTED = "command.accepted"
     LEASE_RECLAIMED = "lease.reclaimed"
     CRON_TICKS_SKIPPED = "cron.ticks_skipped"
     DELIVERY_REFUSED = "delivery.refused"
@@ -95,6 +98,10 @@ class Emit:
     step: str | None = None
     attempt: int | None = None
     attributes: JsonObject = field(default_factory=lambda: EMPTY_OBJECT)
+    at: datetime | None = None
+    """When the decision that emitted it was made (the core's ``now``)."""
+    run_status: str | None = None
+    """The run's status once the decision is committed."""
 
 
 Command: TypeAlias = ScheduleJob | RescheduleJob | CancelJob | FinishJob | Emit

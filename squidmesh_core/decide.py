@@ -19,12 +19,18 @@ Rules:
 4. **Context** is the shallow merge of step outputs in completion order. A step's
    input is payload + context (transitions) or payload + outputs of its
    ancestors (dependencies), narrowed by its ``input`` keys.
-5. **Cancellation.** ``pending`` runs cancel at once. Active runs become
-   ``cancelling``; scheduled jobs are made due immediately so the next delivery,
-   or the end of the running attempt, converges the run to ``cancelled``.
+5. **Cancellation.** ``pending`` and ``paused`` runs cancel at once. Active runs
+   become ``cancelling``; scheduled jobs are made due immediately so the next
+   delivery, or the end of the running attempt, converges the run to ``cancelled``.
 6. **Terminal runs absorb.** Once ``failed``, ``completed`` or ``cancelled``, the
    status never changes and no job is scheduled again. An attempt still running
    at that point may report its outcome: it is recorded for history only.
+7. **People and signals.** Pause, approval and signal steps park the run instead
+   of running (``_parking``); operator commands (cancel, unblock, approve,
+   reject, signals) are audited and idempotent (``_operator``). The delivery of
+   a parked step's timer is its timeout.
+8. **An error lasts as long as its failure.** ``last_error`` is cleared when a
+   step succeeds and no retry is pending, so a recovered step leaves none.
 """
 
 from __future__ import annotations
@@ -36,31 +42,36 @@ from returns.result import Failure, Result, Success
 
 from squidmesh_core._draft import Draft, ms
 from squidmesh_core._failure import failure_attributes, storable_failure, unknown_step
+from squidmesh_core._operator import audit, decide_command
+from squidmesh_core._parking import go_to, park, timed_out
 from squidmesh_core._routing import (
     RESERVED_CONTEXT_KEYS,
     route_give_up,
     route_success,
     step_input,
 )
-from squidmesh_core.commands import Decision, RescheduleJob, StartedAttempt, Topic
-from squidmesh_core.definition import WorkflowDefinition
+from squidmesh_core.commands import Decision, StartedAttempt, Topic
+from squidmesh_core.definition import WorkflowDefinition, WorkflowMode
 from squidmesh_core.errors import (
     InvalidPayload,
-    InvalidTransition,
     InvariantViolatedError,
     Rejected,
     StaleDelivery,
     UnknownTrigger,
 )
 from squidmesh_core.events import (
+    ApproveRequested,
     CancelRequested,
     Event,
     JobDelivered,
     LeaseExpired,
+    RejectRequested,
     ReplayRequested,
     RunRequested,
+    SignalSent,
     StepFailed,
     StepSucceeded,
+    UnblockRequested,
 )
 from squidmesh_core.ids import parse_run_id
 from squidmesh_core.jsonvalue import JsonObject, JsonValue, check_json_object
@@ -73,6 +84,7 @@ from squidmesh_core.state import (
     AttemptStatus,
     Job,
     JobStatus,
+    OperatorCommand,
     RunState,
     RunStatus,
     StepFailure,
@@ -167,15 +179,25 @@ def _start(
 
 
 def _new_run(
-    definition: WorkflowDefinition, run: RunState, now: datetime, topic: Topic
+    definition: WorkflowDefinition,
+    run: RunState,
+    now: datetime,
+    topic: Topic,
+    *,
+    replay: ReplayRequested | None = None,
 ) -> Decision:
     draft = Draft(definition, run, now)
     attributes: dict[str, JsonValue] = {"trigger": run.trigger}
     if run.replayed_from is not None:
         attributes["replayed_from"] = run.replayed_from
     draft.emit(topic, attributes=attributes)
-    for entry in definition.entry_steps:
-        draft.schedule(entry, 1, now)
+    if definition.mode is WorkflowMode.TRANSITIONS:
+        go_to(draft, definition.entry_steps[0], now)
+    else:
+        for entry in definition.entry_steps:
+            draft.schedule(entry, 1, now)
+    if replay is not None:
+        audit(draft, OperatorCommand.REPLAY, replay.by, {"replayed_from": run.replayed_from})
     return draft.finish()
 
 
@@ -211,6 +233,7 @@ def _replay(
             ),
             now,
             Topic.RUN_REPLAYED,
+            replay=event,
         )
     )
 
@@ -232,10 +255,18 @@ def _deliver(
     if run.status is RunStatus.CANCELLING:
         draft.converge_cancel()
         return Success(draft.finish())
+    step_run = run.step_run(job.step)
+    if step_run is not None and step_run.status is StepStatus.PARKED:
+        timed_out(draft, step_run)  # the only job a parked step has is its timeout
+        return Success(draft.finish())
     if run.status not in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.RETRYING):
         return Failure(StaleDelivery(job_id=event.job_id, reason=f"run is {run.status}"))
-    if definition.step(job.step) is None:
+    spec = definition.step(job.step)
+    if spec is None:
         draft.fail_run(unknown_step(definition, job.step))
+        return Success(draft.finish())
+    if spec.kind.parks:
+        park(draft, spec, delivered=job)
         return Success(draft.finish())
     started = replace(job, status=JobStatus.STARTED, lease_token=event.lease_token)
     draft.set_jobs(tuple(started if j.id == job.id else j for j in run.jobs))
@@ -335,6 +366,8 @@ def _succeed(
     if run.status is RunStatus.CANCELLING:
         draft.converge_cancel()
         return Success(draft.finish())
+    if not any(s.status is StepStatus.RETRY_SCHEDULED for s in draft.steps):
+        draft.set_last_error(None)
     route_success(draft, spec, job)
     return Success(draft.finish())
 
@@ -439,34 +472,6 @@ def _lease_expired(
     )
 
 
-def _cancel(
-    definition: WorkflowDefinition, run: RunState, now: datetime
-) -> Result[Decision, Rejected]:
-    draft = Draft(definition, run, now)
-    match run.status:
-        case RunStatus.PENDING | RunStatus.PAUSED:
-            draft.converge_cancel()
-        case RunStatus.RUNNING | RunStatus.RETRYING:
-            draft.set_run_status(RunStatus.CANCELLING)
-            for job in run.jobs:
-                if job.status is JobStatus.SCHEDULED and job.due_at > now:
-                    draft.set_jobs(
-                        tuple(replace(j, due_at=now) if j.id == job.id else j for j in draft.jobs)
-                    )
-                    draft.commands.append(RescheduleJob(job_id=job.id, due_at=now))
-        case RunStatus.CANCELLING | RunStatus.FAILED | RunStatus.COMPLETED | RunStatus.CANCELLED:
-            return Failure(
-                InvalidTransition(
-                    run_id=run.id,
-                    from_status=run.status.value,
-                    to_status=RunStatus.CANCELLING.value,
-                )
-            )
-        case _:
-            assert_never(run.status)
-    return Success(draft.finish())
-
-
 def decide(
     definition: WorkflowDefinition, state: RunState | None, event: Event, *, now: datetime
 ) -> Result[Decision, Rejected]:
@@ -509,7 +514,13 @@ def decide(
             return _step_failed(definition, state, event, now)
         case LeaseExpired():
             return _lease_expired(definition, state, event, now)
-        case CancelRequested():
-            return _cancel(definition, state, now)
+        case (
+            CancelRequested()
+            | UnblockRequested()
+            | ApproveRequested()
+            | RejectRequested()
+            | SignalSent()
+        ):
+            return decide_command(definition, state, event, now)
         case _:
             assert_never(event)

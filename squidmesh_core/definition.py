@@ -45,6 +45,14 @@ class StepKind(StrEnum):
     ACTION = "action"
     WAIT = "wait"
     LOG = "log"
+    PAUSE = "pause"
+    APPROVAL = "approval"
+    SIGNAL = "signal"
+
+    @property
+    def parks(self) -> bool:
+        """True for the steps that park the run until someone (or something) resumes it."""
+        return self in (StepKind.PAUSE, StepKind.APPROVAL, StepKind.SIGNAL)
 
 
 class LogLevel(StrEnum):
@@ -106,6 +114,14 @@ class StepSpec:
     """What a ``log`` step logs."""
     level: str = LogLevel.INFO
     """The level a ``log`` step logs at."""
+    signal: str | None = None
+    """The signal a ``signal`` step waits for."""
+    signal_payload: object = None
+    """A pydantic model the signal's payload must satisfy (``None``: any JSON object)."""
+    timeout: timedelta | None = None
+    """How long a ``signal`` step waits before it gives up."""
+    on_timeout: str | None = None
+    """Where a timed-out signal wait goes (a step or ``complete``); ``None``: its error route."""
     option_problems: tuple[str, ...] = ()
     """Problems the DSL found while converting loose options (reported by validation)."""
 
@@ -135,6 +151,8 @@ class WorkflowDefinition:
     """Union of all triggers' fields (first declaration wins)."""
     limits: JsonLimits = DEFAULT_LIMITS
     """Size and depth bounds for payloads, initial contexts and step outputs."""
+    signal_contracts: Mapping[str, PayloadContract] = field(default_factory=dict)
+    """Checked payload contract of each signal the workflow waits for, by signal name."""
 
     @property
     def default_trigger(self) -> TriggerSpec:
@@ -152,6 +170,10 @@ class WorkflowDefinition:
     def step(self, name: str) -> StepSpec | None:
         """The step called ``name``, if declared."""
         return next((s for s in self.steps if s.name == name), None)
+
+    def signal_contract(self, name: str) -> PayloadContract | None:
+        """The payload contract of signal ``name``, or ``None`` if no step waits for it."""
+        return self.signal_contracts.get(name)
 
     def step_names(self) -> tuple[str, ...]:
         """Step names in declaration order."""

@@ -131,6 +131,58 @@ def log(
     )
 
 
+def pause(name: str, *, output: str | None = None) -> StepSpec:
+    """A built-in step that parks the run until ``unblock_run``, then follows its ``ok`` route.
+
+    No worker or lease is held while it waits. With ``output``, the unblock
+    (actor, time, note) lands in the context under that key.
+    """
+    return StepSpec(name=name, kind=StepKind.PAUSE, output_key=output)
+
+
+def approval(name: str, *, output: str | None = None) -> StepSpec:
+    """A built-in step that parks the run until a reviewer approves or rejects it.
+
+    ``approve_run`` follows the ``ok`` route; ``reject_run`` the ``error`` route,
+    or fails the run without one. The decision (``decision``, ``actor``, ``at``,
+    ``note``) lands in the context under ``output`` (default: the step's name).
+    """
+    return StepSpec(name=name, kind=StepKind.APPROVAL, output_key=output or name)
+
+
+def wait_for_signal(
+    name: str,
+    signal: str,
+    *,
+    payload: object = None,
+    timeout: timedelta | None = None,
+    on_timeout: str | None = None,
+    output: str | None = None,
+) -> StepSpec:
+    """A built-in step that parks the run until ``send_signal(run_id, signal, ...)``.
+
+    Args:
+        name: unique step name.
+        signal: the signal's name; one sent before the run gets here is kept and
+            taken on arrival.
+        payload: a pydantic model the signal's payload must satisfy (``None``: an
+            empty payload).
+        timeout: give up after this long (a durable timer).
+        on_timeout: where a timeout goes (a step or ``COMPLETE``); by default it is
+            routed like an error (the ``error`` route, else the run fails).
+        output: where the payload lands in the context (default: the step's name).
+    """
+    return StepSpec(
+        name=name,
+        kind=StepKind.SIGNAL,
+        signal=signal,
+        signal_payload=payload,
+        timeout=timeout,
+        on_timeout=on_timeout,
+        output_key=output or name,
+    )
+
+
 def ok(from_step: str, to: str) -> TransitionSpec:
     """Route a successful ``from_step`` to ``to`` (a step or ``COMPLETE``)."""
     return TransitionSpec(from_step=from_step, on=Outcome.OK, to=to)
@@ -255,6 +307,7 @@ def retry_from_options(options: Mapping[str, object]) -> Result[Retry, str]:
 
 __all__ = [
     "COMPLETE",
+    "approval",
     "backoff_from_options",
     "chain",
     "cron",
@@ -262,8 +315,10 @@ __all__ = [
     "log",
     "manual",
     "ok",
+    "pause",
     "retry_from_options",
     "step",
     "wait",
+    "wait_for_signal",
     "workflow",
 ]

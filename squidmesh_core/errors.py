@@ -192,6 +192,99 @@ class StaleDelivery:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class InvalidOption:
+    """An argument outside its accepted range (a list limit, an unknown status, ...)."""
+
+    code: ClassVar[str] = "invalid_option"
+    option: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvalidReview:
+    """An approval or rejection without a valid actor, or with an unusable note."""
+
+    code: ClassVar[str] = "invalid_review"
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvalidStep:
+    """The run is parked, but not at the kind of step this command resumes."""
+
+    code: ClassVar[str] = "invalid_step"
+    run_id: str
+    step: str
+    waiting_for: str
+    """What the parked step waits for (``pause``, ``approval`` or ``signal``)."""
+    expected: str
+    """What the command resumes."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnknownSignal:
+    """No step of the workflow waits for a signal with this name."""
+
+    code: ClassVar[str] = "unknown_signal"
+    workflow: str
+    signal: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvalidSignalPayload:
+    """A signal payload that does not satisfy the model of the steps waiting for it."""
+
+    code: ClassVar[str] = "invalid_signal_payload"
+    workflow: str
+    signal: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunNotActive:
+    """The run is finished (or being cancelled) and accepts no more signals."""
+
+    code: ClassVar[str] = "run_not_active"
+    run_id: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdempotencyKeyReused:
+    """The idempotency key was already used on this run by another command."""
+
+    code: ClassVar[str] = "idempotency_key_reused"
+    run_id: str
+    idempotency_key: str
+    command: str
+    """The command that used the key first."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandLimit:
+    """The run holds as many audit entries (or waiting signals) as it may."""
+
+    code: ClassVar[str] = "command_limit"
+    run_id: str
+    what: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RepeatedCommand:
+    """The same command with the same idempotency key was accepted before.
+
+    Not an error for callers: the runtime answers with the first receipt,
+    ``entry`` (an :class:`~squidmesh_core.state.AuditEntry`).
+    """
+
+    code: ClassVar[str] = "repeated_command"
+    run_id: str
+    entry: object
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UndecodableRecord:
     """A persisted primitive that does not decode into a core value."""
 
@@ -200,8 +293,37 @@ class UndecodableRecord:
     reason: str
 
 
+CommandRefused: TypeAlias = (
+    InvalidTransition
+    | InvalidReview
+    | InvalidOption
+    | InvalidStep
+    | UnknownStep
+    | UnknownSignal
+    | InvalidSignalPayload
+    | RunNotActive
+    | IdempotencyKeyReused
+    | CommandLimit
+    | RepeatedCommand
+)
+"""Why the core refused an operator command (``RepeatedCommand`` carries the first receipt)."""
+
 Rejected: TypeAlias = (
-    InvalidRunId | InvalidPayload | UnknownTrigger | InvalidTransition | StaleDelivery
+    InvalidRunId
+    | InvalidPayload
+    | UnknownTrigger
+    | InvalidTransition
+    | StaleDelivery
+    | InvalidReview
+    | InvalidOption
+    | InvalidStep
+    | UnknownStep
+    | UnknownSignal
+    | InvalidSignalPayload
+    | RunNotActive
+    | IdempotencyKeyReused
+    | CommandLimit
+    | RepeatedCommand
 )
 """Why ``decide`` refused an event. The state is unchanged in every case."""
 
@@ -233,15 +355,6 @@ class StaleLease:
 
     code: ClassVar[str] = "stale_lease"
     job_id: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class InvalidOption:
-    """An argument outside its accepted range (a list limit, an unknown status, ...)."""
-
-    code: ClassVar[str] = "invalid_option"
-    option: str
-    reason: str
 
 
 CommitError: TypeAlias = VersionConflict | DuplicateRun | StaleLease

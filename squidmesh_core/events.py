@@ -64,8 +64,26 @@ class LeaseExpired:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Operator:
+    """Who issued an operator command, why, and the key that makes repeating it safe.
+
+    The shell checks the strings' length and characters; the core checks what a
+    command requires (an approval needs an actor).
+    """
+
+    actor: str | None = None
+    note: str | None = None
+    idempotency_key: str | None = None
+
+
+ANONYMOUS = Operator()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CancelRequested:
     """Someone asked to cancel the run."""
+
+    by: Operator = ANONYMOUS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,7 +91,43 @@ class ReplayRequested:
     """Someone asked for a new run, ``new_run_id``, from this run's payload."""
 
     new_run_id: RunId
+    by: Operator = ANONYMOUS
 
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnblockRequested:
+    """Someone asked a run parked at a ``pause`` step to go on."""
+
+    by: Operator
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApproveRequested:
+    """A reviewer approved the run parked at an ``approval`` step."""
+
+    by: Operator
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RejectRequested:
+    """A reviewer rejected the run parked at an ``approval`` step."""
+
+    by: Operator
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignalSent:
+    """Signal ``name`` arrived for the run with ``payload`` (not yet validated)."""
+
+    name: str
+    payload: object
+    by: Operator = ANONYMOUS
+
+
+OperatorEvent: TypeAlias = (
+    CancelRequested | UnblockRequested | ApproveRequested | RejectRequested | SignalSent
+)
+"""Commands audited on the run they change (a replay is audited on the run it creates)."""
 
 Event: TypeAlias = (
     RunRequested
@@ -83,4 +137,8 @@ Event: TypeAlias = (
     | LeaseExpired
     | CancelRequested
     | ReplayRequested
+    | UnblockRequested
+    | ApproveRequested
+    | RejectRequested
+    | SignalSent
 )

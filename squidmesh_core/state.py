@@ -23,8 +23,12 @@ from enum import StrEnum
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
 from squidmesh_core.jsonvalue import EMPTY_OBJECT, JsonObject
 
-SCHEMA_VERSION = 1
-"""Version of the persisted shape of :class:`RunState` (see ``codec``)."""
+SCHEMA_VERSION = 2
+"""Version of the persisted shape of :class:`RunState` (see ``codec``).
+
+Version 2 added parked steps, the audit trail and the signal inbox; version 1
+records decode with none of them.
+"""
 
 
 class RunStatus(StrEnum):
@@ -51,6 +55,8 @@ class StepStatus(StrEnum):
     SCHEDULED = "scheduled"
     RUNNING = "running"
     RETRY_SCHEDULED = "retry_scheduled"
+    PARKED = "parked"
+    """Waiting for a person (pause, approval) or a signal; no worker holds it."""
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -109,6 +115,78 @@ class StepFailure:
 
 WORKER_LOST = "worker_lost"
 INVALID_OUTPUT = "invalid_output"
+REJECTED = "rejected"
+"""Failure kind of an approval step a reviewer rejected."""
+SIGNAL_TIMEOUT = "signal_timeout"
+"""Failure kind of a signal wait whose timeout passed first."""
+
+
+class ParkKind(StrEnum):
+    """What a parked step waits for."""
+
+    PAUSE = "pause"
+    APPROVAL = "approval"
+    SIGNAL = "signal"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Parked:
+    """How a parked step resumes, written when it parks (so a redeploy cannot change it).
+
+    ``ok_target`` is where an unblock, an approval or a signal leads; ``error_target``
+    where a rejection or a signal timeout leads (``None``: the run fails). Targets
+    are step names or ``complete``.
+    """
+
+    kind: ParkKind
+    since: datetime
+    ok_target: str
+    error_target: str | None = None
+    output_key: str | None = None
+    signal: str | None = None
+    """The awaited signal's name (signal waits)."""
+    timeout_at: datetime | None = None
+    """When the signal wait gives up (its timer job is due then)."""
+    timeout_job: JobId | None = None
+    """The timer job of the timeout, while it is live."""
+
+
+class OperatorCommand(StrEnum):
+    """Operator commands, as the audit trail names them."""
+
+    CANCEL = "cancel"
+    UNBLOCK = "unblock"
+    APPROVE = "approve"
+    REJECT = "reject"
+    SIGNAL = "signal"
+    REPLAY = "replay"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    """One accepted operator command: who, when, why, with which key, and what it did.
+
+    Written in the same commit as the change it made; ``outcome`` is the receipt
+    (e.g. ``{"from": "paused", "to": "running", "step": "review"}``).
+    """
+
+    command: OperatorCommand
+    at: datetime
+    actor: str | None = None
+    note: str | None = None
+    idempotency_key: str | None = None
+    outcome: JsonObject = field(default_factory=lambda: EMPTY_OBJECT)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Signal:
+    """A signal received by a run: consumed by the step that waited for it, or kept."""
+
+    name: str
+    payload: JsonObject
+    received_at: datetime
+    consumed_by: str | None = None
+    """The step that took it; ``None`` while it waits in the inbox."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -153,6 +231,8 @@ class StepRunState:
     error: StepFailure | None = None
     """The latest failure of this step."""
     attempts: tuple[Attempt, ...] = ()
+    parked: Parked | None = None
+    """How a pause, approval or signal step resumes (kept after it resumed)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,6 +253,10 @@ class RunState:
     last_error: StepFailure | None = None
     replayed_from: RunId | None = None
     idempotency_key: IdempotencyKey | None = None
+    audit: tuple[AuditEntry, ...] = ()
+    """Accepted operator commands, oldest first."""
+    signals: tuple[Signal, ...] = ()
+    """Signals received, oldest first (consumed ones are kept as history)."""
 
     def step_run(self, step: str) -> StepRunState | None:
         """The step run of ``step``, if the step has been scheduled in this run."""
@@ -181,6 +265,11 @@ class RunState:
     def job(self, job_id: str) -> Job | None:
         """The live job with this id, if any."""
         return next((j for j in self.jobs if j.id == job_id), None)
+
+    @property
+    def parked_step(self) -> StepRunState | None:
+        """The step the run is parked at, if any."""
+        return next((s for s in self.steps if s.status is StepStatus.PARKED), None)
 
     @property
     def current_steps(self) -> tuple[str, ...]:

@@ -236,6 +236,10 @@ def _check_step(step: StepSpec, problems: _Problems) -> None:
                     "wait_duration",
                     f"built-in step {step.name!r} waits longer than {MAX_DELAY.days} days",
                 )
+        case StepKind.PAUSE | StepKind.APPROVAL:
+            pass
+        case StepKind.SIGNAL:
+            _check_signal_step(step, problems)
         case StepKind.LOG:
             if not _non_empty(step.message):
                 problems.add(
@@ -262,6 +266,45 @@ def _check_step(step: StepSpec, problems: _Problems) -> None:
             "reserved_key", f"{label} writes its output to 'schedule', which cron runs reserve"
         )
     _check_retry(step, problems)
+
+
+def _check_signal_step(step: StepSpec, problems: _Problems) -> None:
+    label = f"signal step {step.name!r}"
+    if not isinstance(step.signal, str) or not NAME_PATTERN.match(step.signal):
+        problems.add(
+            "signal_name",
+            f"{label} needs a signal name (letters, digits and _, at most 100 characters)",
+        )
+    timeout: object = step.timeout
+    if timeout is not None and (not isinstance(timeout, timedelta) or timeout <= _ZERO):
+        problems.add("signal_timeout", f"{label} needs a positive timeout")
+    elif isinstance(timeout, timedelta) and timeout > MAX_DELAY:
+        problems.add("signal_timeout", f"{label} waits longer than {MAX_DELAY.days} days")
+    if step.on_timeout is not None and timeout is None:
+        problems.add("signal_timeout", f"{label} names on_timeout but sets no timeout")
+
+
+def _check_signals(steps: Sequence[StepSpec], problems: _Problems) -> dict[str, PayloadContract]:
+    """The payload contract of every awaited signal (one model per signal name)."""
+    contracts: dict[str, PayloadContract] = {}
+    models: dict[str, object] = {}
+    for step in steps:
+        if step.kind is not StepKind.SIGNAL or not isinstance(step.signal, str):
+            continue
+        if step.signal in models and models[step.signal] is not step.signal_payload:
+            problems.add(
+                "signal_payload",
+                f"signal {step.signal!r} is awaited with different payload models",
+            )
+            continue
+        models[step.signal] = step.signal_payload
+        described = describe_contract(step.signal_payload)
+        if isinstance(described, Failure):
+            for message in described.failure():
+                problems.add("signal_payload", f"signal step {step.name!r}: {message}")
+        else:
+            contracts[step.signal] = described.unwrap()
+    return contracts
 
 
 def _check_dependencies(steps: Sequence[StepSpec], problems: _Problems) -> list[str]:
@@ -322,7 +365,14 @@ def _check_transitions(
                 "unknown_transition_target",
                 f"transition from {transition.from_step!r} targets unknown step: {transition.to!r}",
             )
-    targeted = {t.to for t in transitions}
+    timeouts = [(s.name, s.on_timeout) for s in steps if s.on_timeout is not None]
+    for source, target in timeouts:
+        if target != COMPLETE and target not in names:
+            problems.add(
+                "unknown_transition_target",
+                f"signal step {source!r} times out to unknown step: {target!r}",
+            )
+    targeted = {t.to for t in transitions} | {target for _, target in timeouts}
     entries = [n for n in names if n not in targeted]
     if len(entries) != 1 and names:
         found = _names(entries) if entries else "none"
@@ -330,6 +380,8 @@ def _check_transitions(
     edges: dict[str, list[str]] = {}
     for transition in transitions:
         edges.setdefault(transition.from_step, []).append(transition.to)
+    for source, target in timeouts:
+        edges.setdefault(source, []).append(target)
     cycle = _find_cycle(names, edges)
     if cycle:
         problems.add(
@@ -383,7 +435,14 @@ def build_workflow(
     for step in steps:
         _check_step(step, problems)
     dependency_mode = any(s.after for s in steps)
+    signal_contracts = _check_signals(steps, problems)
     if dependency_mode:
+        parking = [s.name for s in steps if isinstance(s.kind, StepKind) and s.kind.parks]
+        if parking:
+            problems.add(
+                "parking_in_dependency_mode",
+                "pause, approval and signal steps need a transition workflow: " + _names(parking),
+            )
         if transitions:
             problems.add(
                 "transitions_in_dependency_mode",
@@ -408,5 +467,6 @@ def build_workflow(
             contracts=contracts,
             payload_fields=fields,
             limits=limits,
+            signal_contracts=signal_contracts,
         )
     )

@@ -28,7 +28,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from squidmesh_backends.postgres._rows import as_json, changed_rows, job_row, run_row
+from squidmesh_backends.postgres._rows import (
+    as_json,
+    as_json_list,
+    changed_rows,
+    job_row,
+    run_row,
+)
+from squidmesh_core.codec import encode_audit, encode_signals
 from squidmesh_backends.postgres._sql import Statements
 from squidmesh_core.commands import Decision
 from squidmesh_core.ids import JobId
@@ -187,6 +194,10 @@ def plan_commit(
             changes["payload"] = as_json(state.payload)
         if base is None or base.last_error != state.last_error:
             changes["last_error"] = as_json(state.last_error)
+        if base is None or base.audit != state.audit:
+            changes["audit"] = as_json_list(encode_audit(state.audit))
+        if base is None or base.signals != state.signals:
+            changes["signals"] = as_json_list(encode_signals(state.signals))
         plan.add(
             sql.update_run(tuple(changes)),
             [(*changes.values(), state.id, decision.expected_version)],

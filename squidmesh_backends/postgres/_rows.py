@@ -22,7 +22,13 @@ from psycopg.types.json import Json
 from returns.result import Failure
 
 from squidmesh_backends.errors import BackendError
-from squidmesh_core.codec import decode_run, encode_failure
+from squidmesh_core.codec import (
+    decode_run,
+    encode_audit,
+    encode_failure,
+    encode_parked,
+    encode_signals,
+)
 from squidmesh_core.ids import RunId
 from squidmesh_core.jsonvalue import JsonObject, JsonValue, dump_json
 from squidmesh_core.state import (
@@ -44,6 +50,7 @@ STEP_FIELDS: Final = (
     ("input", "s.input"),
     ("output", "s.output"),
     ("error", "s.error"),
+    ("parked", "s.parked"),
 )
 """Codec field of a step, and the ``squidmesh_step_runs s`` column it is read from."""
 STEP_ATTEMPTS: Final = "attempts"
@@ -75,7 +82,7 @@ A job's ``lease_token`` in the run is the token its attempt *started* under
 RUN_FIELDS: Final = (
     "schema_version", "id", "workflow", "trigger", "status", "payload", "context",
     "created_at", "updated_at", "version", "steps", "jobs", "last_error", "replayed_from",
-    "idempotency_key",
+    "idempotency_key", "audit", "signals",
 )  # fmt: skip
 """The run-level codec fields :func:`decode_run_row` fills."""
 
@@ -90,6 +97,11 @@ def as_json(value: JsonObject | StepFailure | None) -> Json | None:
     if isinstance(value, StepFailure):
         return Json(encode_failure(value), dumps=_dump)
     return Json(dict(value), dumps=_dump)
+
+
+def as_json_list(values: list[JsonValue]) -> Json | None:
+    """A JSON array parameter; an empty one is stored as SQL ``NULL`` (no bytes written)."""
+    return Json(values, dumps=_dump) if values else None
 
 
 def _dump(value: object) -> str:
@@ -112,6 +124,8 @@ def run_row(state: RunState) -> Sequence[object]:
         as_json(state.last_error),
         state.replayed_from,
         state.idempotency_key,
+        as_json_list(encode_audit(state.audit)),
+        as_json_list(encode_signals(state.signals)),
     )
 
 
@@ -127,7 +141,13 @@ def step_row(run_id: RunId, position: int, step: StepRunState) -> Sequence[objec
         as_json(step.input),
         as_json(step.output),
         as_json(step.error),
+        _parked_json(step),
     )
+
+
+def _parked_json(step: StepRunState) -> Json | None:
+    encoded = encode_parked(step.parked)
+    return None if encoded is None else Json(encoded, dumps=_dump)
 
 
 def attempt_row(run_id: RunId, step: str, attempt: Attempt) -> Sequence[object]:
@@ -189,6 +209,7 @@ def changed_rows(state: RunState, base: RunState | None) -> Rows:
             or old.input != step.input
             or old.output != step.output
             or old.error != step.error
+            or old.parked != step.parked
         ):
             rows.changed_steps.append(step_row(state.id, position, step))
         previous = {} if old is None else {a.number: a for a in old.attempts}
@@ -211,7 +232,7 @@ def decode_run_row(row: Sequence[Any]) -> RunState:
         BackendError: the stored run does not decode.
     """
     (run_id, workflow, trigger, status, version, payload, context, created_at, updated_at,
-     last_error, replayed_from, key, steps, jobs) = row  # fmt: skip
+     last_error, replayed_from, key, audit, signals, steps, jobs) = row  # fmt: skip
     values = (
         SCHEMA_VERSION,
         str(run_id),
@@ -228,6 +249,8 @@ def decode_run_row(row: Sequence[Any]) -> RunState:
         last_error,
         None if replayed_from is None else str(replayed_from),
         key,
+        audit,
+        signals,
     )
     data = dict(zip(RUN_FIELDS, values, strict=True))
     decoded = decode_run(data)

@@ -111,6 +111,11 @@ def _shape_of(handler: object, target: object) -> _Shape:
     return shape
 
 
+def _field_errors(exc: ValidationError) -> list[str]:
+    """Each problem of a validation error as ``field.path: message``."""
+    return [f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()]
+
+
 def _normalise_output(value: object, model: type[BaseModel] | None) -> StepOutcome:
     if value is None:
         return Success({})
@@ -124,9 +129,9 @@ def _normalise_output(value: object, model: type[BaseModel] | None) -> StepOutco
                 StepFailure(
                     kind="invalid_output",
                     message=f"step output does not match {model.__name__}: "
-                    f"{exc.error_count()} error(s)",
+                    + "; ".join(_field_errors(exc)),
                     retryable=False,
-                    details={"errors": [str(e["msg"]) for e in exc.errors()]},
+                    details={"errors": _field_errors(exc)},
                 )
             )
     return Success(value)
@@ -176,12 +181,7 @@ async def run_action(spec: StepSpec, data: JsonObject, ctx: StepContext) -> Step
                         message=f"step input does not match {shape.input_model.__name__}: "
                         f"{exc.error_count()} error(s)",
                         retryable=False,
-                        details={
-                            "errors": [
-                                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                                for e in exc.errors()
-                            ]
-                        },
+                        details={"errors": _field_errors(exc)},
                     )
                 )
         args = (argument, ctx) if shape.takes_context else (argument,)
@@ -223,3 +223,11 @@ async def run_step(
             return Success({})
         case StepKind.ACTION:
             return await run_action(spec, data, ctx)
+        case StepKind.PAUSE | StepKind.APPROVAL | StepKind.SIGNAL:  # the core parks these
+            return Failure(
+                StepFailure(
+                    kind="invalid_step",
+                    message=f"step {spec.name!r} parks the run and never runs on a worker",
+                    retryable=False,
+                )
+            )

@@ -487,7 +487,7 @@ class TestReplay:
         assert replay.state.payload == source.payload
         assert replay.state.context == {"schedule": {"id": "s1"}}
         assert replay.state.version == 1
-        assert [c.topic for c in replay.emitted] == [Topic.RUN_REPLAYED]
+        assert [c.topic for c in replay.emitted] == [Topic.RUN_REPLAYED, Topic.COMMAND_ACCEPTED]
         assert replay.emitted[0].attributes == {"trigger": "charge", "replayed_from": RUN}
         assert [j.step for j in replay.jobs_scheduled] == ["load"]
 
