@@ -17,6 +17,7 @@ from returns.result import Result
 
 from squidmesh_core.commands import Decision, Emit
 from squidmesh_core.errors import CommitError
+from squidmesh_core.explain import LeaseInfo
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
 from squidmesh_core.state import RunState, RunStatus
 
@@ -184,6 +185,10 @@ class RunStore(Protocol):
 
     async def next_due_at(self) -> datetime | None:
         """The earliest time a job becomes claimable (due time or lease expiry), if any."""
+        ...
+
+    async def leases(self, run_id: RunId) -> Sequence[LeaseInfo]:
+        """The current lease (holder and expiry) of each live job of the run, leased or not."""
         ...
 
     async def list_runs(

@@ -10,9 +10,41 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from squidmesh_core.ids import IdempotencyKey, RunId
+from squidmesh_core.ids import IdempotencyKey, JobId, RunId
 from squidmesh_core.jsonvalue import JsonObject
-from squidmesh_core.state import RunState, RunStatus, StepFailure, StepRunState
+from squidmesh_core.state import (
+    AuditEntry,
+    JobStatus,
+    RunState,
+    RunStatus,
+    Signal,
+    StepFailure,
+    StepRunState,
+    StepStatus,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduledJob:
+    """A live job of the run: when it is due, and what it is for."""
+
+    id: JobId
+    step: str
+    attempt: int
+    due_at: datetime
+    status: JobStatus
+    purpose: str
+    """``step`` (a first attempt or the step after a wait), ``retry``, or ``timeout``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Receipt:
+    """What an operator command did: its audit entry, and whether it was a repeat."""
+
+    entry: AuditEntry
+    repeated: bool = False
+    """``True`` when the same command with the same idempotency key had been accepted
+    before: nothing changed and ``entry`` is the first receipt."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,10 +69,43 @@ class Run:
     """Step runs with their attempts, in scheduling order; ``None`` unless requested."""
     existing: bool = False
     """``True`` when ``start_run`` returned an earlier run with the same idempotency key."""
+    jobs: tuple[ScheduledJob, ...] = ()
+    """Live jobs with their due times, earliest first."""
+    parked_step: str | None = None
+    """The pause, approval or signal step the run waits at, if any."""
+    failed_step: str | None = None
+    """For a failed run, the step whose failure ended it."""
+    audit: tuple[AuditEntry, ...] | None = None
+    """Accepted operator commands, oldest first; ``None`` unless history is requested."""
+    signals: tuple[Signal, ...] | None = None
+    """Signals received (taken and waiting); ``None`` unless history is requested."""
+    receipt: Receipt | None = None
+    """For the run an operator command returns: what the command did."""
 
 
-def run_view(state: RunState, *, include_history: bool = False, existing: bool = False) -> Run:
+def _purpose(state: RunState, step: str, attempt: int) -> str:
+    step_run = state.step_run(step)
+    if step_run is not None and step_run.status is StepStatus.PARKED:
+        return "timeout"
+    return "retry" if attempt > 1 else "step"
+
+
+def _failed_step(state: RunState) -> str | None:
+    if state.status is not RunStatus.FAILED:
+        return None
+    failed = [s for s in state.steps if s.status is StepStatus.FAILED]
+    return max(failed, key=lambda s: s.updated_at).step if failed else None
+
+
+def run_view(
+    state: RunState,
+    *,
+    include_history: bool = False,
+    existing: bool = False,
+    receipt: Receipt | None = None,
+) -> Run:
     """Build the public view of ``state``."""
+    parked = state.parked_step
     return Run(
         id=state.id,
         workflow=state.workflow,
@@ -57,4 +122,20 @@ def run_view(state: RunState, *, include_history: bool = False, existing: bool =
         idempotency_key=state.idempotency_key,
         history=state.steps if include_history else None,
         existing=existing,
+        jobs=tuple(
+            ScheduledJob(
+                id=j.id,
+                step=j.step,
+                attempt=j.attempt,
+                due_at=j.due_at,
+                status=j.status,
+                purpose=_purpose(state, j.step, j.attempt),
+            )
+            for j in sorted(state.jobs, key=lambda j: (j.due_at, j.id))
+        ),
+        parked_step=None if parked is None else parked.step,
+        failed_step=_failed_step(state),
+        audit=state.audit if include_history else None,
+        signals=state.signals if include_history else None,
+        receipt=receipt,
     )

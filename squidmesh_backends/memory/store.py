@@ -19,6 +19,7 @@ from squidmesh_backends.probe import COMMITS, NO_PROBE, Probe
 from squidmesh_core.codec import decode_run, encode_run
 from squidmesh_core.commands import Decision
 from squidmesh_core.errors import CommitError, DuplicateRun, StaleLease, VersionConflict
+from squidmesh_core.explain import LeaseInfo
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
 from squidmesh_core.jobwrites import job_writes
 from squidmesh_core.jsonvalue import JsonValue
@@ -224,6 +225,13 @@ class MemoryRunStore:
         row.lease_expires_at = None
         row.owner = None
         return True
+
+    async def leases(self, run_id: RunId) -> Sequence[LeaseInfo]:
+        return [
+            LeaseInfo(job_id=r.job_id, owner=r.owner, expires_at=r.lease_expires_at)
+            for r in self._jobs.values()
+            if r.run_id == run_id
+        ]
 
     async def next_due_at(self) -> datetime | None:
         return min((r.claimable_at() for r in self._jobs.values()), default=None)

@@ -35,8 +35,8 @@ from squidmesh_backends.postgres._rows import (
     job_row,
     run_row,
 )
-from squidmesh_core.codec import encode_audit, encode_signals
 from squidmesh_backends.postgres._sql import Statements
+from squidmesh_core.codec import encode_audit, encode_signals
 from squidmesh_core.commands import Decision
 from squidmesh_core.ids import JobId
 from squidmesh_core.jobwrites import JobStart, job_writes
@@ -152,6 +152,27 @@ def summary_line(sql: str, rows: list[Sequence[object]]) -> str:
     return f"{head} x{len(rows)}"
 
 
+def _run_changes(state: RunState, base: RunState | None, commit_id: str) -> dict[str, object]:
+    """The run row's columns to set: the JSON ones only when they differ from ``base``."""
+    changes: dict[str, object] = {
+        "last_commit": commit_id,
+        "status": state.status.value,
+        "version": state.version,
+        "updated_at": state.updated_at,
+    }
+    if base is None or base.context != state.context:
+        changes["context"] = as_json(state.context)
+    if base is None or base.payload != state.payload:
+        changes["payload"] = as_json(state.payload)
+    if base is None or base.last_error != state.last_error:
+        changes["last_error"] = as_json(state.last_error)
+    if base is None or base.audit != state.audit:
+        changes["audit"] = as_json_list(encode_audit(state.audit))
+    if base is None or base.signals != state.signals:
+        changes["signals"] = as_json_list(encode_signals(state.signals))
+    return changes
+
+
 def plan_commit(
     sql: Statements,
     decision: Decision,
@@ -182,22 +203,7 @@ def plan_commit(
     if decision.expected_version == 0:
         plan.add(sql.insert_run, [(*run_row(state), commit_id)], values=sql.run_values)
     else:
-        changes: dict[str, object] = {
-            "last_commit": commit_id,
-            "status": state.status.value,
-            "version": state.version,
-            "updated_at": state.updated_at,
-        }
-        if base is None or base.context != state.context:
-            changes["context"] = as_json(state.context)
-        if base is None or base.payload != state.payload:
-            changes["payload"] = as_json(state.payload)
-        if base is None or base.last_error != state.last_error:
-            changes["last_error"] = as_json(state.last_error)
-        if base is None or base.audit != state.audit:
-            changes["audit"] = as_json_list(encode_audit(state.audit))
-        if base is None or base.signals != state.signals:
-            changes["signals"] = as_json_list(encode_signals(state.signals))
+        changes = _run_changes(state, base, commit_id)
         plan.add(
             sql.update_run(tuple(changes)),
             [(*changes.values(), state.id, decision.expected_version)],

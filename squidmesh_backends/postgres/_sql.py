@@ -77,6 +77,9 @@ class Statements:
             ' AND (idempotency_key COLLATE "C") < %(prefix)s || chr(1114111)'
             ' ORDER BY (idempotency_key COLLATE "C") DESC LIMIT 1'
         )
+        self.leases = (
+            f"SELECT id, lease_owner, lease_expires_at FROM {s}.squidmesh_jobs WHERE run_id = %s"
+        )
         self.key_owner = (
             f"SELECT id FROM {s}.squidmesh_runs WHERE workflow = %s AND idempotency_key = %s"
         )

@@ -52,6 +52,7 @@ from squidmesh_backends.postgres.migrations import check_schema, quoted_schema
 from squidmesh_backends.probe import COMMITS, LAST_COMMIT, NO_PROBE, STATEMENTS, Probe
 from squidmesh_core.commands import Decision
 from squidmesh_core.errors import CommitError, DuplicateRun, StaleLease, VersionConflict
+from squidmesh_core.explain import LeaseInfo
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId, parse_run_id
 from squidmesh_core.ports import Claim, Fence
 from squidmesh_core.state import RunState, RunStatus
@@ -540,6 +541,13 @@ class PostgresRunStore:
             return len(await cursor.fetchall()) == 1
 
         return await self._do("releasing a lease", work)
+
+    async def leases(self, run_id: RunId) -> Sequence[LeaseInfo]:
+        async def work(conn: Conn) -> list[LeaseInfo]:
+            rows = await (await conn.execute(self._sql.leases, (run_id,))).fetchall()
+            return [LeaseInfo(job_id=JobId(r[0]), owner=r[1], expires_at=r[2]) for r in rows]
+
+        return await self._do("reading the leases of a run", work)
 
     async def next_due_at(self) -> datetime | None:
         async def work(conn: Conn) -> datetime | None:

@@ -32,6 +32,7 @@ from squidmesh_backends.probe import COMMITS, NO_PROBE, Probe
 from squidmesh_core.codec import decode_run, encode_run
 from squidmesh_core.commands import Decision
 from squidmesh_core.errors import CommitError, DuplicateRun, StaleLease, VersionConflict
+from squidmesh_core.explain import LeaseInfo
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
 from squidmesh_core.jobwrites import job_writes
 from squidmesh_core.jsonvalue import dump_json
@@ -462,6 +463,22 @@ class SqliteRunStore:
                     (job_id, lease_token),
                 )
             return cursor.rowcount == 1
+
+        return await self._run(work)
+
+    async def leases(self, run_id: RunId) -> Sequence[LeaseInfo]:
+        def work(conn: sqlite3.Connection) -> list[LeaseInfo]:
+            rows = _query(
+                conn,
+                "SELECT id, owner, lease_expires_us FROM squidmesh_jobs WHERE run_id = ?",
+                (run_id,),
+            ).fetchall()
+            return [
+                LeaseInfo(
+                    job_id=JobId(r[0]), owner=r[1], expires_at=None if r[2] is None else _time(r[2])
+                )
+                for r in rows
+            ]
 
         return await self._run(work)
 

@@ -7,14 +7,32 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from pydantic import BaseModel
 from returns.result import Failure, Success
 
 from squidmesh_core.commands import Decision, Lease
 from squidmesh_core.decide import decide
 from squidmesh_core.definition import COMPLETE, WorkflowDefinition
-from squidmesh_core.dsl import chain, manual, step, wait, workflow
+from squidmesh_core.dsl import (
+    approval,
+    chain,
+    error,
+    manual,
+    step,
+    wait,
+    wait_for_signal,
+    workflow,
+)
 from squidmesh_core.errors import DuplicateRun, StaleLease, VersionConflict
-from squidmesh_core.events import CancelRequested, JobDelivered, RunRequested, StepSucceeded
+from squidmesh_core.events import (
+    ApproveRequested,
+    CancelRequested,
+    JobDelivered,
+    Operator,
+    RunRequested,
+    SignalSent,
+    StepSucceeded,
+)
 from squidmesh_core.handoff import decide_outcome
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
 from squidmesh_core.jsonvalue import JsonObject
@@ -34,6 +52,22 @@ FLOW: WorkflowDefinition = workflow(
     triggers=[manual()],
     steps=[step("first", _noop), wait("pause", timedelta(minutes=5)), step("last", _noop)],
     transitions=chain("first", "pause", "last", COMPLETE),
+)
+
+
+class _Go(BaseModel):
+    code: str
+
+
+PEOPLE: WorkflowDefinition = workflow(
+    "contract.people",
+    triggers=[manual()],
+    steps=[
+        approval("review"),
+        wait_for_signal("go", "go", payload=_Go, timeout=timedelta(hours=1)),
+        step("last", _noop),
+    ],
+    transitions=[*chain("review", "go", "last", COMPLETE), error("review", COMPLETE)],
 )
 OTHER: WorkflowDefinition = workflow(
     "contract.other",
@@ -125,6 +159,47 @@ async def _success_and_next_start(
 
 class RunStoreContract:
     """Every RunStore passes these. Subclass and provide a ``run_store`` fixture."""
+
+    async def test_a_parked_run_with_its_audit_and_signals_loads_back_equal(
+        self, run_store: RunStore
+    ) -> None:
+        parked = await committed(run_store, new_run(1, definition=PEOPLE))
+        assert parked.status is RunStatus.PAUSED and not parked.jobs
+        early = decide(
+            PEOPLE, parked, SignalSent(name="go", payload={"code": "x"}), now=T0
+        ).unwrap()
+        state = await committed(run_store, early)
+        assert await run_store.load(state.id) == state
+        approved = decide(
+            PEOPLE,
+            state,
+            ApproveRequested(by=Operator(actor="ana", note="ok", idempotency_key="k1")),
+            now=T0 + LEASE,
+        ).unwrap()
+        state = await committed(run_store, approved)
+        loaded = await run_store.load(state.id)
+        assert loaded == state
+        assert [e.command.value for e in loaded.audit] == ["signal", "approve"]
+        assert loaded.signals[0].consumed_by == "go"
+        assert [j.step for j in loaded.jobs] == ["last"]
+
+    async def test_a_signal_waits_timer_is_a_job_and_leases_are_reported(
+        self, run_store: RunStore
+    ) -> None:
+        parked = await committed(run_store, new_run(1, definition=PEOPLE))
+        approved = decide(
+            PEOPLE, parked, ApproveRequested(by=Operator(actor="ana")), now=T0
+        ).unwrap()
+        state = await committed(run_store, approved)
+        [timer] = state.jobs
+        assert timer.due_at == T0 + timedelta(hours=1)
+        [free] = await run_store.leases(state.id)
+        assert (free.job_id, free.owner, free.expires_at) == (timer.id, None, None)
+        assert await claim(run_store, T0 + timedelta(hours=1)) == [timer.id]
+        [held] = await run_store.leases(state.id)
+        assert held.owner == "contract"
+        assert held.expires_at == T0 + timedelta(hours=1) + LEASE
+        assert await run_store.leases(run_id(99)) == []
 
     async def test_open_may_repeat_and_a_closed_store_opens_again(
         self, run_store: RunStore
