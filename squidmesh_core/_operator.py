@@ -101,7 +101,7 @@ def text_problem(value: object, *, limit: int) -> str | None:
     return storable_text_problem(value)
 
 
-def _check_operator(by: Operator, *, actor_required: bool, review: bool) -> Rejected | None:
+def check_operator(by: Operator, *, actor_required: bool, review: bool) -> Rejected | None:
     def refuse(field: str, reason: str) -> Rejected:
         if review:
             return InvalidReview(field=field, reason=reason)
@@ -215,7 +215,7 @@ def _resume(
             command, kind, review = OperatorCommand.REJECT, ParkKind.APPROVAL, True
         case _:
             assert_never(event)
-    problem = _check_operator(event.by, actor_required=True, review=review)
+    problem = check_operator(event.by, actor_required=True, review=review)
     if problem is not None:
         return Failure(problem)
     found = _parked_at(run, kind, command)
@@ -251,7 +251,7 @@ def _resume(
 def _signal(
     definition: WorkflowDefinition, run: RunState, event: SignalSent, now: datetime
 ) -> Result[Decision, Rejected]:
-    problem = _check_operator(event.by, actor_required=False, review=False)
+    problem = check_operator(event.by, actor_required=False, review=False)
     if problem is not None:
         return Failure(problem)
     if run.status.terminal or run.status is RunStatus.CANCELLING:
@@ -312,7 +312,7 @@ def _cancel(
     definition: WorkflowDefinition, run: RunState, event: CancelRequested, now: datetime
 ) -> Result[Decision, Rejected]:
     """Pending and paused runs cancel at once; active ones become ``cancelling``."""
-    problem = _check_operator(event.by, actor_required=False, review=False)
+    problem = check_operator(event.by, actor_required=False, review=False)
     if problem is not None:
         return Failure(problem)
     draft = Draft(definition, run, now)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 
 from squidmesh_core.ids import RunId
-from squidmesh_core.jsonvalue import JsonObject
+from squidmesh_core.jsonvalue import JsonObject, JsonValue
+
+_NOTHING: Mapping[str, JsonValue] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,6 +29,10 @@ class StepContext:
     schedule: JsonObject | None = None
     """For runs started by a cron trigger: ``id``, ``workflow``, ``trigger``,
     ``expression``, ``timezone`` and the nominal ``tick`` (ISO 8601, UTC)."""
+    payload: Mapping[str, JsonValue] = field(default_factory=lambda: _NOTHING)
+    """The run's payload, read-only, whatever the step's ``input=`` keeps."""
+    context: Mapping[str, JsonValue] = field(default_factory=lambda: _NOTHING)
+    """The run's context as this attempt started (earlier steps' outputs), read-only."""
 
 
 def step_idempotency_key(run_id: str, step: str) -> str:

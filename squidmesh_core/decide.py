@@ -42,7 +42,7 @@ from returns.result import Failure, Result, Success
 
 from squidmesh_core._draft import Draft, ms
 from squidmesh_core._failure import failure_attributes, storable_failure, unknown_step
-from squidmesh_core._operator import audit, decide_command
+from squidmesh_core._operator import audit, check_operator, decide_command
 from squidmesh_core._parking import go_to, park, timed_out
 from squidmesh_core._routing import (
     RESERVED_CONTEXT_KEYS,
@@ -73,7 +73,7 @@ from squidmesh_core.events import (
     StepSucceeded,
     UnblockRequested,
 )
-from squidmesh_core.ids import parse_run_id
+from squidmesh_core.ids import IdempotencyKey, parse_run_id
 from squidmesh_core.jsonvalue import JsonObject, JsonValue, check_json_object
 from squidmesh_core.payload import validate_payload
 from squidmesh_core.retry import GiveUp, RetryAt, decide_retry
@@ -96,7 +96,26 @@ if TYPE_CHECKING:
 else:  # the same copies without re-running __init__ (see _evolve)
     from squidmesh_core._evolve import evolve as replace
 
-__all__ = ["RESERVED_CONTEXT_KEYS", "decide", "step_input", "storable_failure"]
+__all__ = [
+    "REPLAY_KEY_PREFIX",
+    "RESERVED_CONTEXT_KEYS",
+    "decide",
+    "replay_key",
+    "step_input",
+    "storable_failure",
+]
+
+REPLAY_KEY_PREFIX = "replay:"
+"""Idempotency keys of replayed runs begin with this (``start_run`` refuses them)."""
+
+
+def replay_key(source: str, key: str) -> IdempotencyKey:
+    """The idempotency key of the run a replay of ``source`` with ``key`` creates.
+
+    >>> replay_key("r1", "fix-42")
+    'replay:r1:fix-42'
+    """
+    return IdempotencyKey(f"{REPLAY_KEY_PREFIX}{source}:{key}")
 
 
 def _live_attempt(draft: Draft, job: Job) -> Attempt:
@@ -207,6 +226,9 @@ def _replay(
     parsed = parse_run_id(event.new_run_id)
     if isinstance(parsed, Failure):
         return parsed
+    problem = check_operator(event.by, actor_required=False, review=False)
+    if problem is not None:
+        return Failure(problem)
     if definition.trigger(source.trigger) is None:
         return Failure(UnknownTrigger(workflow=definition.name, trigger=source.trigger))
     return validate_payload(
@@ -230,6 +252,11 @@ def _replay(
                 updated_at=now,
                 version=0,
                 replayed_from=source.id,
+                idempotency_key=(
+                    None
+                    if event.by.idempotency_key is None
+                    else replay_key(source.id, event.by.idempotency_key)
+                ),
             ),
             now,
             Topic.RUN_REPLAYED,

@@ -26,6 +26,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
 
 from returns.result import Failure, Success
 
@@ -214,6 +215,8 @@ class Delivery:
             idempotency_key=step_idempotency_key(state.id, attempt.step),
             started_at=attempt.started_at,
             schedule=_schedule_of(state),
+            payload=MappingProxyType(state.payload),
+            context=MappingProxyType(state.context),
         )
         logger = run_logger(state, attempt.step, attempt.attempt)
         jid, token = attempt.job_id, attempt.lease_token

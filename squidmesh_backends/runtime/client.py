@@ -1,4 +1,4 @@
-"""``Client``: start, inspect, list, cancel and replay runs with nothing but a store.
+"""``Client``: start, inspect, explain, list and command runs with nothing but a store.
 
 A client never claims or runs a step. Web handlers, CLI commands and scripts use
 it alone; a :class:`~squidmesh_backends.runtime.worker.Worker` (started only in
@@ -24,30 +24,69 @@ from squidmesh_backends.runtime.clock import SystemClock
 from squidmesh_backends.runtime.ids import RandomIds
 from squidmesh_backends.runtime.settings import RuntimeSettings
 from squidmesh_core.cron import CRON_KEY_PREFIX
-from squidmesh_core.decide import decide
+from squidmesh_core.decide import REPLAY_KEY_PREFIX, decide, replay_key
 from squidmesh_core.definition import WorkflowDefinition
 from squidmesh_core.errors import (
+    CommandLimit,
     DuplicateRun,
+    IdempotencyKeyReused,
     InvalidOption,
     InvalidPayload,
+    InvalidReview,
     InvalidRunId,
+    InvalidSignalPayload,
+    InvalidStep,
     InvalidTransition,
     NotFound,
+    RepeatedCommand,
+    RunNotActive,
+    UnknownSignal,
+    UnknownStep,
     UnknownTrigger,
     UnknownWorkflow,
 )
-from squidmesh_core.events import CancelRequested, ReplayRequested, RunRequested
+from squidmesh_core.events import (
+    ApproveRequested,
+    CancelRequested,
+    Operator,
+    OperatorEvent,
+    RejectRequested,
+    ReplayRequested,
+    RunRequested,
+    SignalSent,
+    UnblockRequested,
+)
+from squidmesh_core.explain import Explanation, explain
 from squidmesh_core.ids import IdempotencyKey, RunId, parse_run_id
 from squidmesh_core.jsonvalue import EMPTY_OBJECT, JsonObject, storable_text_problem
 from squidmesh_core.ports import Clock, EventSink, IdSource, RunStore
-from squidmesh_core.state import RunState, RunStatus
-from squidmesh_core.views import Run, run_view
+from squidmesh_core.state import AuditEntry, RunState, RunStatus
+from squidmesh_core.views import Receipt, Run, run_view
 
 StartError: TypeAlias = UnknownWorkflow | UnknownTrigger | InvalidPayload | InvalidOption
 LookupError_: TypeAlias = InvalidRunId | NotFound
-CancelError: TypeAlias = InvalidRunId | NotFound | UnknownWorkflow | InvalidTransition
-ReplayError: TypeAlias = InvalidRunId | NotFound | UnknownWorkflow | UnknownTrigger | InvalidPayload
+CommandError: TypeAlias = (
+    InvalidRunId
+    | NotFound
+    | UnknownWorkflow
+    | InvalidTransition
+    | InvalidReview
+    | InvalidOption
+    | InvalidStep
+    | UnknownStep
+    | UnknownSignal
+    | InvalidSignalPayload
+    | RunNotActive
+    | IdempotencyKeyReused
+    | CommandLimit
+)
+"""Why an operator command (cancel, unblock, approve, reject, signal) was refused."""
+CancelError: TypeAlias = CommandError
+ReplayError: TypeAlias = (
+    InvalidRunId | NotFound | UnknownWorkflow | UnknownTrigger | InvalidPayload | InvalidOption
+)
 ListError: TypeAlias = InvalidOption
+_RESERVED_KEYS = (CRON_KEY_PREFIX, REPLAY_KEY_PREFIX)
 
 MAX_LIST_LIMIT = 1000
 MAX_NAME = 200
@@ -170,12 +209,13 @@ class Client:
         if (
             not cron
             and isinstance(idempotency_key, str)
-            and idempotency_key.startswith(CRON_KEY_PREFIX)
+            and idempotency_key.startswith(_RESERVED_KEYS)
         ):
             return Failure(
                 InvalidOption(
                     option="idempotency_key",
-                    reason=f"keys beginning with {CRON_KEY_PREFIX!r} belong to cron triggers",
+                    reason=f"keys beginning with {CRON_KEY_PREFIX!r} or {REPLAY_KEY_PREFIX!r} "
+                    "belong to cron triggers and replays",
                 )
             )
         key = None if idempotency_key is None else IdempotencyKey(idempotency_key)
@@ -265,50 +305,181 @@ class Client:
             return Failure(NotFound(run_id=run_id))
         return self.registry.lookup(state.workflow).map(lambda found: (state, found))
 
-    async def cancel_run(self, run_id: str) -> Result[Run, CancelError]:
-        """Cancel: pending runs at once, active ones via ``cancelling``."""
+    async def explain_run(self, run_id: str) -> Result[Explanation, LookupError_]:
+        """Why the run is where it is, what can be done next, and the evidence.
+
+        Works for runs of workflows this client does not know (the explanation
+        says so). ``InvalidRunId`` or ``NotFound`` otherwise.
+        """
+        parsed = parse_run_id(run_id)
+        if isinstance(parsed, Failure):
+            return parsed
+        state = await self.store.load(parsed.unwrap())
+        if state is None:
+            return Failure(NotFound(run_id=run_id))
+        found = self.registry.lookup(state.workflow)
+        definition = found.value_or(None)
+        leases = {lease.job_id: lease for lease in await self.store.leases(state.id)}
+        return Success(explain(definition, state, now=self.clock.now(), leases=leases))
+
+    async def _command(self, run_id: str, event: OperatorEvent) -> Result[Run, CommandError]:
+        """Apply an operator command; answer with the run and the command's receipt."""
         existing = await self._existing(run_id)
         if isinstance(existing, Failure):
             return existing
         state, definition = existing.unwrap()
         applied = await self.ledger.apply(
             state.id,
-            lambda current, now: decide(definition, current, CancelRequested(), now=now),
+            lambda current, now: decide(definition, current, event, now=now),
             state=state,
         )
-        match applied:
-            case Success(decision):
-                return Success(run_view(decision.state))
-            case Failure(InvalidTransition() | NotFound() as refused):
-                return Failure(refused)
-            case Failure(other):
-                raise ContentionError(f"cancel of {run_id} was refused unexpectedly: {other}")
-        raise AssertionError(applied)
+        if isinstance(applied, Success):
+            decision = applied.unwrap()
+            entry = decision.state.audit[-1]
+            return Success(run_view(decision.state, receipt=Receipt(entry=entry)))
+        refused = applied.failure()
+        if isinstance(refused, RepeatedCommand):
+            assert isinstance(refused.entry, AuditEntry)
+            current = await self.store.load(state.id)
+            return Success(
+                run_view(current or state, receipt=Receipt(entry=refused.entry, repeated=True))
+            )
+        if isinstance(
+            refused,
+            InvalidRunId
+            | NotFound
+            | InvalidTransition
+            | InvalidReview
+            | InvalidOption
+            | InvalidStep
+            | UnknownStep
+            | UnknownSignal
+            | InvalidSignalPayload
+            | RunNotActive
+            | IdempotencyKeyReused
+            | CommandLimit,
+        ):
+            return Failure(refused)
+        raise ContentionError(f"{type(event).__name__} on {run_id} was refused: {refused}")
 
-    async def replay_run(self, run_id: str) -> Result[Run, ReplayError]:
-        """Start a new run from this run's payload; the source is untouched."""
+    async def cancel_run(
+        self,
+        run_id: str,
+        *,
+        actor: str | None = None,
+        note: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Result[Run, CommandError]:
+        """Cancel: pending and paused runs at once, active ones via ``cancelling``.
+
+        The command is audited (``run.receipt``); repeated with the same
+        ``idempotency_key`` it changes nothing and returns the first receipt.
+        """
+        by = Operator(actor=actor, note=note, idempotency_key=idempotency_key)
+        return await self._command(run_id, CancelRequested(by=by))
+
+    async def unblock_run(
+        self,
+        run_id: str,
+        *,
+        actor: str,
+        note: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Result[Run, CommandError]:
+        """Resume a run parked at a ``pause`` step along its ``ok`` route (audited)."""
+        by = Operator(actor=actor, note=note, idempotency_key=idempotency_key)
+        return await self._command(run_id, UnblockRequested(by=by))
+
+    async def approve_run(
+        self,
+        run_id: str,
+        *,
+        actor: str,
+        note: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Result[Run, CommandError]:
+        """Approve a run parked at an ``approval`` step: it follows the ``ok`` route."""
+        by = Operator(actor=actor, note=note, idempotency_key=idempotency_key)
+        return await self._command(run_id, ApproveRequested(by=by))
+
+    async def reject_run(
+        self,
+        run_id: str,
+        *,
+        actor: str,
+        note: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Result[Run, CommandError]:
+        """Reject a run parked at an ``approval`` step: its ``error`` route, or it fails."""
+        by = Operator(actor=actor, note=note, idempotency_key=idempotency_key)
+        return await self._command(run_id, RejectRequested(by=by))
+
+    async def send_signal(
+        self,
+        run_id: str,
+        name: str,
+        payload: object = None,
+        *,
+        actor: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Result[Run, CommandError]:
+        """Deliver signal ``name``: a run waiting for it goes on, any other keeps it.
+
+        The payload is validated against the model of the steps waiting for
+        ``name`` (``None`` means ``{}``). Refused for names no step waits for
+        (``UnknownSignal``) and for finished runs (``RunNotActive``).
+        """
+        by = Operator(actor=actor, idempotency_key=idempotency_key)
+        event = SignalSent(name=name, payload={} if payload is None else payload, by=by)
+        return await self._command(run_id, event)
+
+    async def replay_run(
+        self,
+        run_id: str,
+        *,
+        actor: str | None = None,
+        note: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Result[Run, ReplayError]:
+        """Start a new run from this run's payload; the source is untouched.
+
+        The new run records the replay in its audit trail; with an
+        ``idempotency_key`` a repeated replay returns the run the first one made.
+        """
         existing = await self._existing(run_id)
         if isinstance(existing, Failure):
             problem = existing.failure()
-            assert not isinstance(problem, InvalidTransition)
+            assert isinstance(problem, InvalidRunId | NotFound | UnknownWorkflow)
             return Failure(problem)
         state, definition = existing.unwrap()
+        by = Operator(actor=actor, note=note, idempotency_key=idempotency_key)
+        if idempotency_key is not None and _clean_name(idempotency_key):
+            earlier = await self.store.find_by_idempotency_key(
+                definition.name, replay_key(state.id, idempotency_key)
+            )
+            if earlier is not None:
+                return Success(_replayed(earlier, repeated=True))
         decided = decide(
             definition,
             state,
-            ReplayRequested(new_run_id=self.ids.new_run_id()),
+            ReplayRequested(new_run_id=self.ids.new_run_id(), by=by),
             now=self.clock.now(),
         )
         if isinstance(decided, Failure):
             problem = decided.failure()
-            assert isinstance(problem, UnknownTrigger | InvalidPayload)
+            assert isinstance(problem, UnknownTrigger | InvalidPayload | InvalidOption)
             return Failure(problem)
         decision = decided.unwrap()
         committed = await self.store.commit(decision)
         if isinstance(committed, Failure):
-            raise ContentionError(f"could not create replay run: {committed.failure()}")
+            clash = committed.failure()
+            if isinstance(clash, DuplicateRun) and clash.existing_run_id != decision.state.id:
+                winner = await self.store.load(RunId(clash.existing_run_id))
+                if winner is not None:
+                    return Success(_replayed(winner, repeated=True))
+            raise ContentionError(f"could not create replay run: {clash}")
         self.ledger.committed(decision)
-        return Success(run_view(decision.state))
+        return Success(_replayed(decision.state, repeated=False))
 
     async def wait_for(
         self,
@@ -316,13 +487,26 @@ class Client:
         *,
         timeout: timedelta = timedelta(seconds=30),
         poll: timedelta = timedelta(milliseconds=20),
+        or_paused: bool = False,
     ) -> Result[Run, LookupError_]:
-        """Poll until the run is finished (or ``timeout`` passes) and return it with history."""
+        """Poll until the run is finished (or ``timeout`` passes) and return it with history.
+
+        With ``or_paused`` it also returns once the run is parked (``paused``).
+        """
         deadline = asyncio.get_running_loop().time() + timeout.total_seconds()
         while True:
             found = await self.inspect_run(run_id, include_history=True)
-            if isinstance(found, Failure) or found.unwrap().status.terminal:
+            if isinstance(found, Failure):
+                return found
+            status = found.unwrap().status
+            if status.terminal or (or_paused and status is RunStatus.PAUSED):
                 return found
             if asyncio.get_running_loop().time() >= deadline:
                 return found
             await asyncio.sleep(poll.total_seconds())
+
+
+def _replayed(state: RunState, *, repeated: bool) -> Run:
+    """The view of a run a replay created, with the replay's receipt."""
+    entry = next(e for e in state.audit if e.command.value == "replay")
+    return run_view(state, existing=repeated, receipt=Receipt(entry=entry, repeated=repeated))

@@ -33,6 +33,7 @@ from squidmesh_backends.runtime.settings import RuntimeSettings
 from squidmesh_core.definition import WorkflowDefinition
 from squidmesh_core.errors import SquidmeshError
 from squidmesh_core.ports import EventSink
+from squidmesh_core.state import RunStatus
 from squidmesh_core.views import Run
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -124,17 +125,29 @@ class TimeSkippingRuntime(Runtime):
     async def run_until_complete(self, run_id: str, *, max_jobs: int = 10_000) -> Run:
         """Run jobs, skipping time as needed, until the run is finished; return it with history.
 
+        A run parked at a signal wait with a timeout is carried to its timeout.
+
         Raises:
-            StuckRunError: the run has no job left but is not finished, or
-                ``max_jobs`` jobs ran without it finishing.
+            StuckRunError: the run has no job left but is not finished (it waits
+                for a person, say), or ``max_jobs`` jobs ran without it finishing.
         """
+        return await self._run_until(run_id, parked=False, max_jobs=max_jobs)
+
+    async def run_until_parked(self, run_id: str, *, max_jobs: int = 10_000) -> Run:
+        """Like ``run_until_complete``, but stop as soon as the run is parked (``paused``).
+
+        Use it to get a run to its approval, pause or signal step, then act on it.
+        """
+        return await self._run_until(run_id, parked=True, max_jobs=max_jobs)
+
+    async def _run_until(self, run_id: str, *, parked: bool, max_jobs: int) -> Run:
         for _ in range(max_jobs):
             await self.run_due()
             found = await self.inspect_run(run_id, include_history=True)
             if isinstance(found, Failure):
                 raise StuckRunError(f"run {run_id}: {found.failure()}")
             run = found.unwrap()
-            if run.status.terminal:
+            if run.status.terminal or (parked and run.status is RunStatus.PAUSED):
                 return run
             upcoming = await self.store.next_due_at()
             if upcoming is None:
