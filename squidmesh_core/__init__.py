@@ -13,42 +13,80 @@ random numbers: time and ids are arguments, and every state change is a
 
 from squidmesh_core.context import StepContext
 from squidmesh_core.definition import COMPLETE, WorkflowDefinition
-from squidmesh_core.dsl import chain, cron, error, log, manual, ok, step, wait, workflow
+from squidmesh_core.dsl import (
+    approval,
+    chain,
+    cron,
+    error,
+    log,
+    manual,
+    ok,
+    pause,
+    step,
+    wait,
+    wait_for_signal,
+    workflow,
+)
 from squidmesh_core.errors import (
+    CommandLimit,
     DefinitionErrors,
     DefinitionProblem,
     FieldProblem,
+    IdempotencyKeyReused,
     InvalidOption,
     InvalidPayload,
+    InvalidReview,
     InvalidRunId,
+    InvalidSignalPayload,
+    InvalidStep,
     InvalidTransition,
     InvalidWorkflowError,
     InvariantViolatedError,
     NotFound,
+    RunNotActive,
     SquidmeshError,
+    UnknownSignal,
+    UnknownStep,
     UnknownTrigger,
     UnknownWorkflow,
 )
+from squidmesh_core.explain import Explanation, NextAction, Reason
 from squidmesh_core.ids import IdempotencyKey, RunId
 from squidmesh_core.jsonvalue import JsonLimits, JsonObject, JsonValue
 from squidmesh_core.payload import Now, Today
 from squidmesh_core.retry import Exponential, Fixed, Linear, Retry
-from squidmesh_core.state import AttemptStatus, RunStatus, StepFailure, StepStatus
+from squidmesh_core.state import (
+    AttemptStatus,
+    AuditEntry,
+    OperatorCommand,
+    ParkKind,
+    RunStatus,
+    Signal,
+    StepFailure,
+    StepStatus,
+)
 from squidmesh_core.validation import build_workflow
-from squidmesh_core.views import Run
+from squidmesh_core.views import Receipt, Run, ScheduledJob
 
 __all__ = [
     "COMPLETE",
     "AttemptStatus",
+    "AuditEntry",
+    "CommandLimit",
     "DefinitionErrors",
     "DefinitionProblem",
+    "Explanation",
     "Exponential",
     "FieldProblem",
     "Fixed",
     "IdempotencyKey",
+    "IdempotencyKeyReused",
     "InvalidOption",
     "InvalidPayload",
+    "InvalidReview",
     "InvalidRunId",
+    "InvalidSignalPayload",
+    "InvalidStep",
     "InvalidTransition",
     "InvalidWorkflowError",
     "InvariantViolatedError",
@@ -56,20 +94,31 @@ __all__ = [
     "JsonObject",
     "JsonValue",
     "Linear",
+    "NextAction",
     "NotFound",
     "Now",
+    "OperatorCommand",
+    "ParkKind",
+    "Reason",
+    "Receipt",
     "Retry",
     "Run",
     "RunId",
+    "RunNotActive",
     "RunStatus",
+    "ScheduledJob",
+    "Signal",
     "SquidmeshError",
     "StepContext",
     "StepFailure",
     "StepStatus",
     "Today",
+    "UnknownSignal",
+    "UnknownStep",
     "UnknownTrigger",
     "UnknownWorkflow",
     "WorkflowDefinition",
+    "approval",
     "build_workflow",
     "chain",
     "cron",
@@ -77,7 +126,9 @@ __all__ = [
     "log",
     "manual",
     "ok",
+    "pause",
     "step",
     "wait",
+    "wait_for_signal",
     "workflow",
 ]

@@ -63,19 +63,25 @@ from squidmesh_core.errors import (
     StaleDelivery,
     StaleLease,
     UndecodableRecord,
-    UnknownStep,
     VersionConflict,
 )
 from squidmesh_core.events import (
+    ApproveRequested,
     CancelRequested,
     Event,
     JobDelivered,
     LeaseExpired,
+    Operator,
+    OperatorEvent,
+    RejectRequested,
     ReplayRequested,
     RunRequested,
+    SignalSent,
     StepFailed,
     StepSucceeded,
+    UnblockRequested,
 )
+from squidmesh_core.explain import LeaseInfo, explain
 from squidmesh_core.handoff import decide_delivery, decide_outcome
 from squidmesh_core.ids import (
     JobId,
@@ -101,9 +107,17 @@ from squidmesh_core.ports import (
     RunStore,
 )
 from squidmesh_core.retry import GiveUp, GiveUpReason, RetryAt, RetryDecision, decide_retry
-from squidmesh_core.state import Attempt, Job, JobStatus, RunState, StepRunState
+from squidmesh_core.state import (
+    Attempt,
+    Job,
+    JobStatus,
+    Parked,
+    RunState,
+    StepRunState,
+)
 
 __all__ = [
+    "ApproveRequested",
     "Attempt",
     "CancelJob",
     "CancelRequested",
@@ -138,9 +152,14 @@ __all__ = [
     "JsonProblem",
     "Lease",
     "LeaseExpired",
+    "LeaseInfo",
     "LeaseToken",
     "LogLevel",
+    "Operator",
+    "OperatorEvent",
     "Outcome",
+    "Parked",
+    "RejectRequested",
     "Rejected",
     "ReplayRequested",
     "RescheduleJob",
@@ -150,6 +169,7 @@ __all__ = [
     "RunState",
     "RunStore",
     "ScheduleJob",
+    "SignalSent",
     "StaleDelivery",
     "StaleLease",
     "StartedAttempt",
@@ -162,8 +182,8 @@ __all__ = [
     "TransitionSpec",
     "TriggerKind",
     "TriggerSpec",
+    "UnblockRequested",
     "UndecodableRecord",
-    "UnknownStep",
     "VersionConflict",
     "WorkflowMode",
     "check_json",
@@ -179,6 +199,7 @@ __all__ = [
     "encode_failure",
     "encode_job",
     "encode_run",
+    "explain",
     "job_id_for",
     "job_writes",
     "parse_job_id",

@@ -15,7 +15,18 @@ from pydantic import BaseModel
 
 from squidmesh_core.decide import decide
 from squidmesh_core.definition import COMPLETE, StepSpec, WorkflowDefinition
-from squidmesh_core.dsl import error, log, manual, ok, step, wait, workflow
+from squidmesh_core.dsl import (
+    approval,
+    error,
+    log,
+    manual,
+    ok,
+    pause,
+    step,
+    wait,
+    wait_for_signal,
+    workflow,
+)
 from squidmesh_core.events import (
     CancelRequested,
     Event,
@@ -39,6 +50,15 @@ class SamplePayload(BaseModel):
 
     account: str
     amount: int = 0
+
+
+class SampleSignal(BaseModel):
+    """The payload every generated signal step (signal ``go``) takes."""
+
+    code: str
+
+
+SAMPLE_SIGNAL = "go"
 
 
 def sample_handler(data: object, ctx: object) -> dict[str, JsonValue]:
@@ -125,11 +145,33 @@ step_failures = st.builds(
 
 
 @st.composite
-def _step_specs(draw: st.DrawFn, names: tuple[str, ...], *, jitter: bool) -> list[StepSpec]:
+def _step_specs(
+    draw: st.DrawFn, names: tuple[str, ...], *, jitter: bool, people: bool = False
+) -> list[StepSpec]:
+    kinds = ["action", "action", "action", "wait", "log"]
+    if people:
+        kinds += ["pause", "approval", "signal"]
     specs: list[StepSpec] = []
-    for name in names:
-        kind = draw(st.sampled_from(["action", "action", "action", "wait", "log"]))
-        if kind == "wait":
+    for index, name in enumerate(names):
+        kind = draw(st.sampled_from(kinds))
+        if kind == "pause":
+            specs.append(pause(name, output=draw(st.none() | st.just("held"))))
+        elif kind == "approval":
+            specs.append(approval(name))
+        elif kind == "signal":
+            timeout = draw(st.none() | whole_ms)
+            later = (*names[index + 1 :], COMPLETE)
+            on_timeout = draw(st.none() | st.sampled_from(later)) if timeout else None
+            specs.append(
+                wait_for_signal(
+                    name,
+                    SAMPLE_SIGNAL,
+                    payload=SampleSignal,
+                    timeout=timeout,
+                    on_timeout=on_timeout,
+                )
+            )
+        elif kind == "wait":
             specs.append(wait(name, draw(whole_ms)))
         elif kind == "log":
             specs.append(log(name, f"{name} reached"))
@@ -142,11 +184,17 @@ def _step_specs(draw: st.DrawFn, names: tuple[str, ...], *, jitter: bool) -> lis
 
 
 @st.composite
-def transition_workflows(draw: st.DrawFn, *, jitter: bool = True) -> WorkflowDefinition:
-    """A chain of 1-5 steps with optional ``error`` routes forward or to ``complete``."""
+def transition_workflows(
+    draw: st.DrawFn, *, jitter: bool = True, people: bool = False
+) -> WorkflowDefinition:
+    """A chain of 1-5 steps with optional ``error`` routes forward or to ``complete``.
+
+    With ``people``, steps may also be pauses, approvals and waits for signal
+    ``go`` (with or without a timeout, which may lead to a later step).
+    """
     n = draw(st.integers(min_value=1, max_value=5))
     names = STEP_NAMES[:n]
-    specs = draw(_step_specs(names, jitter=jitter))
+    specs = draw(_step_specs(names, jitter=jitter, people=people))
     routes = [ok(a, b) for a, b in zip(names, (*names[1:], COMPLETE), strict=True)]
     for index, name in enumerate(names):
         if draw(st.booleans()):
@@ -178,9 +226,13 @@ def dependency_workflows(draw: st.DrawFn, *, jitter: bool = True) -> WorkflowDef
     )
 
 
-def workflows(*, jitter: bool = True) -> st.SearchStrategy[WorkflowDefinition]:
-    """Valid workflows of either shape."""
-    return st.one_of(transition_workflows(jitter=jitter), dependency_workflows(jitter=jitter))
+def workflows(
+    *, jitter: bool = True, people: bool = False
+) -> st.SearchStrategy[WorkflowDefinition]:
+    """Valid workflows of either shape (``people``: transition ones may park, see above)."""
+    return st.one_of(
+        transition_workflows(jitter=jitter, people=people), dependency_workflows(jitter=jitter)
+    )
 
 
 @st.composite
