@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from hypothesis import HealthCheck, Phase, assume, settings
+from hypothesis import HealthCheck, Phase, assume, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from returns.result import Failure, Result, Success
@@ -30,8 +30,10 @@ from squidmesh_core._table import (
     step_transition_allowed,
 )
 from squidmesh_core.codec import encode_run
+from squidmesh_core.errors import IdempotencyKeyReused, RepeatedCommand
 from squidmesh_core.jsonvalue import check_json
 from squidmesh_core.protocol import (
+    ApproveRequested,
     CancelJob,
     CancelRequested,
     Decision,
@@ -44,20 +46,25 @@ from squidmesh_core.protocol import (
     Lease,
     LeaseExpired,
     LeaseToken,
+    Operator,
     Rejected,
+    RejectRequested,
     ReplayRequested,
     RescheduleJob,
     RunRequested,
     RunState,
     ScheduleJob,
+    SignalSent,
     StepFailed,
     StepSucceeded,
+    UnblockRequested,
     decide,
     decide_delivery,
     decide_outcome,
     job_writes,
     parse_job_id,
 )
+from squidmesh_core.state import AuditEntry
 from squidmesh_core.testing.reference import ReferenceModel, ReferenceRun
 from squidmesh_core.testing.strategies import (
     BASE_TIME,
@@ -69,6 +76,9 @@ from squidmesh_core.testing.strategies import (
 )
 
 pytestmark = pytest.mark.slow
+
+KEYS = st.none() | st.sampled_from(["k1", "k2"])
+"""Idempotency keys: mostly none, sometimes one already used."""
 
 
 def check_commands(before: RunState, decision: Decision) -> None:
@@ -145,7 +155,7 @@ class CoreMachine(RuleBasedStateMachine):
 
     # -- rules -----------------------------------------------------------------------
 
-    @initialize(definition=workflows(jitter=False), run_id=run_ids, payload=payloads)
+    @initialize(definition=workflows(jitter=False, people=True), run_id=run_ids, payload=payloads)
     def start(
         self, definition: WorkflowDefinition, run_id: RunId, payload: dict[str, object]
     ) -> None:
@@ -183,7 +193,7 @@ class CoreMachine(RuleBasedStateMachine):
         if decision is not None:
             assert not decision.reclaimed
             started = decision.started
-            assert (started is not None) == (self.state.status.value in ("running", "retrying"))
+            assert (started is not None) == self.model.last_started
             if started is not None:
                 assert (started.job_id, started.lease_token) == (job_id, token)
                 assert job_writes(decision).starts == (JobStart(job_id=job_id, lease_token=token),)
@@ -390,21 +400,83 @@ class CoreMachine(RuleBasedStateMachine):
         )
         replay = result.unwrap()
         assert replay.state.id == new_id and replay.state.replayed_from == self.state.id
-        assert replay.state.status is RunStatus.PENDING
-        assert {j.step for j in replay.state.jobs} == set(self.model.entries)
+        fresh = self.model.start(new_id, self.now)
+        assert replay.state.status.value == fresh.status
+        assert {j.id for j in replay.state.jobs} == set(fresh.jobs)
+        assert [e.command.value for e in replay.state.audit] == ["replay"]
 
-    @rule(roll=st.integers(min_value=0, max_value=7))
-    def cancel(self, roll: int) -> None:
+    @rule(roll=st.integers(min_value=0, max_value=7), key=KEYS)
+    def cancel(self, roll: int, key: str | None) -> None:
         # Cancelling ends most runs, so it fires on one roll in eight to leave room
         # for long histories; every other roll is a no-op.
         if roll:
             return
-        accepted = self.apply(CancelRequested()) is not None
-        assert accepted == self.model.cancel(self.run, self.now)
+        self._command("cancel", CancelRequested(by=Operator(idempotency_key=key)), key)
+
+    def _command(
+        self, command: str, fact: Event, key: str | None, payload: dict[str, object] | None = None
+    ) -> None:
+        before = self.state
+        result = decide(self.definition, self.state, fact, now=self.now)
+        expected = self.model.command(
+            self.run, command, key=key, actor="ana", note=None, now=self.now, payload=payload
+        )
+        event(f"{command}: {expected}")
+        match result:
+            case Success(decision):
+                assert expected == "accepted", expected
+                self.apply_decided(lambda: Success(decision))
+                entry = self.state.audit[-1]
+                assert (entry.command.value, entry.idempotency_key) == (command, key)
+            case Failure(RepeatedCommand(entry=entry)):
+                assert expected == "repeated", expected
+                assert isinstance(entry, AuditEntry) and entry.idempotency_key == key
+                assert self.state == before
+            case Failure(IdempotencyKeyReused()):
+                assert expected == "reused", expected
+            case Failure(_):
+                assert expected == "refused", (expected, result)
+
+    @rule(
+        command=st.sampled_from(["unblock", "approve", "reject"]),
+        key=KEYS,
+    )
+    def resume(self, command: str, key: str | None) -> None:
+        by = Operator(actor="ana", idempotency_key=key)
+        events: dict[str, Event] = {
+            "unblock": UnblockRequested(by=by),
+            "approve": ApproveRequested(by=by),
+            "reject": RejectRequested(by=by),
+        }
+        self._command(command, events[command], key)
+
+    @rule(key=KEYS, valid=st.booleans())
+    def signal(self, key: str | None, valid: bool) -> None:
+        """A signal at any moment: before the wait (kept), during it (taken), after the run."""
+        payload: dict[str, object] = {"code": "c"} if valid else {"wrong": 1}
+        has_signal_step = any(s.kind.value == "signal" for s in self.definition.steps)
+        fact = SignalSent(name="go", payload=payload, by=Operator(idempotency_key=key))
+        self._command("signal", fact, key, payload if valid and has_signal_step else None)
 
     @rule(seconds=st.integers(min_value=-3600, max_value=6 * 3600))
     def clock_jumps(self, seconds: int) -> None:
         self.now = self.now + timedelta(seconds=seconds)
+
+    def _settle_parked(self, turn: int) -> None:
+        """Resolve the parked step as a person or another system would."""
+        parked = self.state.parked_step
+        assert parked is not None and parked.parked is not None
+        by = Operator(actor="ana")
+        match parked.parked.kind.value:
+            case "pause":
+                self._command("unblock", UnblockRequested(by=by), None)
+            case "approval" if turn % 4 == 1:
+                self._command("reject", RejectRequested(by=by), None)
+            case "approval":
+                self._command("approve", ApproveRequested(by=by), None)
+            case _:
+                payload: dict[str, object] = {"code": f"t{turn}"}
+                self._command("signal", SignalSent(name="go", payload=payload), None, payload)
 
     def _token_of(self, job_id: JobId) -> LeaseToken:
         job = self.state.job(job_id)
@@ -430,6 +502,23 @@ class CoreMachine(RuleBasedStateMachine):
             s.step: s.output for s in self.state.steps if s.output is not None
         } == self.run.outputs
         assert (self.state.last_error is None) == (self.run.last_error is None)
+        assert [(e.command.value, e.idempotency_key) for e in self.state.audit] == self.run.audit
+        assert [(dict(s.payload), s.consumed_by) for s in self.state.signals] == self.run.inbox
+
+    @invariant()
+    def a_parked_run_holds_no_lease_and_no_job_but_its_timeout(self) -> None:
+        if self.state.status is RunStatus.PAUSED:
+            parked = self.state.parked_step
+            assert parked is not None and parked.parked is not None
+            assert all(j.status is JobStatus.SCHEDULED for j in self.state.jobs)
+            assert [j.id for j in self.state.jobs] == (
+                [] if parked.parked.timeout_job is None else [parked.parked.timeout_job]
+            )
+
+    @invariant()
+    def every_key_has_one_audit_entry(self) -> None:
+        keys = [e.idempotency_key for e in self.state.audit if e.idempotency_key is not None]
+        assert len(keys) == len(set(keys))
 
     @invariant()
     def at_most_one_live_attempt_per_step(self) -> None:
@@ -453,7 +542,7 @@ class CoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def active_runs_have_a_live_job(self) -> None:
-        if not self.state.status.terminal:
+        if not self.state.status.terminal and self.state.status is not RunStatus.PAUSED:
             assert self.state.jobs
 
     def check_all(self) -> None:
@@ -462,6 +551,8 @@ class CoreMachine(RuleBasedStateMachine):
         self.attempt_numbers_only_grow()
         self.terminal_runs_schedule_nothing()
         self.active_runs_have_a_live_job()
+        self.a_parked_run_holds_no_lease_and_no_job_but_its_timeout()
+        self.every_key_has_one_audit_entry()
 
     def teardown(self) -> None:
         """Deliver every job and report mixed outcomes: the run must end within a bounded count."""
@@ -470,6 +561,10 @@ class CoreMachine(RuleBasedStateMachine):
         for turn in range(400):
             if self.state.status.terminal and not self.state.jobs:
                 return
+            if self.state.status is RunStatus.PAUSED and (turn % 2 or not self.state.jobs):
+                self._settle_parked(turn)
+                self.check_all()
+                continue
             job = min(self.state.jobs, key=lambda j: (j.due_at, j.id))
             self.now = max(self.now, job.due_at)
             if job.status is JobStatus.SCHEDULED:

@@ -42,6 +42,12 @@ class ReferenceRun:
     finished: dict[str, datetime] = field(default_factory=dict)
     outputs: dict[str, object] = field(default_factory=dict)
     last_error: str | None = None
+    timers: dict[str, str] = field(default_factory=dict)
+    """Parked step -> the job id of its timeout timer."""
+    inbox: list[tuple[dict[str, object], str | None]] = field(default_factory=list)
+    """Signals received: payload and the step that took it."""
+    audit: list[tuple[str, str | None]] = field(default_factory=list)
+    """Accepted commands: command and idempotency key."""
 
 
 class ReferenceModel:
@@ -56,12 +62,21 @@ class ReferenceModel:
             self.entries = [s.name for s in definition.steps if not s.after]
         else:
             self.entries = [s.name for s in definition.steps if s.name not in targeted]
+        self.err_of_timeout: dict[str, str] = {}
         self.ok = {t.from_step: t.to for t in definition.transitions if t.on.value == "ok"}
         self.err = {t.from_step: t.to for t in definition.transitions if t.on.value == "error"}
         self.after = {s.name: list(s.after) for s in definition.steps}
         self.wait = {s.name: s.duration for s in definition.steps if s.kind is StepKind.WAIT}
         self.output_key = {s.name: s.output_key for s in definition.steps}
         self.retry = {s.name: s.retry for s in definition.steps}
+        self.parks = {s.name: s.kind.value for s in definition.steps if s.kind.parks}
+        self.timeout = {s.name: s.timeout for s in definition.steps}
+        for s in definition.steps:
+            if s.on_timeout is not None:
+                self.err_of_timeout[s.name] = s.on_timeout
+                self.entries = [e for e in self.entries if e != s.on_timeout]
+        self.last_started = False
+        """Whether the last accepted delivery started an attempt."""
 
     # ---------------------------------------------------------------- helpers
 
@@ -72,6 +87,9 @@ class ReferenceModel:
             run.attempts[step] = []
 
     def _cancel_waiting_jobs(self, run: ReferenceRun) -> None:
+        for step, status in run.steps.items():
+            if status == "parked":
+                run.steps[step] = "cancelled"
         for job_id in list(run.jobs):
             job = run.jobs[job_id]
             if job.token is None:
@@ -79,12 +97,136 @@ class ReferenceModel:
                 run.steps[job.step] = "cancelled"
 
     def _settle_active(self, run: ReferenceRun) -> None:
-        if "retry_scheduled" in run.steps.values():
-            run.status = "retrying"
-        elif any(run.attempts.values()):
-            run.status = "running"
-        else:
+        if "parked" in run.steps.values():
+            run.status = "paused"
+        elif all(s == "scheduled" and not run.attempts[n] for n, s in run.steps.items()):
             run.status = "pending"
+        elif "retry_scheduled" in run.steps.values():
+            run.status = "retrying"
+        else:
+            run.status = "running"
+
+    # ---------------------------------------------------------------- parking
+
+    def _go(self, run: ReferenceRun, step: str, due: datetime, now: datetime) -> None:
+        """Start a step of a transition workflow: a parking step due now parks at once."""
+        if step in self.parks and due <= now:
+            self._park(run, step, now, delivered=None)
+        else:
+            self._schedule(run, step, 1, due)
+            self._settle_active(run)
+
+    def _park(self, run: ReferenceRun, step: str, now: datetime, delivered: int | None) -> None:
+        if step not in run.steps:
+            run.steps[step] = "scheduled"
+            run.attempts[step] = []
+        run.steps[step] = "parked"
+        run.status = "paused"
+        if self.parks[step] == "signal":
+            for index, (payload, taker) in enumerate(run.inbox):
+                if taker is None:
+                    run.inbox[index] = (payload, step)
+                    self._resume(run, step, payload, now)
+                    return
+        timeout = self.timeout.get(step)
+        if timeout is not None:
+            attempt = 1 if delivered is None else delivered + 1
+            self._schedule(run, step, attempt, now + timeout)
+            run.timers[step] = f"{run.run_id}/{step}/{attempt}"
+
+    def _mapped(self, step: str, output: dict[str, object]) -> dict[str, object]:
+        key = self.output_key[step]
+        return {key: output} if key else {}
+
+    def _end_timer(self, run: ReferenceRun, step: str) -> None:
+        timer = run.timers.pop(step, None)
+        if timer is not None:
+            run.jobs.pop(timer, None)
+
+    def _resume(
+        self, run: ReferenceRun, step: str, output: dict[str, object], now: datetime
+    ) -> None:
+        self._end_timer(run, step)
+        run.steps[step] = "completed"
+        run.outputs[step] = self._mapped(step, output)
+        run.context.update(self._mapped(step, output))
+        self._route(run, self.ok[step], now)
+
+    def _give_up(
+        self, run: ReferenceRun, step: str, output: dict[str, object], now: datetime
+    ) -> None:
+        self._end_timer(run, step)
+        run.steps[step] = "failed"
+        run.outputs[step] = self._mapped(step, output)
+        run.context.update(self._mapped(step, output))
+        target = self.err_of_timeout.get(step) if self.parks[step] == "signal" else None
+        target = target or self.err.get(step)
+        if target is None:
+            self._cancel_waiting_jobs(run)
+            run.status = "failed"
+            run.last_error = "failed"
+            return
+        run.last_error = None
+        self._route(run, target, now)
+
+    def _route(self, run: ReferenceRun, target: str, now: datetime) -> None:
+        if target == "complete":
+            self._cancel_waiting_jobs(run)
+            run.status = "completed"
+            run.last_error = None
+        else:
+            self._go(run, target, now, now)
+
+    # ---------------------------------------------------------------- commands
+
+    def _repeat(self, run: ReferenceRun, command: str, key: str | None) -> str | None:
+        if key is None:
+            return None
+        for done, used in run.audit:
+            if used == key:
+                return "repeated" if done == command else "reused"
+        return None
+
+    def command(
+        self,
+        run: ReferenceRun,
+        command: str,
+        *,
+        key: str | None,
+        actor: str,
+        note: str | None,
+        now: datetime,
+        payload: dict[str, object] | None = None,
+    ) -> str:
+        """Apply an operator command: ``accepted``, ``repeated``, ``reused`` or ``refused``."""
+        repeated = self._repeat(run, command, key)
+        if repeated is not None:
+            return repeated
+        parked = next((s for s, status in run.steps.items() if status == "parked"), None)
+        record: dict[str, object] = {"actor": actor, "at": now.isoformat(), "note": note}
+        if command == "cancel":
+            if not self.cancel(run, now):
+                return "refused"
+        elif command in ("unblock", "approve", "reject"):
+            wanted = "pause" if command == "unblock" else "approval"
+            if run.status != "paused" or parked is None or self.parks[parked] != wanted:
+                return "refused"
+            if command == "unblock":
+                self._resume(run, parked, record, now)
+            elif command == "approve":
+                self._resume(run, parked, {"decision": "approved", **record}, now)
+            else:
+                self._give_up(run, parked, {"decision": "rejected", **record}, now)
+        elif command == "signal":
+            if run.status in (*TERMINAL, "cancelling") or payload is None:
+                return "refused"
+            if parked is not None and self.parks[parked] == "signal":
+                run.inbox.append((payload, parked))
+                self._resume(run, parked, payload, now)
+            else:
+                run.inbox.append((payload, None))
+        run.audit.append((command, key))
+        return "accepted"
 
     def _delay(self, run: ReferenceRun, step: str, attempt: int) -> timedelta:
         policy = self.retry[step]
@@ -112,11 +254,15 @@ class ReferenceModel:
 
     def start(self, run_id: str, now: datetime) -> ReferenceRun:
         run = ReferenceRun(run_id=run_id)
-        for entry in self.entries:
-            self._schedule(run, entry, 1, now)
+        if self.dependency_mode:
+            for entry in self.entries:
+                self._schedule(run, entry, 1, now)
+        else:
+            self._go(run, self.entries[0], now, now)
         return run
 
     def deliver(self, run: ReferenceRun, job_id: str, token: str, now: datetime) -> bool:
+        self.last_started = False
         job = run.jobs.get(job_id)
         if job is None or job.token is not None:
             return False
@@ -124,6 +270,16 @@ class ReferenceModel:
             self._cancel_waiting_jobs(run)
             run.status = "cancelled"
             return True
+        if run.steps.get(job.step) == "parked":  # the timeout timer
+            self._give_up(run, job.step, {}, now)
+            return True
+        if run.status not in ("pending", "running", "retrying"):
+            return False
+        if job.step in self.parks:
+            del run.jobs[job_id]
+            self._park(run, job.step, now, delivered=job.attempt)
+            return True
+        self.last_started = True
         job.token = token
         run.steps[job.step] = "running"
         run.attempts[job.step].append("running")
@@ -149,6 +305,8 @@ class ReferenceModel:
             self._cancel_waiting_jobs(run)
             run.status = "cancelled"
             return True
+        if "retry_scheduled" not in run.steps.values():
+            run.last_error = None
         if not self.dependency_mode:
             delay = self.wait.get(job.step) or timedelta(0)
             target = self.ok[job.step]
@@ -156,8 +314,7 @@ class ReferenceModel:
                 run.status = "completed"
                 run.last_error = None
             else:
-                self._schedule(run, target, 1, now + delay)
-                self._settle_active(run)
+                self._go(run, target, now + delay, now)
             return True
         done = [s for s in self.order if run.steps.get(s) == "completed"]
         if len(done) == len(self.order):
@@ -217,8 +374,7 @@ class ReferenceModel:
             run.last_error = None
         elif target is not None:
             run.last_error = None
-            self._schedule(run, target, 1, now)
-            self._settle_active(run)
+            self._go(run, target, now, now)
         else:
             self._cancel_waiting_jobs(run)
             run.status = "failed"
