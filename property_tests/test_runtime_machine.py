@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from returns.result import Failure, Success
 
 from squidmesh_backends.memory import MemoryRunStore
 from squidmesh_backends.postgres import PostgresRunStore
@@ -34,6 +35,7 @@ from squidmesh_core import (
     WorkflowDefinition,
     build_workflow,
 )
+from squidmesh_core.errors import IdempotencyKeyReused
 from squidmesh_core.ports import RunStore
 from squidmesh_core.protocol import JobId, LeaseToken, StepKind
 from squidmesh_core.state import RunState
@@ -45,6 +47,7 @@ from tests.services import drop_schema, migrated_schema, require_postgres, trunc
 pytestmark = pytest.mark.slow
 
 LEASE = timedelta(seconds=30)
+KEYS = st.none() | st.sampled_from(["k1", "k2"])
 PLANS = ("ok", "ok", "ok", "fail", "fatal", "crash")
 
 
@@ -104,7 +107,7 @@ class RuntimeMachine(RuleBasedStateMachine):
 
     # -- set-up --------------------------------------------------------------------------
 
-    @initialize(definition=workflows(jitter=False))
+    @initialize(definition=workflows(jitter=False, people=True))
     def start(self, definition: WorkflowDefinition) -> None:
         self.script = Script()
         self.definition = scripted(definition, self.script)
@@ -274,14 +277,48 @@ class RuntimeMachine(RuleBasedStateMachine):
         """The most common real fault: a worker goes quiet for a whole lease."""
         self.clock.advance(LEASE)
 
-    @rule(roll=st.integers(min_value=0, max_value=5))
-    def someone_cancels(self, roll: int) -> None:
+    @rule(roll=st.integers(min_value=0, max_value=5), key=KEYS)
+    def someone_cancels(self, roll: int, key: str | None) -> None:
         if roll:
             return
-        result = self.loop.run(self.runtime.cancel_run(self.run_id))
-        assert result.map(lambda _: True).value_or(False) == self.model.cancel(
-            self.run, self.clock.now()
+        self.command("cancel", key)
+
+    @rule(command=st.sampled_from(["unblock", "approve", "reject"]), key=KEYS)
+    def a_person_acts(self, command: str, key: str | None) -> None:
+        self.command(command, key)
+
+    @rule(key=KEYS)
+    def another_system_signals(self, key: str | None) -> None:
+        self.command("signal", key)
+
+    def command(self, command: str, key: str | None) -> None:
+        """An operator command through the API, predicted by the model."""
+        rt, run_id = self.runtime, self.run_id
+        calls = {
+            "cancel": lambda: rt.cancel_run(run_id, actor="ana", idempotency_key=key),
+            "unblock": lambda: rt.unblock_run(run_id, actor="ana", idempotency_key=key),
+            "approve": lambda: rt.approve_run(run_id, actor="ana", idempotency_key=key),
+            "reject": lambda: rt.reject_run(run_id, actor="ana", idempotency_key=key),
+            "signal": lambda: rt.send_signal(run_id, "go", {"code": "c"}, idempotency_key=key),
+        }
+        now = self.clock.now()
+        result = self.loop.run(calls[command]())
+        has_signal = any(s.kind is StepKind.SIGNAL for s in self.definition.steps)
+        payload: dict[str, object] | None = {"code": "c"} if has_signal else None
+        before = set(self.run.jobs)
+        expected = self.model.command(
+            self.run, command, key=key, actor="ana", note=None, now=now, payload=payload
         )
+        for gone in before - set(self.run.jobs):
+            self.leases.pop(gone, None)
+        match result:
+            case Success(run):
+                assert run.receipt is not None
+                assert expected == ("repeated" if run.receipt.repeated else "accepted")
+            case Failure(IdempotencyKeyReused()):
+                assert expected == "reused"
+            case Failure(_):
+                assert expected == "refused", (expected, result)
 
     # -- invariants --------------------------------------------------------------------------
 
@@ -299,6 +336,8 @@ class RuntimeMachine(RuleBasedStateMachine):
             k: v.token for k, v in self.run.jobs.items()
         }
         assert dict(state.context) == self.run.context
+        assert [(e.command.value, e.idempotency_key) for e in state.audit] == self.run.audit
+        assert [(dict(s.payload), s.consumed_by) for s in state.signals] == self.run.inbox
         rows = self.loop.run(job_rows(self.store))
         assert set(rows) == set(self.run.jobs)
         for job_id, (due, token) in rows.items():
@@ -324,6 +363,12 @@ class RuntimeMachine(RuleBasedStateMachine):
         for _ in range(300):
             if self.run.status in ("failed", "completed", "cancelled") and not self.run.jobs:
                 return
+            if self.run.status == "paused" and not self.run.jobs:
+                parked = next(s for s, status in self.run.steps.items() if status == "parked")
+                kind = self.model.parks[parked]
+                self.command({"pause": "unblock", "approval": "approve"}.get(kind, "signal"), None)
+                self.store_agrees_with_the_model()
+                continue
             upcoming = self.loop.run(self.store.next_due_at())
             assert upcoming is not None, f"{self.run.status} run has nothing left to run"
             self.clock.set(max(upcoming, self.clock.now()))
