@@ -119,6 +119,10 @@ class UnknownStep:
     workflow: str
     step: str
 
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"workflow {self.workflow} declares no step {self.step!r}"
+
 
 # ---------------------------------------------------------------- payloads
 
@@ -177,6 +181,10 @@ class InvalidTransition:
     from_status: str
     to_status: str
 
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"run {self.run_id} is {self.from_status}; it cannot move to {self.to_status}"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StaleDelivery:
@@ -208,6 +216,10 @@ class InvalidReview:
     field: str
     reason: str
 
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"the review's {self.field} {self.reason}"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InvalidStep:
@@ -221,6 +233,13 @@ class InvalidStep:
     expected: str
     """What the command resumes."""
 
+    def describe(self) -> str:
+        """One sentence for people."""
+        return (
+            f"run {self.run_id} waits at {self.step!r} for {self.waiting_for}, "
+            f"not for {self.expected}"
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UnknownSignal:
@@ -229,6 +248,10 @@ class UnknownSignal:
     code: ClassVar[str] = "unknown_signal"
     workflow: str
     signal: str
+
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"no step of {self.workflow} waits for a signal {self.signal!r}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -240,6 +263,10 @@ class InvalidSignalPayload:
     signal: str
     reason: str
 
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"signal {self.signal!r}: {self.reason}"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunNotActive:
@@ -248,6 +275,10 @@ class RunNotActive:
     code: ClassVar[str] = "run_not_active"
     run_id: str
     status: str
+
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"run {self.run_id} is {self.status} and accepts no more signals"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -260,6 +291,13 @@ class IdempotencyKeyReused:
     command: str
     """The command that used the key first."""
 
+    def describe(self) -> str:
+        """One sentence for people."""
+        return (
+            f"idempotency key {self.idempotency_key!r} was already used on run {self.run_id} "
+            f"by a {self.command} command"
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CommandLimit:
@@ -269,6 +307,10 @@ class CommandLimit:
     run_id: str
     what: str
     limit: int
+
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"run {self.run_id} already holds {self.limit} {self.what}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

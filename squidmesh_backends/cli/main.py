@@ -10,8 +10,13 @@
                          [--idempotency-key K] [--wait]
     squidmesh run show   --app MOD:ATTR RUN_ID
     squidmesh run list   --app MOD:ATTR [--workflow W] [--status S] [--limit N]
-    squidmesh run cancel --app MOD:ATTR RUN_ID
-    squidmesh run replay --app MOD:ATTR RUN_ID
+    squidmesh run cancel --app MOD:ATTR RUN_ID [--actor A] [--note N] [--idempotency-key K]
+    squidmesh run replay --app MOD:ATTR RUN_ID [--actor A] [--note N] [--idempotency-key K]
+    squidmesh run explain --app MOD:ATTR RUN_ID
+    squidmesh run unblock|approve|reject --app MOD:ATTR RUN_ID --actor A [--note N]
+                         [--idempotency-key K]
+    squidmesh run signal --app MOD:ATTR RUN_ID NAME [--payload JSON] [--actor A]
+                         [--idempotency-key K]
     squidmesh graph      --app MOD:ATTR WORKFLOW
     squidmesh schedule list --app MOD:ATTR [--count N]
 
@@ -29,7 +34,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from returns.result import Failure, Result
@@ -94,7 +99,15 @@ def _describe_error(error: object) -> str:
 
 
 def _emit(result: Result[object, object], args: argparse.Namespace) -> int:
-    from squidmesh_backends.cli.render import run_json, runs_table, summary, timeline
+    from squidmesh_backends.cli.render import (
+        explanation_json,
+        explanation_text,
+        run_json,
+        runs_table,
+        summary,
+        timeline,
+    )
+    from squidmesh_core.explain import Explanation
 
     if isinstance(result, Failure):
         error = result.failure()
@@ -105,6 +118,10 @@ def _emit(result: Result[object, object], args: argparse.Namespace) -> int:
             print(f"error: {_describe_error(error)}", file=sys.stderr)
         return 1
     value = result.unwrap()
+    if isinstance(value, Explanation):
+        text = explanation_text(value)
+        print(json.dumps(explanation_json(value), indent=2, sort_keys=True) if args.json else text)
+        return 0
     if args.json:
         data: JsonValue
         if isinstance(value, tuple):
@@ -117,7 +134,7 @@ def _emit(result: Result[object, object], args: argparse.Namespace) -> int:
         print(runs_table([r for r in value if isinstance(r, Run)]) if value else "no runs")
     else:
         assert isinstance(value, Run)
-        print(summary(value))
+        print(summary(value, now=datetime.now(UTC)))
         if value.history is not None:
             print(timeline(value))
     return 0
@@ -186,11 +203,20 @@ async def _run_action(runtime: Runtime, args: argparse.Namespace) -> int:
                 ),
                 args,
             )
-        case "cancel":
-            return _emit(await runtime.cancel_run(args.run_id), args)
-        case "replay":
-            return _emit(await runtime.replay_run(args.run_id), args)
-    raise AssertionError(args.action)
+        case "cancel" | "replay":
+            command = runtime.cancel_run if args.action == "cancel" else runtime.replay_run
+            return _emit(
+                await command(
+                    args.run_id,
+                    actor=args.actor,
+                    note=args.note,
+                    idempotency_key=args.idempotency_key,
+                ),
+                args,
+            )
+    from squidmesh_backends.cli.operator import operate
+
+    return _emit(await operate(runtime, args, _read_payload), args)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -289,7 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(handler=_migrate)
 
-    run = commands.add_parser("run", help="start, show, list, cancel or replay runs")
+    from squidmesh_backends.cli.operator import add_operator_commands, add_who
+
+    run = commands.add_parser(
+        "run", help="start, show, explain, list and command runs (cancel, approve, signal, ...)"
+    )
     actions = run.add_subparsers(dest="action", required=True)
 
     def with_app(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -315,8 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=50)
     cancel = with_app(actions.add_parser("cancel", help="cancel a run"))
     cancel.add_argument("run_id")
+    add_who(cancel, actor_required=False)
     replay = with_app(actions.add_parser("replay", help="start a new run from a run's payload"))
     replay.add_argument("run_id")
+    add_who(replay, actor_required=False)
+    add_operator_commands(actions, with_app)
 
     schedule = commands.add_parser("schedule", help="cron triggers and their next fire times")
     schedule_actions = schedule.add_subparsers(dest="action", required=True)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from squidmesh_core.codec import encode_failure
+from squidmesh_core.codec import encode_audit, encode_failure, encode_parked, encode_signals
+from squidmesh_core.explain import Explanation, describe_due
 from squidmesh_core.jsonvalue import JsonValue
-from squidmesh_core.state import StepRunState
-from squidmesh_core.views import Run
+from squidmesh_core.state import AuditEntry, ParkKind, StepRunState, StepStatus
+from squidmesh_core.views import Receipt, Run
 
 
 def _time(value: object) -> JsonValue:
@@ -21,6 +23,7 @@ def step_json(step: StepRunState) -> dict[str, JsonValue]:
         "input": None if step.input is None else dict(step.input),
         "output": None if step.output is None else dict(step.output),
         "error": encode_failure(step.error),
+        "parked": encode_parked(step.parked),
         "attempts": [
             {
                 "number": a.number,
@@ -51,12 +54,50 @@ def run_json(run: Run) -> dict[str, JsonValue]:
         "replayed_from": run.replayed_from,
         "idempotency_key": run.idempotency_key,
         "existing": run.existing,
+        "parked_step": run.parked_step,
+        "failed_step": run.failed_step,
+        "jobs": [
+            {
+                "id": j.id,
+                "step": j.step,
+                "attempt": j.attempt,
+                "due_at": _time(j.due_at),
+                "status": j.status.value,
+                "purpose": j.purpose,
+            }
+            for j in run.jobs
+        ],
         "history": None if run.history is None else [step_json(s) for s in run.history],
+        "audit": None if run.audit is None else encode_audit(run.audit),
+        "signals": None if run.signals is None else encode_signals(run.signals),
+        "receipt": None if run.receipt is None else receipt_json(run.receipt),
     }
 
 
-def summary(run: Run) -> str:
-    """One paragraph: id, workflow, status, timing, current steps, last error."""
+def receipt_json(receipt: Receipt) -> dict[str, JsonValue]:
+    """An operator command's receipt as JSON."""
+    [entry] = encode_audit((receipt.entry,))
+    return {"repeated": receipt.repeated, "entry": entry}
+
+
+def receipt_line(receipt: Receipt) -> str:
+    """``approve by ana at ...: paused -> running`` (and whether it was a repeat)."""
+    entry = receipt.entry
+    outcome = entry.outcome
+    change = f"{outcome.get('from')} -> {outcome.get('to')}"
+    repeat = " (repeated: the first receipt; nothing changed)" if receipt.repeated else ""
+    return f"  command   {_entry_text(entry)}: {change}{repeat}"
+
+
+def _entry_text(entry: AuditEntry) -> str:
+    who = f" by {entry.actor}" if entry.actor else ""
+    key = f" [key {entry.idempotency_key}]" if entry.idempotency_key else ""
+    note = f" ({entry.note})" if entry.note else ""
+    return f"{entry.command.value}{who} at {entry.at.isoformat()}{note}{key}"
+
+
+def summary(run: Run, *, now: datetime | None = None) -> str:
+    """One paragraph: id, workflow, status, timing, current steps, due jobs, last error."""
     took = (run.updated_at - run.created_at).total_seconds()
     lines = [
         f"run {run.id}",
@@ -66,18 +107,60 @@ def summary(run: Run) -> str:
     ]
     if run.current_steps:
         lines.append(f"  current   {', '.join(run.current_steps)}")
+    if run.parked_step:
+        lines.append(f"  parked    at {run.parked_step}")
+    for job in run.jobs:
+        what = {"retry": f"retry {job.attempt}", "timeout": "timeout"}.get(job.purpose, "")
+        label = f"{job.step} {what}".strip()
+        due = describe_due(job.due_at, now) if now is not None else job.due_at.isoformat()
+        lines.append(f"  next      {label} due at {due}")
+    if run.failed_step:
+        lines.append(f"  failed at {run.failed_step}")
     if run.replayed_from:
         lines.append(f"  replay of {run.replayed_from}")
     if run.last_error is not None:
         lines.append(f"  error     {run.last_error.kind}: {run.last_error.message}")
+    if run.receipt is not None:
+        lines.append(receipt_line(run.receipt))
     return "\n".join(lines)
+
+
+_WAITING = {
+    ParkKind.PAUSE: "waiting to be unblocked",
+    ParkKind.APPROVAL: "waiting for approval",
+    ParkKind.SIGNAL: "waiting for a signal",
+}
+
+
+def _parked_row(run: Run, step: StepRunState) -> tuple[str, str, str, str, str, str]:
+    parked = step.parked
+    assert parked is not None
+    started = (parked.since - run.created_at).total_seconds()
+    done = step.status is not StepStatus.PARKED
+    took = f"{(step.updated_at - parked.since).total_seconds():.3f}s" if done else "-"
+    note = _WAITING[parked.kind] + (f" {parked.signal!r}" if parked.signal else "")
+    record = (step.output or {}).get(parked.output_key or "", {})
+    actor = record.get("actor") if isinstance(record, dict) else None
+    if step.error is not None:
+        note = f"{step.error.kind}: {step.error.message}"
+    elif step.status is StepStatus.COMPLETED:
+        note = {
+            ParkKind.PAUSE: "unblocked",
+            ParkKind.APPROVAL: f"approved by {actor}",
+            ParkKind.SIGNAL: f"signal {parked.signal!r} received",
+        }[parked.kind]
+    elif step.status is StepStatus.CANCELLED:
+        note = "cancelled while " + _WAITING[parked.kind]
+    return (step.step, "-", f"+{started:.3f}s", took, step.status.value, note)
 
 
 def timeline(run: Run) -> str:
     """Every attempt of every step, with start offset, duration and outcome."""
     rows = [("step", "attempt", "started", "took", "status", "note")]
     for step in run.history or ():
-        if not step.attempts:
+        if step.parked is not None:
+            rows.append(_parked_row(run, step))
+        elif not step.attempts:
             rows.append((step.step, "-", "-", "-", step.status.value, ""))
         for attempt in step.attempts:
             started = (attempt.started_at - run.created_at).total_seconds()
@@ -97,7 +180,41 @@ def timeline(run: Run) -> str:
                     note,
                 )
             )
-    return table(rows)
+    text = table(rows)
+    if run.audit:
+        text += "\n  audit trail:\n" + "\n".join(f"    {_entry_text(e)}" for e in run.audit)
+    return text
+
+
+def explanation_json(e: Explanation) -> dict[str, JsonValue]:
+    """An explanation as JSON."""
+    return {
+        "run_id": e.run_id,
+        "status": e.status.value,
+        "reason": e.reason.value,
+        "summary": e.summary,
+        "step": e.step,
+        "details": dict(e.details),
+        "next_actions": [
+            {"action": a.action, "description": a.description, "call": a.call, "command": a.command}
+            for a in e.next_actions
+        ],
+        "evidence": dict(e.evidence),
+    }
+
+
+def explanation_text(e: Explanation) -> str:
+    """Why, what next, for people."""
+    lines = [
+        f"run {e.run_id} is {e.status.value}: {e.reason.value}",
+        f"  {e.summary}",
+    ]
+    if e.next_actions:
+        lines.append("  next:")
+        for action in e.next_actions:
+            how = f"   $ {action.command}" if action.command else ""
+            lines.append(f"    - {action.description}{how}")
+    return "\n".join(lines)
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:

@@ -1,4 +1,4 @@
-"""``squidmesh smoke``: the example payment recovery, end to end, with checks."""
+"""``squidmesh smoke``: the example payment recovery and an approval, end to end, with checks."""
 
 from __future__ import annotations
 
@@ -22,12 +22,13 @@ from squidmesh_backends.cli.render import summary, timeline
 from squidmesh_backends.cli.smoke_app import SETTINGS
 from squidmesh_backends.cli.worker import READY
 from squidmesh_backends.errors import ConfigurationError
+from squidmesh_backends.examples.order_approval import ORDER_APPROVAL
 from squidmesh_backends.examples.payment_recovery import payment_recovery
 from squidmesh_backends.postgres import migrate
 from squidmesh_backends.runtime import Runtime, compose
 from squidmesh_backends.runtime.bootstrap import split_schema
 from squidmesh_core.commands import Emit
-from squidmesh_core.state import AttemptStatus, RunStatus
+from squidmesh_core.state import AttemptStatus, OperatorCommand, RunStatus
 from squidmesh_core.views import Run
 
 
@@ -103,7 +104,7 @@ async def run_smoke(
         _worker_process(store, broker, out) as worker,
     ):
         runtime = compose(
-            workflows=[payment_recovery],
+            workflows=[payment_recovery, ORDER_APPROVAL],
             store=store,
             settings=SETTINGS,
             sinks=[PrintingSink(out)] if verbose else [],
@@ -125,17 +126,62 @@ async def run_smoke(
             done = (
                 await runtime.wait_for(started.unwrap().id, timeout=timedelta(seconds=60))
             ).unwrap()
+            approved = await _approval_scenario(runtime, out)
     if worker is not None:
         print(f"worker process {worker.pid} stopped with exit code {worker.returncode}", file=out)
     print(summary(done), file=out)
     print(timeline(done), file=out)
     problems = check(done, len(gateway.requests))
+    print(summary(approved), file=out)
+    print(timeline(approved), file=out)
+    problems += check_approval(approved)
     if worker is not None and worker.returncode != 0:
         problems.append(f"the worker process exited with {worker.returncode} on SIGTERM")
     for problem in problems:
         print(f"CHECK FAILED: {problem}", file=out)
     print("smoke: all checks passed" if not problems else "smoke: FAILED", file=out)
     return 1 if problems else 0
+
+
+async def _approval_scenario(runtime: Runtime, out: TextIO) -> Run:
+    """An order that parks for a reviewer: approved here, through the API, then shipped."""
+    started = (
+        await runtime.start_run(ORDER_APPROVAL, {"order_id": "ord-9", "amount": 120})
+    ).unwrap()
+    parked = (
+        await runtime.wait_for(started.id, timeout=timedelta(seconds=60), or_paused=True)
+    ).unwrap()
+    print(f"order run {parked.id} is {parked.status.value} at {parked.parked_step}", file=out)
+    approved = await runtime.approve_run(
+        parked.id, actor="smoke", note="approved by the smoke check", idempotency_key="smoke-1"
+    )
+    if isinstance(approved, Failure):
+        print(f"approve_run was refused: {approved.failure()}", file=out)
+    shipped = await runtime.send_signal(
+        parked.id, "shipped", {"carrier": "loopback", "tracking": "T-1"}, actor="warehouse"
+    )
+    if isinstance(shipped, Failure):
+        print(f"send_signal was refused: {shipped.failure()}", file=out)
+    return (await runtime.wait_for(parked.id, timeout=timedelta(seconds=60))).unwrap()
+
+
+def check_approval(run: Run) -> list[str]:
+    """What must be true of the approval run."""
+    problems: list[str] = []
+    if run.status is not RunStatus.COMPLETED:
+        problems.append(f"the order run is {run.status.value}, expected completed")
+    audit = run.audit or ()
+    if [(e.command, e.actor) for e in audit] != [
+        (OperatorCommand.APPROVE, "smoke"),
+        (OperatorCommand.SIGNAL, "warehouse"),
+    ]:
+        problems.append(f"unexpected audit trail: {[(e.command, e.actor) for e in audit]}")
+    review = run.context.get("review")
+    if not isinstance(review, dict) or review.get("decision") != "approved":
+        problems.append(f"the review decision is missing from the context: {review!r}")
+    if run.context.get("notified") != {"order_id": "ord-9", "tracking": "T-1"}:
+        problems.append(f"unexpected notification: {run.context.get('notified')!r}")
+    return problems
 
 
 @contextlib.asynccontextmanager
