@@ -21,8 +21,10 @@
     squidmesh schedule list --app MOD:ATTR [--count N]
 
 Every ``run`` command accepts ``--json`` (errors then print as JSON too). Exit
-codes: 0 success, 1 refused (the error code and message are printed) or, with
-``--wait``, a run that did not complete, 2 a usage, configuration or store error.
+codes: 0 success (with ``--wait``, a run that completed or is parked waiting for a
+person or a signal), 1 refused (the error code and message are printed) or, with
+``--wait``, a run that failed, was cancelled or timed out, 2 a usage,
+configuration or store error.
 """
 
 from __future__ import annotations
@@ -184,10 +186,17 @@ async def _run_action(runtime: Runtime, args: argparse.Namespace) -> int:
                 if isinstance(started, Failure):
                     return _emit(started, args)
                 finished = await runtime.wait_for(
-                    started.unwrap().id, timeout=timedelta(seconds=args.timeout)
+                    started.unwrap().id, timeout=timedelta(seconds=args.timeout), or_paused=True
                 )
             shown = _emit(finished, args)
             run = finished.value_or(None)
+            if shown == 0 and run is not None and run.status is RunStatus.PAUSED:
+                print(
+                    f"run {run.id} waits at {run.parked_step}; see `squidmesh run explain "
+                    f"--app {args.app} {run.id}`",
+                    file=sys.stderr,
+                )
+                return 0
             if shown == 0 and run is not None and run.status is not RunStatus.COMPLETED:
                 print(
                     f"error: run {run.id} ended {run.status.value}, not completed", file=sys.stderr
@@ -334,7 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--trigger")
     start.add_argument("--idempotency-key")
     start.add_argument(
-        "--wait", action="store_true", help="run it in this process until it finishes"
+        "--wait",
+        action="store_true",
+        help="run it in this process until it finishes or waits for a person or signal",
     )
     start.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (with --wait)")
     show = with_app(actions.add_parser("show", help="show a run with its steps and attempts"))

@@ -65,10 +65,10 @@ async def operate(
     runtime: Runtime, args: argparse.Namespace, read_json: Callable[[str], object]
 ) -> Result[object, object]:
     """Run one operator command (the caller prints the result)."""
+    if args.action == "explain":
+        return await runtime.explain_run(args.run_id)
     who = {"actor": args.actor, "idempotency_key": args.idempotency_key}
     match args.action:
-        case "explain":
-            return await runtime.explain_run(args.run_id)
         case "unblock":
             return await runtime.unblock_run(args.run_id, note=args.note, **who)
         case "approve":

@@ -212,3 +212,56 @@ def test_schedule_list_prints_next_fire_times_in_the_triggers_zone(tmp_path: Pat
     assert all("T08:30:00+0" in line for line in lines[1:])
     plain = squidmesh("schedule", "list", "--app", "examples.hello_app:runtime", env=env)
     assert plain.stdout.strip() == "no cron triggers"
+
+
+def test_people_in_the_loop_from_the_cli(tmp_path: Path) -> None:
+    env = {"SQUIDMESH_TEST_CLI_STORE": f"sqlite:{tmp_path}/people.db"}
+    order = '{"order_id": "o-1", "amount": 5}'
+    started = squidmesh(
+        "run", "start", "--app", APP, "examples.order_approval", order, "--wait", "--json", env=env
+    )
+    assert started.returncode == 0, started.stderr
+    run = json.loads(started.stdout)
+    assert (run["status"], run["parked_step"]) == ("paused", "review")
+    assert "run explain" in started.stderr
+    run_id = run["id"]
+
+    explained = squidmesh("run", "explain", "--app", APP, run_id, env=env)
+    assert explained.returncode == 0
+    assert "paused_for_approval" in explained.stdout
+    assert f"squidmesh run approve {run_id} --actor NAME" in explained.stdout
+    as_json = json.loads(
+        squidmesh("run", "explain", "--app", APP, run_id, "--json", env=env).stdout
+    )
+    assert as_json["reason"] == "paused_for_approval"
+    assert [a["action"] for a in as_json["next_actions"]] == [
+        "approve_run",
+        "reject_run",
+        "cancel_run",
+    ]
+
+    no_actor = squidmesh("run", "approve", "--app", APP, run_id, env=env)
+    assert no_actor.returncode == 2 and "--actor" in no_actor.stderr
+    wrong = squidmesh("run", "unblock", "--app", APP, run_id, "--actor", "ana", env=env)
+    assert wrong.returncode == 1
+    assert "error: invalid_step: run" in wrong.stderr and "waits at 'review'" in wrong.stderr
+
+    args = ("--actor", "ana", "--note", "ok", "--idempotency-key", "k1")
+    approved = squidmesh("run", "approve", "--app", APP, run_id, *args, "--json", env=env)
+    assert approved.returncode == 0, approved.stderr
+    receipt = json.loads(approved.stdout)["receipt"]
+    assert receipt["repeated"] is False and receipt["entry"]["actor"] == "ana"
+    again = squidmesh("run", "approve", "--app", APP, run_id, *args, env=env)
+    assert again.returncode == 0 and "repeated: the first receipt" in again.stdout
+
+    bad = squidmesh("run", "signal", "--app", APP, run_id, "shipped", "--payload", "{}", env=env)
+    assert bad.returncode == 1 and "invalid_signal_payload" in bad.stderr
+    shipped = '{"carrier": "dhl", "tracking": "T9"}'
+    sent = squidmesh(
+        "run", "signal", "--app", APP, run_id, "shipped", "--payload", shipped, env=env
+    )
+    assert sent.returncode == 0, sent.stderr
+    shown = squidmesh("run", "show", "--app", APP, run_id, env=env)
+    assert "next      notify due at" in shown.stdout
+    assert "approved by ana" in shown.stdout and "audit trail:" in shown.stdout
+    assert "signal 'shipped' received" in shown.stdout

@@ -9,6 +9,7 @@ its own schema, queue and Redis:
 * ``SQUIDMESH_TEST_APP_LEASE``  lease seconds (heartbeat a quarter of it)
 * ``SQUIDMESH_TEST_APP_DUPLICATE=1`` publish every message twice
 * ``SQUIDMESH_TEST_APP_INLINE=0`` turn the inline fast path off
+* ``SQUIDMESH_TEST_APP_SHIPMENT_TIMEOUT`` seconds the order example waits for ``shipped``
 * ``SQUIDMESH_TEST_APP_FAST_CLOCK=EPOCH:FACTOR`` run on a clock that passes FACTOR
   seconds per real second since the Unix time EPOCH (the same in every worker),
   with the store comparing the runtime's times, and activate the minutely cron
@@ -24,11 +25,22 @@ from datetime import UTC, datetime, timedelta
 from taskiq import AsyncBroker
 from taskiq.message import BrokerMessage
 
+from squidmesh_backends.examples.order_approval import order_approval
 from squidmesh_backends.postgres import PostgresRunStore
 from squidmesh_backends.runtime import Runtime, RuntimeSettings, compose
 from squidmesh_backends.runtime.bootstrap import split_schema
 from squidmesh_backends.taskiq import SquidMeshStreamBroker, TaskiqExecutor, redis_stream_broker
-from squidmesh_core import COMPLETE, Retry, StepContext, chain, cron, manual, step, workflow
+from squidmesh_core import (
+    COMPLETE,
+    Retry,
+    StepContext,
+    WorkflowDefinition,
+    chain,
+    cron,
+    manual,
+    step,
+    workflow,
+)
 
 FIVE = [f"s{i}" for i in range(1, 6)]
 
@@ -119,6 +131,12 @@ def broker(chosen: RuntimeSettings) -> AsyncBroker:
     )
 
 
+def orders() -> list[WorkflowDefinition]:
+    """The order example, with the shipment timeout this test asked for."""
+    seconds = float(os.environ.get("SQUIDMESH_TEST_APP_SHIPMENT_TIMEOUT", str(3 * 86400)))
+    return [order_approval(timedelta(seconds=seconds))]
+
+
 def runtime() -> Runtime:
     chosen = settings()
     fast = os.environ.get("SQUIDMESH_TEST_APP_FAST_CLOCK")
@@ -136,7 +154,7 @@ def runtime() -> Runtime:
         built.owns_store = True
         return built
     return compose(
-        workflows=[five_steps, crashable, every_minute],
+        workflows=[five_steps, crashable, every_minute, *orders()],
         store=os.environ["SQUIDMESH_TEST_APP_STORE"],
         broker=broker(chosen),
         settings=chosen,
