@@ -149,25 +149,43 @@ def _route(draft: Draft, target: str) -> None:
         go_to(draft, target, draft.now)
 
 
-def resume(draft: Draft, step_run: StepRunState, *, output: JsonObject) -> None:
-    """Complete a parked step with ``output`` and follow its ``ok`` target (rule 4)."""
+def _close(
+    draft: Draft,
+    step_run: StepRunState,
+    output: JsonObject,
+    *,
+    failure: StepFailure | None = None,
+) -> Parked:
+    """End a parked step: drop its timer, record the output, merge it into the context."""
     parked = _parked(step_run)
     _end_timer(draft, step_run)
     mapped = _merged(parked, output)
     draft.put_step(
         replace(
             draft.step_run(step_run.step),
-            status=StepStatus.COMPLETED,
+            status=StepStatus.COMPLETED if failure is None else StepStatus.FAILED,
             output=mapped,
+            error=step_run.error if failure is None else failure,
             updated_at=draft.now,
         )
     )
-    draft.emit(
-        Topic.STEP_COMPLETED,
-        step=step_run.step,
-        attributes={"duration_ms": ms(draft.now - parked.since), "resumed": parked.kind.value},
-    )
+    waited = {"duration_ms": ms(draft.now - parked.since)}
+    if failure is None:
+        draft.emit(
+            Topic.STEP_COMPLETED,
+            step=step_run.step,
+            attributes={**waited, "resumed": parked.kind.value},
+        )
+    else:
+        error: JsonObject = {"kind": failure.kind, "message": failure.message}
+        draft.emit(Topic.STEP_FAILED, step=step_run.step, attributes={**waited, "error": error})
     draft.set_context({**draft.context, **mapped})
+    return parked
+
+
+def resume(draft: Draft, step_run: StepRunState, *, output: JsonObject) -> None:
+    """Complete a parked step with ``output`` and follow its ``ok`` target (rule 4)."""
+    parked = _close(draft, step_run, output)
     _route(draft, parked.ok_target)
 
 
@@ -175,27 +193,7 @@ def give_up(
     draft: Draft, step_run: StepRunState, *, failure: StepFailure, output: JsonObject
 ) -> None:
     """Fail a parked step (a rejection or a timeout) and follow its error target (rule 4)."""
-    parked = _parked(step_run)
-    _end_timer(draft, step_run)
-    mapped = _merged(parked, output)
-    draft.put_step(
-        replace(
-            draft.step_run(step_run.step),
-            status=StepStatus.FAILED,
-            output=mapped,
-            error=failure,
-            updated_at=draft.now,
-        )
-    )
-    draft.emit(
-        Topic.STEP_FAILED,
-        step=step_run.step,
-        attributes={
-            "error": {"kind": failure.kind, "message": failure.message},
-            "duration_ms": ms(draft.now - parked.since),
-        },
-    )
-    draft.set_context({**draft.context, **mapped})
+    parked = _close(draft, step_run, output, failure=failure)
     if parked.error_target is None:
         draft.fail_run(failure)
         return

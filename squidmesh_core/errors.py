@@ -346,25 +346,15 @@ CommandRefused: TypeAlias = (
     | RunNotActive
     | IdempotencyKeyReused
     | CommandLimit
-    | RepeatedCommand
 )
-"""Why the core refused an operator command (``RepeatedCommand`` carries the first receipt)."""
+"""Why the core refused an operator command."""
 
 Rejected: TypeAlias = (
     InvalidRunId
     | InvalidPayload
     | UnknownTrigger
-    | InvalidTransition
     | StaleDelivery
-    | InvalidReview
-    | InvalidOption
-    | InvalidStep
-    | UnknownStep
-    | UnknownSignal
-    | InvalidSignalPayload
-    | RunNotActive
-    | IdempotencyKeyReused
-    | CommandLimit
+    | CommandRefused
     | RepeatedCommand
 )
 """Why ``decide`` refused an event. The state is unchanged in every case."""

@@ -162,47 +162,49 @@ async def _run_command(args: argparse.Namespace) -> int:
         await runtime.aclose()
 
 
+async def _start(runtime: Runtime, args: argparse.Namespace) -> int:
+    payload = _read_payload(args.payload)
+    if not args.wait:
+        return _emit(
+            await runtime.start_run(
+                args.workflow,
+                payload,
+                trigger=args.trigger,
+                idempotency_key=args.idempotency_key,
+            ),
+            args,
+        )
+    async with runtime:
+        started = await runtime.start_run(
+            args.workflow,
+            payload,
+            trigger=args.trigger,
+            idempotency_key=args.idempotency_key,
+        )
+        if isinstance(started, Failure):
+            return _emit(started, args)
+        finished = await runtime.wait_for(
+            started.unwrap().id, timeout=timedelta(seconds=args.timeout), or_paused=True
+        )
+    shown = _emit(finished, args)
+    run = finished.value_or(None)
+    if shown == 0 and run is not None and run.status is RunStatus.PAUSED:
+        print(
+            f"run {run.id} waits at {run.parked_step}; see `squidmesh run explain "
+            f"--app {args.app} {run.id}`",
+            file=sys.stderr,
+        )
+        return 0
+    if shown == 0 and run is not None and run.status is not RunStatus.COMPLETED:
+        print(f"error: run {run.id} ended {run.status.value}, not completed", file=sys.stderr)
+        return 1
+    return shown
+
+
 async def _run_action(runtime: Runtime, args: argparse.Namespace) -> int:
     match args.action:
         case "start":
-            payload = _read_payload(args.payload)
-            if not args.wait:
-                return _emit(
-                    await runtime.start_run(
-                        args.workflow,
-                        payload,
-                        trigger=args.trigger,
-                        idempotency_key=args.idempotency_key,
-                    ),
-                    args,
-                )
-            async with runtime:
-                started = await runtime.start_run(
-                    args.workflow,
-                    payload,
-                    trigger=args.trigger,
-                    idempotency_key=args.idempotency_key,
-                )
-                if isinstance(started, Failure):
-                    return _emit(started, args)
-                finished = await runtime.wait_for(
-                    started.unwrap().id, timeout=timedelta(seconds=args.timeout), or_paused=True
-                )
-            shown = _emit(finished, args)
-            run = finished.value_or(None)
-            if shown == 0 and run is not None and run.status is RunStatus.PAUSED:
-                print(
-                    f"run {run.id} waits at {run.parked_step}; see `squidmesh run explain "
-                    f"--app {args.app} {run.id}`",
-                    file=sys.stderr,
-                )
-                return 0
-            if shown == 0 and run is not None and run.status is not RunStatus.COMPLETED:
-                print(
-                    f"error: run {run.id} ended {run.status.value}, not completed", file=sys.stderr
-                )
-                return 1
-            return shown
+            return await _start(runtime, args)
         case "show":
             return _emit(await runtime.inspect_run(args.run_id, include_history=True), args)
         case "list":

@@ -27,21 +27,13 @@ from squidmesh_core.cron import CRON_KEY_PREFIX
 from squidmesh_core.decide import REPLAY_KEY_PREFIX, decide, replay_key
 from squidmesh_core.definition import WorkflowDefinition
 from squidmesh_core.errors import (
-    CommandLimit,
+    CommandRefused,
     DuplicateRun,
-    IdempotencyKeyReused,
     InvalidOption,
     InvalidPayload,
-    InvalidReview,
     InvalidRunId,
-    InvalidSignalPayload,
-    InvalidStep,
-    InvalidTransition,
     NotFound,
     RepeatedCommand,
-    RunNotActive,
-    UnknownSignal,
-    UnknownStep,
     UnknownTrigger,
     UnknownWorkflow,
 )
@@ -65,21 +57,7 @@ from squidmesh_core.views import Receipt, Run, run_view
 
 StartError: TypeAlias = UnknownWorkflow | UnknownTrigger | InvalidPayload | InvalidOption
 LookupError_: TypeAlias = InvalidRunId | NotFound
-CommandError: TypeAlias = (
-    InvalidRunId
-    | NotFound
-    | UnknownWorkflow
-    | InvalidTransition
-    | InvalidReview
-    | InvalidOption
-    | InvalidStep
-    | UnknownStep
-    | UnknownSignal
-    | InvalidSignalPayload
-    | RunNotActive
-    | IdempotencyKeyReused
-    | CommandLimit
-)
+CommandError: TypeAlias = InvalidRunId | NotFound | UnknownWorkflow | CommandRefused
 """Why an operator command (cancel, unblock, approve, reject, signal) was refused."""
 CancelError: TypeAlias = CommandError
 ReplayError: TypeAlias = (
@@ -344,21 +322,7 @@ class Client:
             return Success(
                 run_view(current or state, receipt=Receipt(entry=refused.entry, repeated=True))
             )
-        if isinstance(
-            refused,
-            InvalidRunId
-            | NotFound
-            | InvalidTransition
-            | InvalidReview
-            | InvalidOption
-            | InvalidStep
-            | UnknownStep
-            | UnknownSignal
-            | InvalidSignalPayload
-            | RunNotActive
-            | IdempotencyKeyReused
-            | CommandLimit,
-        ):
+        if isinstance(refused, InvalidRunId | NotFound | CommandRefused):
             return Failure(refused)
         raise ContentionError(f"{type(event).__name__} on {run_id} was refused: {refused}")
 
