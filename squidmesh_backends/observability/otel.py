@@ -205,6 +205,9 @@ class OpenTelemetrySink:
             self.lateness.record(max(float(lateness), 0.0), attributes=attrs)
 
     def _step_finished(self, event: Emit, outcome: str) -> None:
+        if event.attempt is None:  # a parked step ended: it waited, it did not run
+            self._run_event(event, f"parked_step_{outcome}")
+            return
         opened = self._steps.pop((event.run_id, event.step or "", event.attempt or 0), None)
         span = None if opened is None else opened[0]
         duration = event.attributes.get("duration_ms")
@@ -266,4 +269,7 @@ _HANDLERS: dict[Topic, Callable[[OpenTelemetrySink, Emit], None]] = {
     Topic.STEP_CANCELLED: lambda sink, e: sink._step_finished(e, "cancelled"),
     Topic.STEP_RETRY_SCHEDULED: OpenTelemetrySink._retry,
     Topic.LEASE_RECLAIMED: lambda sink, e: sink._run_event(e, "lease_reclaimed"),
+    Topic.STEP_PARKED: lambda sink, e: sink._run_event(e, "step_parked"),
+    Topic.SIGNAL_RECEIVED: lambda sink, e: sink._run_event(e, "signal_received"),
+    Topic.COMMAND_ACCEPTED: lambda sink, e: sink._run_event(e, "command_accepted"),
 }

@@ -164,3 +164,42 @@ async def test_a_run_span_ends_only_on_a_transition_into_a_terminal_status() -> 
     )
     (span,) = exporter.get_finished_spans()
     assert (span.attributes or {})["squidmesh.status"] == "cancelled"
+
+
+async def test_a_parked_step_is_a_run_event_not_a_step_span() -> None:
+    from squidmesh_core import approval
+
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    sink = OpenTelemetrySink(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    flow = workflow(
+        "otel.reviewed",
+        triggers=[manual()],
+        steps=[approval("review"), step("done", done)],
+        transitions=chain("review", "done", COMPLETE),
+    )
+    rt = TimeSkippingRuntime(workflows=[flow], sinks=[sink])
+    run = (await rt.start_run(flow, {})).unwrap()
+    await rt.advance(timedelta(days=2))  # two days waiting for a reviewer
+    (await rt.approve_run(run.id, actor="ana")).unwrap()
+    assert (await rt.run_until_complete(run.id)).status is RunStatus.COMPLETED
+
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(spans) == {"squidmesh.run otel.reviewed", "squidmesh.step done"}
+    events = [e.name for e in spans["squidmesh.run otel.reviewed"].events]
+    assert events == ["step_parked", "parked_step_completed", "command_accepted"]
+    data = reader.get_metrics_data()
+    assert data is not None
+    durations = [
+        p
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "squidmesh.step.duration"
+        for p in metric.data.data_points
+    ]
+    assert sum(p.count for p in durations) == 1  # type: ignore[attr-defined]
+    assert max(p.max for p in durations) < 60_000  # type: ignore[attr-defined]  # not the wait
