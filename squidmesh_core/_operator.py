@@ -21,11 +21,13 @@ Rules:
    ``InvalidTransition`` (terminal runs absorb every command), a run parked at
    another kind of step an ``InvalidStep``.
 5. **Signals.** The name must be awaited by some step of the workflow
-   (``UnknownSignal``) and the payload must satisfy that step's model
-   (``InvalidSignalPayload``); a finished or cancelling run refuses signals
-   (``RunNotActive``). A run parked at a wait for that name takes it at once;
-   otherwise the signal waits in the run's inbox (at most
-   ``MAX_WAITING_SIGNALS``) for the step that will take it.
+   (``UnknownSignal``), the payload must satisfy that step's model and fit
+   ``SIGNAL_LIMITS`` (``InvalidSignalPayload``), and a step the run is at or may
+   still reach must wait for it, within its timeout (``SignalNotAwaited``); a
+   finished or cancelling run refuses signals (``RunNotActive``). A run parked
+   at a wait for that name takes it at once; otherwise the signal waits in the
+   run's inbox (at most ``MAX_WAITING_SIGNALS``) for the step that will take it.
+   A key already used for a signal of another name is ``IdempotencyKeyReused``.
 6. **Bounded history.** A run holds at most ``MAX_AUDIT_ENTRIES`` entries;
    further commands are refused with ``CommandLimit``.
 """
@@ -40,11 +42,12 @@ from returns.result import Failure, Result, Success
 from squidmesh_core._draft import Draft
 from squidmesh_core._parking import give_up, resume
 from squidmesh_core.commands import Decision, RescheduleJob, Topic
-from squidmesh_core.definition import WorkflowDefinition
+from squidmesh_core.definition import StepKind, WorkflowDefinition
 from squidmesh_core.errors import (
     CommandLimit,
     IdempotencyKeyReused,
     InvalidOption,
+    InvalidResume,
     InvalidReview,
     InvalidSignalPayload,
     InvalidStep,
@@ -52,6 +55,7 @@ from squidmesh_core.errors import (
     Rejected,
     RepeatedCommand,
     RunNotActive,
+    SignalNotAwaited,
     UnknownSignal,
     UnknownStep,
 )
@@ -64,7 +68,7 @@ from squidmesh_core.events import (
     SignalSent,
     UnblockRequested,
 )
-from squidmesh_core.jsonvalue import JsonObject, JsonValue, storable_text_problem
+from squidmesh_core.jsonvalue import JsonLimits, JsonObject, JsonValue, storable_text_problem
 from squidmesh_core.payload import validate_payload
 from squidmesh_core.state import (
     REJECTED,
@@ -88,23 +92,38 @@ MAX_AUDIT_ENTRIES = 1000
 MAX_WAITING_SIGNALS = 100
 MAX_ACTOR = 200
 MAX_NOTE = 2000
+SIGNAL_LIMITS = JsonLimits(max_bytes=16 * 1024, max_depth=16)
+"""A signal's payload is small: the run keeps every signal it received."""
 
 
-def text_problem(value: object, *, limit: int) -> str | None:
-    """Why ``value`` is not a usable actor or note (``None`` when it is)."""
+def text_problem(value: object, *, limit: int, lines: bool = False) -> str | None:
+    """Why ``value`` is not a usable actor, key or note (``None`` when it is).
+
+    Control characters are refused (a note may hold newlines and tabs), so an
+    audit trail printed in a terminal cannot be forged or recoloured.
+    """
     if not isinstance(value, str):
         return "must be a string"
     if not value.strip():
         return "must not be empty"
     if len(value) > limit:
         return f"must be at most {limit} characters"
+    allowed = "\n\t" if lines else ""
+    if any((ord(c) < 32 or 127 <= ord(c) < 160) and c not in allowed for c in value):
+        return "must not contain control characters"
     return storable_text_problem(value)
 
 
-def check_operator(by: Operator, *, actor_required: bool, review: bool) -> Rejected | None:
+def check_operator(
+    by: Operator, *, actor_required: bool, review: bool = False, resume: bool = False
+) -> Rejected | None:
+    """Rule 3: the actor, note and key of a command (``InvalidReview``/``InvalidResume``)."""
+
     def refuse(field: str, reason: str) -> Rejected:
         if review:
             return InvalidReview(field=field, reason=reason)
+        if resume:
+            return InvalidResume(field=field, reason=reason)
         return InvalidOption(option=field, reason=reason)
 
     if by.actor is None:
@@ -115,7 +134,7 @@ def check_operator(by: Operator, *, actor_required: bool, review: bool) -> Rejec
         if why:
             return refuse("actor", why)
     if by.note is not None:
-        why = text_problem(by.note, limit=MAX_NOTE)
+        why = text_problem(by.note, limit=MAX_NOTE, lines=True)
         if why:
             return refuse("note", why)
     if by.idempotency_key is not None:
@@ -125,7 +144,9 @@ def check_operator(by: Operator, *, actor_required: bool, review: bool) -> Rejec
     return None
 
 
-def _repeated(run: RunState, command: OperatorCommand, by: Operator) -> Rejected | None:
+def _repeated(
+    run: RunState, command: OperatorCommand, by: Operator, signal: object = None
+) -> Rejected | None:
     """Rule 1: the first receipt of this key, or the refusal of a reused one."""
     key = by.idempotency_key
     if key is None:
@@ -133,7 +154,8 @@ def _repeated(run: RunState, command: OperatorCommand, by: Operator) -> Rejected
     first = next((e for e in run.audit if e.idempotency_key == key), None)
     if first is None:
         return None
-    if first.command is command:
+    same_signal = command is not OperatorCommand.SIGNAL or first.outcome.get("signal") == signal
+    if first.command is command and same_signal:
         return RepeatedCommand(run_id=run.id, entry=first)
     return IdempotencyKeyReused(run_id=run.id, idempotency_key=key, command=first.command.value)
 
@@ -215,7 +237,7 @@ def _resume(
             command, kind, review = OperatorCommand.REJECT, ParkKind.APPROVAL, True
         case _:
             assert_never(event)
-    problem = check_operator(event.by, actor_required=True, review=review)
+    problem = check_operator(event.by, actor_required=True, review=review, resume=not review)
     if problem is not None:
         return Failure(problem)
     found = _parked_at(run, kind, command)
@@ -248,10 +270,50 @@ def _resume(
     return Success(draft.finish())
 
 
+def _ahead(definition: WorkflowDefinition, run: RunState) -> set[str]:
+    """Steps the run is at or may still reach (transition workflows have no cycles)."""
+    found = {s.step for s in run.steps if not s.status.terminal}
+    frontier = list(found)
+    while frontier:
+        step = frontier.pop()
+        spec = definition.step(step)
+        targets = [t.to for t in definition.transitions if t.from_step == step]
+        if spec is not None and spec.on_timeout is not None:
+            targets.append(spec.on_timeout)
+        for target in targets:
+            if target not in found and definition.step(target) is not None:
+                found.add(target)
+                frontier.append(target)
+    return found
+
+
+def _awaited(definition: WorkflowDefinition, run: RunState, name: str, now: datetime) -> str | None:
+    """Why the run can take no signal ``name`` now (rule 5), or ``None`` when it can."""
+    parked = run.parked_step
+    info = None if parked is None else parked.parked
+    if (
+        parked is not None
+        and info is not None
+        and info.kind is ParkKind.SIGNAL
+        and info.signal == name
+        and info.timeout_at is not None
+        and info.timeout_at <= now
+    ):
+        return f"the wait at {parked.step!r} timed out at {info.timeout_at.isoformat()}"
+    waiting = [
+        n
+        for n in _ahead(definition, run)
+        if (spec := definition.step(n)) is not None
+        and spec.kind is StepKind.SIGNAL
+        and spec.signal == name
+    ]
+    return None if waiting else "no step the run may still reach waits for it"
+
+
 def _signal(
     definition: WorkflowDefinition, run: RunState, event: SignalSent, now: datetime
 ) -> Result[Decision, Rejected]:
-    problem = check_operator(event.by, actor_required=False, review=False)
+    problem = check_operator(event.by, actor_required=False)
     if problem is not None:
         return Failure(problem)
     if run.status.terminal or run.status is RunStatus.CANCELLING:
@@ -265,7 +327,7 @@ def _signal(
         workflow=definition.name,
         trigger=f"signal {event.name}",
         now=now,
-        limits=definition.limits,
+        limits=SIGNAL_LIMITS,
     )
     if isinstance(validated, Failure):
         return Failure(
@@ -275,24 +337,31 @@ def _signal(
                 reason=validated.failure().describe(),
             )
         )
+    why = _awaited(definition, run, event.name, now)
+    if why is not None:
+        return Failure(SignalNotAwaited(run_id=run.id, signal=event.name, reason=why))
     payload = validated.unwrap()
     parked = run.parked_step
-    takes = (
-        parked is not None
-        and parked.parked is not None
-        and parked.parked.kind is ParkKind.SIGNAL
-        and parked.parked.signal == event.name
+    info = None if parked is None else parked.parked
+    taker = (
+        parked
+        if info is not None and info.kind is ParkKind.SIGNAL and info.signal == event.name
+        else None
     )
-    if takes and parked is not None:
-        unknown = _target_known(definition, run, parked.parked.ok_target if parked.parked else None)
-        if unknown is not None:
-            return Failure(unknown)
-    elif sum(1 for s in run.signals if s.consumed_by is None) >= MAX_WAITING_SIGNALS:
+    if (
+        taker is None
+        and sum(1 for s in run.signals if s.consumed_by is None) >= MAX_WAITING_SIGNALS
+    ):
         return Failure(
             CommandLimit(run_id=run.id, what="waiting signals", limit=MAX_WAITING_SIGNALS)
         )
+    if taker is not None:
+        assert info is not None
+        unknown = _target_known(definition, run, info.ok_target)
+        if unknown is not None:
+            return Failure(unknown)
     draft = Draft(definition, run, now)
-    consumer = parked.step if takes and parked is not None else None
+    consumer = None if taker is None else taker.step
     draft.signals = (
         *draft.signals,
         Signal(name=event.name, payload=payload, received_at=now, consumed_by=consumer),
@@ -302,8 +371,8 @@ def _signal(
         step=consumer,
         attributes={"signal": event.name, "taken": consumer is not None},
     )
-    if takes and parked is not None:
-        resume(draft, parked, output=payload)
+    if taker is not None:
+        resume(draft, taker, output=payload)
     audit(draft, OperatorCommand.SIGNAL, event.by, {"signal": event.name, "taken_by": consumer})
     return Success(draft.finish())
 
@@ -312,7 +381,7 @@ def _cancel(
     definition: WorkflowDefinition, run: RunState, event: CancelRequested, now: datetime
 ) -> Result[Decision, Rejected]:
     """Pending and paused runs cancel at once; active ones become ``cancelling``."""
-    problem = check_operator(event.by, actor_required=False, review=False)
+    problem = check_operator(event.by, actor_required=False)
     if problem is not None:
         return Failure(problem)
     draft = Draft(definition, run, now)
@@ -355,7 +424,9 @@ def decide_command(
 ) -> Result[Decision, Rejected]:
     """Decide an operator command on ``run`` (rules 1-6)."""
     command = _COMMANDS[type(event)]
-    repeated = _repeated(run, command, event.by)
+    repeated = _repeated(
+        run, command, event.by, event.name if isinstance(event, SignalSent) else None
+    )
     if repeated is not None:
         return Failure(repeated)
     if len(run.audit) >= MAX_AUDIT_ENTRIES:

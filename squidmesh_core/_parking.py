@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from squidmesh_core._draft import Draft, ms
+from squidmesh_core._failure import unknown_step
 from squidmesh_core.commands import Topic
 from squidmesh_core.definition import COMPLETE, Outcome, StepKind, StepSpec
 from squidmesh_core.errors import InvariantViolatedError
@@ -145,6 +146,8 @@ def _merged(parked: Parked, output: JsonObject) -> JsonObject:
 def _route(draft: Draft, target: str) -> None:
     if target == COMPLETE:
         draft.complete()
+    elif draft.definition.step(target) is None:  # a redeploy removed the recorded target
+        draft.fail_run(unknown_step(draft.definition, target))
     else:
         go_to(draft, target, draft.now)
 
@@ -177,7 +180,11 @@ def _close(
             attributes={**waited, "resumed": parked.kind.value},
         )
     else:
-        error: JsonObject = {"kind": failure.kind, "message": failure.message}
+        error: JsonObject = {
+            "kind": failure.kind,
+            "message": failure.message,
+            "retryable": failure.retryable,
+        }
         draft.emit(Topic.STEP_FAILED, step=step_run.step, attributes={**waited, "error": error})
     draft.set_context({**draft.context, **mapped})
     return parked

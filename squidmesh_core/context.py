@@ -2,15 +2,81 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import MappingProxyType
+from typing import overload
 
 from squidmesh_core.ids import RunId
 from squidmesh_core.jsonvalue import JsonObject, JsonValue
 
-_NOTHING: Mapping[str, JsonValue] = MappingProxyType({})
+
+class ReadOnlyObject(Mapping[str, object]):
+    """A read-only view of a JSON object: nested objects and arrays are read-only too.
+
+    Nothing is copied; values are wrapped as they are read. ``dict(view)`` or
+    ``copy.deepcopy`` gives a mutable copy.
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, JsonValue]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> object:
+        return read_only(self._data[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"ReadOnlyObject({dict(self._data)!r})"
+
+
+class ReadOnlyArray(Sequence[object]):
+    """A read-only view of a JSON array (equal to a list with the same items)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Sequence[JsonValue]) -> None:
+        self._data = data
+
+    @overload
+    def __getitem__(self, index: int) -> object: ...
+    @overload
+    def __getitem__(self, index: slice[int | None, int | None, int | None]) -> Sequence[object]: ...
+    def __getitem__(self, index: int | slice[int | None, int | None, int | None]) -> object:
+        if isinstance(index, slice):
+            return ReadOnlyArray(self._data[index])
+        return read_only(self._data[index])
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # like the list it shows
+
+    def __repr__(self) -> str:
+        return f"ReadOnlyArray({list(self._data)!r})"
+
+
+def read_only(value: JsonValue) -> object:
+    """``value`` with its objects and arrays wrapped in read-only views."""
+    if isinstance(value, Mapping):
+        return ReadOnlyObject(value)
+    if isinstance(value, list | tuple):
+        return ReadOnlyArray(value)
+    return value
+
+
+_NOTHING = ReadOnlyObject({})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,9 +95,9 @@ class StepContext:
     schedule: JsonObject | None = None
     """For runs started by a cron trigger: ``id``, ``workflow``, ``trigger``,
     ``expression``, ``timezone`` and the nominal ``tick`` (ISO 8601, UTC)."""
-    payload: Mapping[str, JsonValue] = field(default_factory=lambda: _NOTHING)
-    """The run's payload, read-only, whatever the step's ``input=`` keeps."""
-    context: Mapping[str, JsonValue] = field(default_factory=lambda: _NOTHING)
+    payload: Mapping[str, object] = field(default_factory=lambda: _NOTHING)
+    """The run's payload, read-only all the way down, whatever ``input=`` keeps."""
+    context: Mapping[str, object] = field(default_factory=lambda: _NOTHING)
     """The run's context as this attempt started (earlier steps' outputs), read-only."""
 
 

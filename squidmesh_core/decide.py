@@ -30,7 +30,8 @@ Rules:
    reject, signals) are audited and idempotent (``_operator``). The delivery of
    a parked step's timer is its timeout.
 8. **An error lasts as long as its failure.** ``last_error`` is cleared when a
-   step succeeds and no retry is pending, so a recovered step leaves none.
+   step succeeds and no other step is retrying after a failure, so a recovered
+   step leaves none.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from squidmesh_core._routing import (
 from squidmesh_core.commands import Decision, StartedAttempt, Topic
 from squidmesh_core.definition import WorkflowDefinition, WorkflowMode
 from squidmesh_core.errors import (
+    IdempotencyKeyReused,
     InvalidPayload,
     InvariantViolatedError,
     Rejected,
@@ -229,6 +231,12 @@ def _replay(
     problem = check_operator(event.by, actor_required=False, review=False)
     if problem is not None:
         return Failure(problem)
+    key = event.by.idempotency_key
+    used = next((e for e in source.audit if key is not None and e.idempotency_key == key), None)
+    if key is not None and used is not None:
+        return Failure(
+            IdempotencyKeyReused(run_id=source.id, idempotency_key=key, command=used.command.value)
+        )
     if definition.trigger(source.trigger) is None:
         return Failure(UnknownTrigger(workflow=definition.name, trigger=source.trigger))
     return validate_payload(
@@ -293,7 +301,18 @@ def _deliver(
         draft.fail_run(unknown_step(definition, job.step))
         return Success(draft.finish())
     if spec.kind.parks:
-        park(draft, spec, delivered=job)
+        if step_run is not None and step_run.status is not StepStatus.SCHEDULED:
+            # A redeploy turned a step with a retry pending into a parking step.
+            draft.fail_run(
+                StepFailure(
+                    kind="invalid_step",
+                    message=f"step {job.step!r} is now a {spec.kind} step, but it has "
+                    f"attempts in this run; it cannot park",
+                    retryable=False,
+                )
+            )
+        else:
+            park(draft, spec, delivered=job)
         return Success(draft.finish())
     started = replace(job, status=JobStatus.STARTED, lease_token=event.lease_token)
     draft.set_jobs(tuple(started if j.id == job.id else j for j in run.jobs))
@@ -393,8 +412,13 @@ def _succeed(
     if run.status is RunStatus.CANCELLING:
         draft.converge_cancel()
         return Success(draft.finish())
-    if not any(s.status is StepStatus.RETRY_SCHEDULED for s in draft.steps):
-        draft.set_last_error(None)
+    if not any(
+        s.step != job.step
+        and s.error is not None
+        and s.status in (StepStatus.RETRY_SCHEDULED, StepStatus.RUNNING)
+        for s in draft.steps
+    ):
+        draft.set_last_error(None)  # no other step is recovering from a failure
     route_success(draft, spec, job)
     return Success(draft.finish())
 

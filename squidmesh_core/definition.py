@@ -117,7 +117,7 @@ class StepSpec:
     signal: str | None = None
     """The signal a ``signal`` step waits for."""
     signal_payload: object = None
-    """A pydantic model the signal's payload must satisfy (``None``: any JSON object)."""
+    """A pydantic model the signal's payload must satisfy (``None``: an empty payload)."""
     timeout: timedelta | None = None
     """How long a ``signal`` step waits before it gives up."""
     on_timeout: str | None = None

@@ -18,6 +18,16 @@ from dataclasses import dataclass
 from typing import ClassVar, TypeAlias
 
 
+def shown(value: object, limit: int = 80) -> str:
+    r"""``value`` quoted for a message: escaped, and cut to ``limit`` characters.
+
+    >>> shown("a\x00b")
+    "'a\\x00b'"
+    """
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
 class SquidmeshError(Exception):
     """Base class of every exception SquidMesh raises."""
 
@@ -69,6 +79,10 @@ class InvalidRunId:
     code: ClassVar[str] = "invalid_run_id"
     value: str
 
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"{shown(self.value)} is not a run id"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InvalidJobId:
@@ -92,6 +106,10 @@ class NotFound:
 
     code: ClassVar[str] = "not_found"
     run_id: str
+
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"no run {shown(self.run_id)}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -207,6 +225,10 @@ class InvalidOption:
     option: str
     reason: str
 
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"{self.option} {self.reason}"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InvalidReview:
@@ -251,7 +273,34 @@ class UnknownSignal:
 
     def describe(self) -> str:
         """One sentence for people."""
-        return f"no step of {self.workflow} waits for a signal {self.signal!r}"
+        return f"no step of {self.workflow} waits for a signal {shown(self.signal)}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvalidResume:
+    """An unblock without a valid actor, or with an unusable note or key."""
+
+    code: ClassVar[str] = "invalid_resume"
+    field: str
+    reason: str
+
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"the unblock's {self.field} {self.reason}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignalNotAwaited:
+    """No step the run may still reach waits for this signal (or its wait timed out)."""
+
+    code: ClassVar[str] = "signal_not_awaited"
+    run_id: str
+    signal: str
+    reason: str
+
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"run {self.run_id} takes no signal {shown(self.signal)}: {self.reason}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -265,7 +314,7 @@ class InvalidSignalPayload:
 
     def describe(self) -> str:
         """One sentence for people."""
-        return f"signal {self.signal!r}: {self.reason}"
+        return f"signal {shown(self.signal)}: {self.reason}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -338,10 +387,12 @@ class UndecodableRecord:
 CommandRefused: TypeAlias = (
     InvalidTransition
     | InvalidReview
+    | InvalidResume
     | InvalidOption
     | InvalidStep
     | UnknownStep
     | UnknownSignal
+    | SignalNotAwaited
     | InvalidSignalPayload
     | RunNotActive
     | IdempotencyKeyReused

@@ -127,7 +127,9 @@ def _when(moment: datetime, now: datetime) -> str:
         else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
     )
     stamp = moment.strftime("%Y-%m-%d %H:%M:%SZ")
-    return f"{stamp}, in {span}" if delta >= timedelta(0) else f"{stamp}, {span} ago"
+    if seconds == 0:
+        return f"{stamp}, now"
+    return f"{stamp}, in {span}" if delta > timedelta(0) else f"{stamp}, {span} ago"
 
 
 def describe_due(moment: datetime, now: datetime) -> str:
@@ -135,7 +137,8 @@ def describe_due(moment: datetime, now: datetime) -> str:
     return _when(moment, now)
 
 
-def _actions(run_id: str, *names: str) -> tuple[NextAction, ...]:
+def _actions(run_id: str, *names: str, signal: str | None = None) -> tuple[NextAction, ...]:
+    name = "NAME" if signal is None else signal
     catalogue = {
         "replay_run": NextAction(
             action="replay_run",
@@ -170,8 +173,8 @@ def _actions(run_id: str, *names: str) -> tuple[NextAction, ...]:
         "send_signal": NextAction(
             action="send_signal",
             description="send the signal the run waits for",
-            call=f"send_signal({run_id!r}, NAME, payload)",
-            command=f"squidmesh run signal {run_id} NAME --payload JSON",
+            call=f"send_signal({run_id!r}, {name!r}, payload)",
+            command=f"squidmesh run signal {run_id} {name} --payload JSON",
         ),
         "wait_for_step": NextAction(action="wait_for_step", description="wait: a step is running"),
         "wait_for_worker": NextAction(
@@ -185,6 +188,10 @@ def _actions(run_id: str, *names: str) -> tuple[NextAction, ...]:
         ),
         "wait_for_dependencies": NextAction(
             action="wait_for_dependencies", description="wait for the steps it depends on"
+        ),
+        "register_workflow": NextAction(
+            action="register_workflow",
+            description="register the run's workflow in this process to act on the run",
         ),
         "wait_for_cancellation": NextAction(
             action="wait_for_cancellation",
@@ -249,8 +256,11 @@ class _Builder:
         step: str | None = None,
         details: JsonObject | None = None,
         actions: tuple[str, ...] = (),
+        signal: str | None = None,
     ) -> Explanation:
         run = self.run
+        if self.definition is None:  # nothing can act on a run of an unknown workflow here
+            actions = ("register_workflow",)
         evidence: dict[str, JsonValue] = {
             "run": {
                 "id": run.id,
@@ -282,7 +292,7 @@ class _Builder:
             summary=summary,
             step=step,
             details=details or {},
-            next_actions=_actions(run.id, *actions),
+            next_actions=_actions(run.id, *actions, signal=signal),
             evidence=evidence,
         )
 
@@ -341,16 +351,17 @@ class _Builder:
                 actions=("cancel_run",),
             )
         targets: dict[str, JsonValue] = {"ok": parked.ok_target, "error": parked.error_target}
-        for target in (parked.ok_target, parked.error_target):
-            if not self._known(target):
-                return self.make(
-                    Reason.PAUSED_WITH_INVALID_RESUME_TARGET,
-                    f"paused at {name!r}, whose resume target {target!r} the workflow "
-                    "no longer declares",
-                    step=name,
-                    details={"targets": targets},
-                    actions=("cancel_run",),
-                )
+        if not self._known(parked.ok_target):
+            return self.make(
+                Reason.PAUSED_WITH_INVALID_RESUME_TARGET,
+                f"paused at {name!r}, whose resume target {parked.ok_target!r} the workflow "
+                "no longer declares",
+                step=name,
+                details={"targets": targets},
+                actions=("cancel_run",),
+            )
+        if not self._known(parked.error_target):
+            targets["unknown"] = parked.error_target  # a rejection or timeout fails the run
         since = parked.since.isoformat()
         if parked.kind is ParkKind.APPROVAL:
             return self.make(
@@ -384,6 +395,7 @@ class _Builder:
                 "since": since,
             },
             actions=("send_signal", "cancel_run"),
+            signal=parked.signal,
         )
 
     def retrying(self) -> Explanation:
@@ -467,6 +479,19 @@ class _Builder:
         if scheduled:
             job = scheduled[0]
             details = {"attempt": job.attempt, "due_at": job.due_at.isoformat()}
+            lease = self.leases.get(job.id)
+            if lease is not None and lease.expires_at is not None and lease.expires_at > now:
+                return self.make(
+                    Reason.STEP_SCHEDULED,
+                    f"{job.step!r} was claimed by worker {lease.owner!r}, which is starting it",
+                    step=job.step,
+                    details={
+                        **details,
+                        "lease_owner": lease.owner,
+                        "lease_expires_at": lease.expires_at.isoformat(),
+                    },
+                    actions=("wait_for_step", "cancel_run"),
+                )
             if job.due_at > now:
                 return self.make(
                     Reason.WAITING_FOR_TIMER,

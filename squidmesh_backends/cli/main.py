@@ -121,8 +121,10 @@ def _emit(result: Result[object, object], args: argparse.Namespace) -> int:
         return 1
     value = result.unwrap()
     if isinstance(value, Explanation):
-        text = explanation_text(value)
-        print(json.dumps(explanation_json(value), indent=2, sort_keys=True) if args.json else text)
+        if args.json:
+            print(json.dumps(explanation_json(value, args.app), indent=2, sort_keys=True))
+        else:
+            print(explanation_text(value, args.app))
         return 0
     if args.json:
         data: JsonValue

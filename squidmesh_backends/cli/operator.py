@@ -56,6 +56,7 @@ def add_operator_commands(
         "--payload", default="{}", help="the signal's payload as a JSON object (default: {})"
     )
     signal.add_argument("--actor", help="who sends it (recorded in the audit trail)")
+    signal.add_argument("--note", help="why (recorded in the audit trail)")
     signal.add_argument(
         "--idempotency-key", help="a repeated signal with the same key is delivered once"
     )
@@ -77,5 +78,5 @@ async def operate(
             return await runtime.reject_run(args.run_id, note=args.note, **who)
         case "signal":
             payload = read_json(args.payload)
-            return await runtime.send_signal(args.run_id, args.name, payload, **who)
+            return await runtime.send_signal(args.run_id, args.name, payload, note=args.note, **who)
     raise AssertionError(args.action)

@@ -89,10 +89,15 @@ def receipt_line(receipt: Receipt) -> str:
     return f"  command   {_entry_text(entry)}: {change}{repeat}"
 
 
+def _escaped(text: str) -> str:
+    """``text`` with control characters escaped, so it cannot forge or recolour lines."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _entry_text(entry: AuditEntry) -> str:
-    who = f" by {entry.actor}" if entry.actor else ""
-    key = f" [key {entry.idempotency_key}]" if entry.idempotency_key else ""
-    note = f" ({entry.note})" if entry.note else ""
+    who = f" by {_escaped(entry.actor)}" if entry.actor else ""
+    key = f" [key {_escaped(entry.idempotency_key)}]" if entry.idempotency_key else ""
+    note = f" ({_escaped(entry.note)})" if entry.note else ""
     return f"{entry.command.value}{who} at {entry.at.isoformat()}{note}{key}"
 
 
@@ -186,8 +191,16 @@ def timeline(run: Run) -> str:
     return text
 
 
-def explanation_json(e: Explanation) -> dict[str, JsonValue]:
-    """An explanation as JSON."""
+def with_app(command: str | None, app: str | None) -> str | None:
+    """``squidmesh run VERB ...`` with ``--app APP`` after the verb (what a user types)."""
+    if command is None or app is None or not command.startswith("squidmesh run "):
+        return command
+    verb, _, rest = command.removeprefix("squidmesh run ").partition(" ")
+    return f"squidmesh run {verb} --app {app} {rest}".rstrip()
+
+
+def explanation_json(e: Explanation, app: str | None = None) -> dict[str, JsonValue]:
+    """An explanation as JSON (CLI commands with ``--app app``)."""
     return {
         "run_id": e.run_id,
         "status": e.status.value,
@@ -196,14 +209,19 @@ def explanation_json(e: Explanation) -> dict[str, JsonValue]:
         "step": e.step,
         "details": dict(e.details),
         "next_actions": [
-            {"action": a.action, "description": a.description, "call": a.call, "command": a.command}
+            {
+                "action": a.action,
+                "description": a.description,
+                "call": a.call,
+                "command": with_app(a.command, app),
+            }
             for a in e.next_actions
         ],
         "evidence": dict(e.evidence),
     }
 
 
-def explanation_text(e: Explanation) -> str:
+def explanation_text(e: Explanation, app: str | None = None) -> str:
     """Why, what next, for people."""
     lines = [
         f"run {e.run_id} is {e.status.value}: {e.reason.value}",
@@ -212,7 +230,7 @@ def explanation_text(e: Explanation) -> str:
     if e.next_actions:
         lines.append("  next:")
         for action in e.next_actions:
-            how = f"   $ {action.command}" if action.command else ""
+            how = f"   $ {with_app(action.command, app)}" if action.command else ""
             lines.append(f"    - {action.description}{how}")
     return "\n".join(lines)
 

@@ -8,6 +8,7 @@ the run waits for the reviewer or the warehouse.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 
 from pydantic import BaseModel
@@ -46,7 +47,7 @@ async def reserve(data: Order, ctx: StepContext) -> dict[str, object]:
 
 async def notify(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
     shipment = ctx.context.get("shipment")
-    tracking = shipment.get("tracking") if isinstance(shipment, dict) else None
+    tracking = shipment.get("tracking") if isinstance(shipment, Mapping) else None
     return {"notified": {"order_id": ctx.payload["order_id"], "tracking": tracking}}
 
 

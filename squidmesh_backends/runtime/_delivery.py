@@ -26,7 +26,6 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from types import MappingProxyType
 
 from returns.result import Failure, Success
 
@@ -38,7 +37,7 @@ from squidmesh_backends.runtime._refusals import Refusals
 from squidmesh_backends.runtime.client import Client
 from squidmesh_backends.runtime.steps import run_step
 from squidmesh_core.commands import Lease, StartedAttempt
-from squidmesh_core.context import StepContext, step_idempotency_key
+from squidmesh_core.context import ReadOnlyObject, StepContext, step_idempotency_key
 from squidmesh_core.definition import WorkflowDefinition
 from squidmesh_core.errors import NotFound, Rejected, StaleDelivery
 from squidmesh_core.events import StepFailed, StepSucceeded
@@ -215,8 +214,8 @@ class Delivery:
             idempotency_key=step_idempotency_key(state.id, attempt.step),
             started_at=attempt.started_at,
             schedule=_schedule_of(state),
-            payload=MappingProxyType(state.payload),
-            context=MappingProxyType(state.context),
+            payload=ReadOnlyObject(state.payload),
+            context=ReadOnlyObject(state.context),
         )
         logger = run_logger(state, attempt.step, attempt.attempt)
         jid, token = attempt.job_id, attempt.lease_token

@@ -385,15 +385,18 @@ class Client:
         payload: object = None,
         *,
         actor: str | None = None,
+        note: str | None = None,
         idempotency_key: str | None = None,
     ) -> Result[Run, CommandError]:
         """Deliver signal ``name``: a run waiting for it goes on, any other keeps it.
 
         The payload is validated against the model of the steps waiting for
-        ``name`` (``None`` means ``{}``). Refused for names no step waits for
-        (``UnknownSignal``) and for finished runs (``RunNotActive``).
+        ``name`` (``None`` means ``{}``; at most 16 KiB). Refused for names no step
+        waits for (``UnknownSignal``), when no step the run may still reach waits
+        for it or its wait timed out (``SignalNotAwaited``), and for finished runs
+        (``RunNotActive``).
         """
-        by = Operator(actor=actor, idempotency_key=idempotency_key)
+        by = Operator(actor=actor, note=note, idempotency_key=idempotency_key)
         event = SignalSent(name=name, payload={} if payload is None else payload, by=by)
         return await self._command(run_id, event)
 

@@ -19,6 +19,7 @@ from squidmesh_core.definition import (
 from squidmesh_core.retry import Exponential, Fixed, Linear
 
 TERMINAL = ("failed", "completed", "cancelled")
+TERMINAL_STEPS = ("failed", "completed", "cancelled")
 
 
 @dataclass
@@ -48,6 +49,8 @@ class ReferenceRun:
     """Signals received: payload and the step that took it."""
     audit: list[tuple[str, str | None]] = field(default_factory=list)
     """Accepted commands: command and idempotency key."""
+    failed_once: set[str] = field(default_factory=set)
+    """Steps with a failed or lost attempt."""
 
 
 class ReferenceModel:
@@ -179,6 +182,41 @@ class ReferenceModel:
 
     # ---------------------------------------------------------------- commands
 
+    def _signal(
+        self,
+        run: ReferenceRun,
+        parked: str | None,
+        payload: dict[str, object] | None,
+        now: datetime,
+    ) -> bool:
+        """Apply signal ``go``; whether it was accepted."""
+        if run.status in (*TERMINAL, "cancelling") or payload is None:
+            return False
+        waits = parked is not None and self.parks[parked] == "signal"
+        timer = None if parked is None else run.timers.get(parked)
+        if waits and timer in run.jobs and run.jobs[timer].due <= now:
+            return False  # the wait timed out, even if its timer has not run
+        if not any(self.parks.get(s) == "signal" for s in self._ahead(run)):
+            return False
+        if waits and parked is not None:
+            run.inbox.append((payload, parked))
+            self._resume(run, parked, payload, now)
+        else:
+            run.inbox.append((payload, None))
+        return True
+
+    def _ahead(self, run: ReferenceRun) -> set[str]:
+        """Steps the run is at or may still reach."""
+        found = {s for s, status in run.steps.items() if status not in TERMINAL_STEPS}
+        frontier = list(found)
+        while frontier:
+            step = frontier.pop()
+            for target in (self.ok.get(step), self.err.get(step), self.err_of_timeout.get(step)):
+                if target is not None and target != "complete" and target not in found:
+                    found.add(target)
+                    frontier.append(target)
+        return found
+
     def _repeat(self, run: ReferenceRun, command: str, key: str | None) -> str | None:
         if key is None:
             return None
@@ -217,14 +255,8 @@ class ReferenceModel:
                 self._resume(run, parked, {"decision": "approved", **record}, now)
             else:
                 self._give_up(run, parked, {"decision": "rejected", **record}, now)
-        elif command == "signal":
-            if run.status in (*TERMINAL, "cancelling") or payload is None:
-                return "refused"
-            if parked is not None and self.parks[parked] == "signal":
-                run.inbox.append((payload, parked))
-                self._resume(run, parked, payload, now)
-            else:
-                run.inbox.append((payload, None))
+        elif command == "signal" and not self._signal(run, parked, payload, now):
+            return "refused"
         run.audit.append((command, key))
         return "accepted"
 
@@ -305,7 +337,10 @@ class ReferenceModel:
             self._cancel_waiting_jobs(run)
             run.status = "cancelled"
             return True
-        if "retry_scheduled" not in run.steps.values():
+        if not any(
+            other != job.step and run.steps[other] in ("retry_scheduled", "running")
+            for other in run.failed_once
+        ):
             run.last_error = None
         if not self.dependency_mode:
             delay = self.wait.get(job.step) or timedelta(0)
@@ -348,6 +383,7 @@ class ReferenceModel:
             return False
         del run.jobs[job_id]
         run.attempts[job.step][-1] = "lost" if lost else "failed"
+        run.failed_once.add(job.step)
         if run.status in TERMINAL:
             run.steps[job.step] = "failed"
             return True

@@ -229,7 +229,7 @@ def test_people_in_the_loop_from_the_cli(tmp_path: Path) -> None:
     explained = squidmesh("run", "explain", "--app", APP, run_id, env=env)
     assert explained.returncode == 0
     assert "paused_for_approval" in explained.stdout
-    assert f"squidmesh run approve {run_id} --actor NAME" in explained.stdout
+    assert f"squidmesh run approve --app {APP} {run_id} --actor NAME" in explained.stdout
     as_json = json.loads(
         squidmesh("run", "explain", "--app", APP, run_id, "--json", env=env).stdout
     )

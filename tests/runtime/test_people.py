@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 from squidmesh_backends.runtime.testing import TimeSkippingRuntime
-from squidmesh_core import COMPLETE, RunStatus, StepStatus, chain, error, manual, step, workflow
+from squidmesh_core import (
+    COMPLETE,
+    RunStatus,
+    StepContext,
+    StepStatus,
+    chain,
+    error,
+    manual,
+    step,
+    workflow,
+)
 from squidmesh_core.dsl import approval, pause, wait, wait_for_signal
 from squidmesh_core.errors import (
     IdempotencyKeyReused,
@@ -314,20 +325,33 @@ async def test_events_carry_their_time_and_the_runs_status() -> None:
     assert accepted[0].attributes["command"] == "approve"  # type: ignore[attr-defined]
 
 
-def _narrow(data: dict[str, object], ctx: object) -> dict[str, object]:
-    payload = ctx.payload  # type: ignore[attr-defined]
-    context = ctx.context  # type: ignore[attr-defined]
+def _narrow(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
+    payload, context = ctx.payload, ctx.context
     with pytest.raises(TypeError):
-        payload["order_id"] = "changed"
+        payload["order_id"] = "changed"  # type: ignore[index]
+    nested: Any = context["deep"]
+    with pytest.raises(TypeError):
+        nested["list"][0] = 9
+    with pytest.raises(AttributeError):
+        nested["list"].append(9)
+    assert nested == {"list": [1, {"x": 2}]} and nested["list"][1]["x"] == 2
     return {"seen": [sorted(data), payload["order_id"], context.get("prepared")]}
+
+
+def _deep(data: dict[str, object]) -> dict[str, object]:
+    return {"deep": {"list": [1, {"x": 2}]}}
 
 
 async def test_a_step_reads_the_whole_payload_and_context_whatever_its_input() -> None:
     flow = workflow(
         "people.narrow",
         triggers=[manual("order", payload=Order)],
-        steps=[step("prepare", prepare), step("narrow", _narrow, input=["prepared"])],
-        transitions=chain("prepare", "narrow", COMPLETE),
+        steps=[
+            step("prepare", prepare),
+            step("deep", _deep),
+            step("narrow", _narrow, input=["prepared"]),
+        ],
+        transitions=chain("prepare", "deep", "narrow", COMPLETE),
     )
     rt = TimeSkippingRuntime(workflows=[flow])
     run = (await rt.start_run(flow, {"order_id": "o-9"})).unwrap()

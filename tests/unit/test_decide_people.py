@@ -12,6 +12,7 @@ from squidmesh_core import (
     CommandLimit,
     IdempotencyKeyReused,
     InvalidOption,
+    InvalidResume,
     InvalidReview,
     InvalidSignalPayload,
     InvalidStep,
@@ -29,7 +30,7 @@ from squidmesh_core import (
 )
 from squidmesh_core._operator import MAX_AUDIT_ENTRIES, MAX_WAITING_SIGNALS
 from squidmesh_core.dsl import approval, pause, wait_for_signal
-from squidmesh_core.errors import RepeatedCommand
+from squidmesh_core.errors import RepeatedCommand, SignalNotAwaited
 from squidmesh_core.protocol import (
     ApproveRequested,
     CancelJob,
@@ -136,9 +137,13 @@ def test_actors_and_notes_are_checked() -> None:
     assert isinstance(
         d.reject(ApproveRequested(by=Operator(actor="a", note="\x00"))), InvalidReview
     )
-    assert isinstance(d.reject(UnblockRequested(by=Operator())), InvalidStep | InvalidOption)
-    assert isinstance(Driver(GATED).reject(UnblockRequested(by=Operator())), InvalidOption)
+    assert isinstance(d.reject(UnblockRequested(by=Operator())), InvalidResume)
+    assert isinstance(Driver(GATED).reject(UnblockRequested(by=Operator())), InvalidResume)
     assert isinstance(d.reject(CancelRequested(by=Operator(note=""))), InvalidOption)
+    for forged in ("ana\x1b[31m", "ana\nsignal by root", "x\x85"):
+        assert isinstance(d.reject(ApproveRequested(by=Operator(actor=forged))), InvalidReview)
+    note = Operator(actor="ana", note="line one\n\tline two")
+    d.accept(ApproveRequested(by=note))  # a note may span lines
 
 
 def test_a_key_is_answered_with_its_first_receipt_and_cannot_change_command() -> None:
@@ -245,3 +250,114 @@ def test_a_replay_is_audited_on_the_new_run_with_a_derived_key() -> None:
     assert entry.outcome["replayed_from"] == source
     assert decision.state.idempotency_key == f"replay:{source}:r"
     assert decision.state.status is RunStatus.PAUSED  # its entry step parks it too
+
+
+def test_a_key_used_for_one_signal_is_refused_for_another() -> None:
+    two = workflow(
+        "people.two_signals",
+        triggers=[manual()],
+        steps=[
+            wait_for_signal("one", "one", payload=Go),
+            wait_for_signal("two", "two", payload=Go),
+        ],
+        transitions=chain("one", "two", COMPLETE),
+    )
+    d = Driver(two)
+    d.accept(SignalSent(name="one", payload={"code": "a"}, by=Operator(idempotency_key="s")))
+    reused = d.reject(
+        SignalSent(name="two", payload={"code": "b"}, by=Operator(idempotency_key="s"))
+    )
+    assert reused == IdempotencyKeyReused(run_id=d.state.id, idempotency_key="s", command="signal")
+    again = d.reject(
+        SignalSent(name="one", payload={"code": "a"}, by=Operator(idempotency_key="s"))
+    )
+    assert isinstance(again, RepeatedCommand)
+
+
+def test_a_timed_out_wait_takes_no_signal_even_before_its_timer_runs() -> None:
+    d = Driver(SIGNAL)
+    d.run_step("first")
+    d.advance(timedelta(hours=5))  # workers were down: the timer has not been delivered
+    late = d.reject(SignalSent(name="go", payload={"code": "late"}))
+    assert isinstance(late, SignalNotAwaited) and "timed out" in late.reason
+    [timer] = d.state.jobs
+    d.accept(JobDelivered(job_id=timer.id, lease_token=LeaseToken("t1")))
+    assert d.status() is RunStatus.FAILED
+
+
+def test_a_signal_no_step_ahead_waits_for_is_refused() -> None:
+    d = Driver(SIGNAL)
+    d.run_step("first")
+    d.accept(SignalSent(name="go", payload={"code": "c"}))
+    assert d.state.step_run("wait") is not None
+    refused = d.reject(SignalSent(name="go", payload={"code": "again"}))
+    assert isinstance(refused, SignalNotAwaited) and "may still reach" in refused.reason
+
+
+def test_a_signal_payload_is_small() -> None:
+    d = Driver(SIGNAL)
+    big = d.reject(SignalSent(name="go", payload={"code": "x" * 20_000}))
+    assert isinstance(big, InvalidSignalPayload)
+
+
+def test_a_timeout_whose_target_a_redeploy_removed_fails_the_run() -> None:
+    timing_out = workflow(
+        "people.timeout_target",
+        triggers=[manual()],
+        steps=[
+            wait_for_signal("wait", "go", payload=Go, timeout=timedelta(hours=1),
+                            on_timeout="recover"),
+            step("recover", handler),
+            step("last", handler),
+        ],
+        transitions=[*chain("wait", "last", COMPLETE), *chain("recover", "last")],
+    )  # fmt: skip
+    d = Driver(timing_out)
+    [timer] = d.state.jobs
+    d.definition = workflow(
+        "people.timeout_target",
+        triggers=[manual()],
+        steps=[wait_for_signal("wait", "go", payload=Go), step("last", handler)],
+        transitions=chain("wait", "last", COMPLETE),
+    )
+    d.advance(timedelta(hours=1))
+    d.accept(JobDelivered(job_id=timer.id, lease_token=LeaseToken("t1")))
+    assert d.status() is RunStatus.FAILED
+    assert d.state.last_error is not None and d.state.last_error.kind == "unknown_step"
+
+
+def test_a_redeploy_that_turns_a_retrying_step_into_an_approval_fails_the_run() -> None:
+    from squidmesh_core import Fixed, Retry
+
+    before = workflow(
+        "people.kind_change",
+        triggers=[manual()],
+        steps=[
+            step(
+                "check",
+                handler,
+                retry=Retry(max_attempts=3, backoff=Fixed(delay=timedelta(seconds=5))),
+            )
+        ],
+        transitions=chain("check", COMPLETE),
+    )
+    d = Driver(before)
+    d.deliver("check")
+    d.fail("check")
+    d.definition = workflow(
+        "people.kind_change",
+        triggers=[manual()],
+        steps=[approval("check")],
+        transitions=chain("check", COMPLETE),
+    )
+    d.advance(timedelta(seconds=5))
+    d.deliver("check")
+    assert d.status() is RunStatus.FAILED
+    assert d.state.last_error is not None and d.state.last_error.kind == "invalid_step"
+
+
+def test_a_replay_key_already_used_on_the_source_is_refused() -> None:
+    d = Driver(GATED)
+    d.accept(CancelRequested(by=Operator(idempotency_key="k")))
+    replay = ReplayRequested(new_run_id=OTHER_RUN, by=Operator(idempotency_key="k"))
+    assert isinstance(d.reject(replay), IdempotencyKeyReused)

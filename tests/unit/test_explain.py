@@ -208,12 +208,54 @@ def test_completed_and_cancelled_runs_offer_a_replay() -> None:
     assert e.reason is Reason.CANCELLED and actions(e) == ["replay_run"]
 
 
-def test_a_paused_run_of_an_unknown_workflow_can_only_be_cancelled() -> None:
+def test_a_run_of_an_unknown_workflow_asks_for_the_workflow() -> None:
     d = at_review()
     e = explain(None, d.state, now=d.now)
     assert e.reason is Reason.PAUSED_WITH_UNAVAILABLE_WORKFLOW
     assert e.evidence["workflow_definition"] == {"available": False}
-    assert actions(e) == ["cancel_run"]
+    assert actions(e) == ["register_workflow"]  # no command can act on it here
+    finished = Driver(ONCE)
+    finished.run_step("only")
+    assert actions(explain(None, finished.state, now=finished.now)) == ["register_workflow"]
+
+
+def test_a_claimed_job_names_the_worker_starting_it() -> None:
+    d = Driver(FLOW)
+    job = d.job("charge")
+    e = explained(d, charge=LeaseInfo(job_id=job, owner="w-2", expires_at=T0 + 30 * S))
+    assert e.reason is Reason.STEP_SCHEDULED and e.details["lease_owner"] == "w-2"
+    assert "claimed by worker 'w-2'" in e.summary
+    assert "now" in explained(d).summary
+
+
+def test_the_signal_action_names_the_signal() -> None:
+    from squidmesh_core.protocol import UnblockRequested
+
+    d = at_review()
+    d.accept(ApproveRequested(by=Operator(actor="ana")))
+    d.accept(UnblockRequested(by=Operator(actor="ana")))
+    send = explained(d).next_actions[0]
+    assert send.command == f"squidmesh run signal {d.state.id} go --payload JSON"
+
+
+def test_an_unknown_error_target_still_lets_a_reviewer_approve() -> None:
+    flow = workflow(
+        "explain.routes",
+        triggers=[manual()],
+        steps=[approval("review"), step("ship", handler), step("refund", handler)],
+        transitions=[*chain("review", "ship", COMPLETE), error("review", "refund"),
+                     *chain("refund", COMPLETE)],
+    )  # fmt: skip
+    d = Driver(flow)
+    d.definition = workflow(
+        "explain.routes",
+        triggers=[manual()],
+        steps=[approval("review"), step("ship", handler)],
+        transitions=chain("review", "ship", COMPLETE),
+    )
+    e = explained(d)
+    assert e.reason is Reason.PAUSED_FOR_APPROVAL
+    assert e.details["approval_targets"] == {"ok": "ship", "error": "refund", "unknown": "refund"}
 
 
 def test_error_routes_are_shown_as_approval_targets() -> None:

@@ -57,6 +57,7 @@ FLOW: WorkflowDefinition = workflow(
 
 class _Go(BaseModel):
     code: str
+    weight: float = 0.0
 
 
 PEOPLE: WorkflowDefinition = workflow(
@@ -166,7 +167,7 @@ class RunStoreContract:
         parked = await committed(run_store, new_run(1, definition=PEOPLE))
         assert parked.status is RunStatus.PAUSED and not parked.jobs
         early = decide(
-            PEOPLE, parked, SignalSent(name="go", payload={"code": "x"}), now=T0
+            PEOPLE, parked, SignalSent(name="go", payload={"code": "x", "weight": 1e23}), now=T0
         ).unwrap()
         state = await committed(run_store, early)
         assert await run_store.load(state.id) == state
@@ -181,6 +182,7 @@ class RunStoreContract:
         assert loaded == state
         assert [e.command.value for e in loaded.audit] == ["signal", "approve"]
         assert loaded.signals[0].consumed_by == "go"
+        assert repr(loaded.signals[0].payload["weight"]) == "1e+23"  # exactly as sent
         assert [j.step for j in loaded.jobs] == ["last"]
 
     async def test_a_signal_waits_timer_is_a_job_and_leases_are_reported(
