@@ -10,7 +10,8 @@ Rules:
 3. **Jobs and commands move together.** Scheduling a job adds it to the run's
    live jobs and emits ``ScheduleJob``; dropping one emits ``FinishJob`` for a
    started job and ``CancelJob`` for a scheduled one.
-4. **A run-status change is reported** as a ``run.transition`` event by ``finish``.
+4. **A run-status change is reported** as a ``run.transition`` event by ``finish``,
+   which also stamps every event of the decision with the run's final status.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ else:  # the same copies without re-running __init__ (see _evolve)
     from squidmesh_core._evolve import evolve as replace
 
 
+_seal = object.__setattr__
+"""Sets a field of a frozen value this draft made and has not handed out yet."""
+
+
 def ms(delta: timedelta) -> int:
     """A duration in whole milliseconds (never negative), as events report it."""
     return max(0, round(delta.total_seconds() * 1000))
@@ -72,6 +77,7 @@ class Draft:
         self.origin = run
         self.now = now
         self.commands: list[Command] = []
+        self._emitted: list[Emit] = []
         self.initial_status = run.status
         self.started: StartedAttempt | None = None
         self.status = run.status
@@ -201,17 +207,17 @@ class Draft:
         attempt: int | None = None,
         attributes: JsonObject | None = None,
     ) -> None:
-        self.commands.append(
-            Emit(
-                topic=topic,
-                run_id=self.origin.id,
-                workflow=self.origin.workflow,
-                step=step,
-                attempt=attempt,
-                attributes=attributes or {},
-                at=self.now,
-            )
+        emitted = Emit(
+            topic=topic,
+            run_id=self.origin.id,
+            workflow=self.origin.workflow,
+            step=step,
+            attempt=attempt,
+            attributes=attributes or {},
+            at=self.now,
         )
+        self._emitted.append(emitted)
+        self.commands.append(emitted)
 
     def finish(self) -> Decision:
         if self.status != self.initial_status:
@@ -232,13 +238,9 @@ class Draft:
             updated_at=self.now,
         )
         status = self.status.value
-        return Decision(
-            state=final,
-            commands=tuple(
-                replace(c, run_status=status) if isinstance(c, Emit) else c for c in self.commands
-            ),
-            started=self.started,
-        )
+        for emitted in self._emitted:  # made by this draft, seen by no one yet: no copies
+            _seal(emitted, "run_status", status)
+        return Decision(state=final, commands=tuple(self.commands), started=self.started)
 
     # -- endings --------------------------------------------------------------------
 
