@@ -12,7 +12,7 @@ random numbers: time and ids are arguments, and every state change is a
 """
 
 from squidmesh_core.context import StepContext
-from squidmesh_core.definition import COMPLETE, WorkflowDefinition
+from squidmesh_core.definition import COMPLETE, FAIL, WorkflowDefinition
 from squidmesh_core.dsl import (
     approval,
     chain,
@@ -72,6 +72,7 @@ from squidmesh_core.views import Receipt, Run, ScheduledJob
 
 __all__ = [
     "COMPLETE",
+    "FAIL",
     "AttemptStatus",
     "AuditEntry",
     "CommandLimit",

@@ -63,6 +63,15 @@ def failure_attributes(failure: StepFailure) -> dict[str, JsonValue]:
     }
 
 
+def routed_to_fail(step: str) -> StepFailure:
+    """Why a run that a step's ``ok`` route sent to ``FAIL`` failed."""
+    return StepFailure(
+        kind="routed_to_fail",
+        message=f"step {step!r} succeeded and its route ends the run as failed",
+        retryable=False,
+    )
+
+
 def unknown_step(definition: WorkflowDefinition, step: str) -> StepFailure:
     """The failure recorded when a run meets a definition that no longer declares its step."""
     return StepFailure(

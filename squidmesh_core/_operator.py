@@ -42,7 +42,7 @@ from returns.result import Failure, Result, Success
 from squidmesh_core._draft import Draft
 from squidmesh_core._parking import give_up, resume
 from squidmesh_core.commands import Decision, RescheduleJob, Topic
-from squidmesh_core.definition import StepKind, WorkflowDefinition
+from squidmesh_core.definition import ENDS, StepKind, WorkflowDefinition
 from squidmesh_core.errors import (
     CommandLimit,
     IdempotencyKeyReused,
@@ -217,7 +217,7 @@ def _target_known(
     definition: WorkflowDefinition, run: RunState, target: str | None
 ) -> Rejected | None:
     """Rule 2 of parking: a persisted target the definition no longer declares is refused."""
-    if target is None or target == "complete" or definition.step(target) is not None:
+    if target is None or target in ENDS or definition.step(target) is not None:
         return None
     return UnknownStep(workflow=definition.name, step=target)
 

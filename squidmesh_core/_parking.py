@@ -28,9 +28,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from squidmesh_core._draft import Draft, ms
-from squidmesh_core._failure import unknown_step
+from squidmesh_core._failure import routed_to_fail, unknown_step
 from squidmesh_core.commands import Topic
-from squidmesh_core.definition import COMPLETE, Outcome, StepKind, StepSpec
+from squidmesh_core.definition import COMPLETE, FAIL, Outcome, StepKind, StepSpec
 from squidmesh_core.errors import InvariantViolatedError
 from squidmesh_core.ids import job_id_for
 from squidmesh_core.jsonvalue import JsonObject, JsonValue
@@ -143,9 +143,11 @@ def _merged(parked: Parked, output: JsonObject) -> JsonObject:
     return {parked.output_key: dict(output)} if parked.output_key else {}
 
 
-def _route(draft: Draft, target: str) -> None:
+def _route(draft: Draft, target: str, step: str, failure: StepFailure | None = None) -> None:
     if target == COMPLETE:
         draft.complete()
+    elif target == FAIL:
+        draft.fail_run(failure or routed_to_fail(step))
     elif draft.definition.step(target) is None:  # a redeploy removed the recorded target
         draft.fail_run(unknown_step(draft.definition, target))
     else:
@@ -193,7 +195,7 @@ def _close(
 def resume(draft: Draft, step_run: StepRunState, *, output: JsonObject) -> None:
     """Complete a parked step with ``output`` and follow its ``ok`` target (rule 4)."""
     parked = _close(draft, step_run, output)
-    _route(draft, parked.ok_target)
+    _route(draft, parked.ok_target, step_run.step)
 
 
 def give_up(
@@ -205,7 +207,7 @@ def give_up(
         draft.fail_run(failure)
         return
     draft.set_last_error(None)
-    _route(draft, parked.error_target)
+    _route(draft, parked.error_target, step_run.step, failure)
 
 
 def timed_out(draft: Draft, step_run: StepRunState) -> None:

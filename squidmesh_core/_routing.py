@@ -5,8 +5,9 @@ Rules:
 1. **Transitions workflows** run one step at a time. After a success the step's
    ``ok`` route names the next step (due after the step's duration when it is a
    ``wait``; a pause, approval or signal step due at once parks instead, see
-   ``_parking``) or ``COMPLETE``; after a failure that gives up, its ``error`` route
-   names a recovery step or ``COMPLETE``, and without one the run fails.
+   ``_parking``), ``COMPLETE`` or ``FAIL``; after a failure that gives up, its
+   ``error`` route names a recovery step, ``COMPLETE`` or ``FAIL`` (the run ends
+   failed with the step's error), and without one the run fails.
 2. **Dependency workflows** start every step whose dependencies have all
    completed, held until ``wait`` dependencies' durations have passed; the run
    completes when every step has, and fails when a step gives up.
@@ -20,9 +21,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from squidmesh_core._draft import Draft
+from squidmesh_core._failure import routed_to_fail
 from squidmesh_core._parking import go_to
 from squidmesh_core.definition import (
     COMPLETE,
+    FAIL,
     Outcome,
     StepKind,
     StepSpec,
@@ -91,6 +94,8 @@ def route_success(draft: Draft, spec: StepSpec, job: Job) -> None:
             raise InvariantViolatedError(f"step {job.step} has no ok route")
         if target == COMPLETE:
             draft.complete()
+        elif target == FAIL:
+            draft.fail_run(routed_to_fail(job.step))
         else:
             go_to(draft, target, now + delay)
         return
@@ -114,6 +119,8 @@ def route_give_up(draft: Draft, job: Job, failure: StepFailure) -> None:
     )
     if target == COMPLETE:
         draft.complete()
+    elif target == FAIL:
+        draft.fail_run(failure)
     elif target is not None:
         draft.set_last_error(None)
         go_to(draft, target, draft.now)

@@ -27,6 +27,10 @@ from squidmesh_core.retry import Retry
 
 COMPLETE = "complete"
 """The terminal pseudo-target of a transition: the run completes."""
+FAIL = "fail"
+"""The other terminal pseudo-target: the run ends ``failed`` (a declined order)."""
+ENDS = frozenset({COMPLETE, FAIL})
+"""The pseudo-targets that end a run."""
 
 StepHandler = Callable[..., object]  # type: ignore[explicit-any]  # user signatures vary; the shell checks them
 """A user step: called by the shell with ``(input, ctx)``. The core never calls it."""

@@ -42,7 +42,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from squidmesh_core.codec import encode_failure
-from squidmesh_core.definition import COMPLETE, WorkflowDefinition, WorkflowMode
+from squidmesh_core.definition import ENDS, WorkflowDefinition, WorkflowMode
 from squidmesh_core.ids import JobId
 from squidmesh_core.jsonvalue import JsonObject, JsonValue
 from squidmesh_core.state import (
@@ -299,7 +299,7 @@ class _Builder:
     def _known(self, target: str | None) -> bool:
         return (
             target is None
-            or target == COMPLETE
+            or target in ENDS
             or (self.definition is not None and self.definition.step(target) is not None)
         )
 

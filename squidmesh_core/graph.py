@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from squidmesh_core.definition import COMPLETE, StepKind, WorkflowDefinition, WorkflowMode
+from squidmesh_core.definition import COMPLETE, ENDS, StepKind, WorkflowDefinition, WorkflowMode
 
-_SHAPES = {StepKind.ACTION: ("[", "]"), StepKind.WAIT: ("([", "])"), StepKind.LOG: ("[/", "/]")}
+_SHAPES = {
+    StepKind.ACTION: ("[", "]"),
+    StepKind.WAIT: ("([", "])"),
+    StepKind.LOG: ("[/", "/]"),
+    StepKind.PAUSE: ("{{", "}}"),
+    StepKind.APPROVAL: ("{{", "}}"),
+    StepKind.SIGNAL: ("{{", "}}"),
+}
 
 
 def to_mermaid(definition: WorkflowDefinition) -> str:
@@ -25,7 +32,9 @@ def to_mermaid(definition: WorkflowDefinition) -> str:
     for spec in definition.steps:
         left, right = _SHAPES[spec.kind]
         label = spec.name
-        if spec.kind is StepKind.WAIT and spec.duration is not None:
+        if spec.kind.parks:
+            label = f"{spec.name}: {spec.kind.value}" + (f" {spec.signal}" if spec.signal else "")
+        elif spec.kind is StepKind.WAIT and spec.duration is not None:
             label = f"{spec.name}: wait {spec.duration}"
         elif spec.retry is not None:
             label = f"{spec.name} (x{spec.retry.max_attempts})"
@@ -39,7 +48,12 @@ def to_mermaid(definition: WorkflowDefinition) -> str:
                 lines.append(f"  {spec.name} --> {COMPLETE}(({COMPLETE}))")
         return "\n".join(lines)
     for transition in definition.transitions:
-        target = f"{COMPLETE}(({COMPLETE}))" if transition.to == COMPLETE else transition.to
+        target = f"{transition.to}(({transition.to}))" if transition.to in ENDS else transition.to
         arrow = "-->" if transition.on.value == "ok" else "-.->"
         lines.append(f"  {transition.from_step} {arrow}|{transition.on.value}| {target}")
+    for spec in definition.steps:
+        if spec.on_timeout is not None:
+            end = spec.on_timeout
+            target = f"{end}(({end}))" if end in ENDS else end
+            lines.append(f"  {spec.name} -.->|timeout| {target}")
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from returns.result import Failure, Result, Success
 from squidmesh_core.cron import parse_cron
 from squidmesh_core.definition import (
     COMPLETE,
+    ENDS,
     LogLevel,
     Outcome,
     StepKind,
@@ -217,8 +218,8 @@ def _check_step(step: StepSpec, problems: _Problems) -> None:
             "step_name",
             f"{label} has an invalid name (letters, digits and _, at most 100 characters)",
         )
-    elif step.name == COMPLETE:
-        problems.add("step_name", f"{label} uses the reserved name {COMPLETE!r}")
+    elif step.name in ENDS:
+        problems.add("step_name", f"{label} uses the reserved name {step.name!r}")
     for message in step.option_problems:
         problems.add("step_option", f"{label}: {message}")
     match step.kind:
@@ -360,14 +361,14 @@ def _check_transitions(
                 "unknown_transition_source",
                 f"transition references unknown step: {transition.from_step!r}",
             )
-        if transition.to != COMPLETE and transition.to not in names:
+        if transition.to not in ENDS and transition.to not in names:
             problems.add(
                 "unknown_transition_target",
                 f"transition from {transition.from_step!r} targets unknown step: {transition.to!r}",
             )
     timeouts = [(s.name, s.on_timeout) for s in steps if s.on_timeout is not None]
     for source, target in timeouts:
-        if target != COMPLETE and target not in names:
+        if target not in ENDS and target not in names:
             problems.add(
                 "unknown_transition_target",
                 f"signal step {source!r} times out to unknown step: {target!r}",
@@ -390,8 +391,9 @@ def _check_transitions(
             + " -> ".join(repr(c) for c in cycle),
         )
     with_ok = {t.from_step for t in transitions if t.on is Outcome.OK}
+    with_error = {t.from_step for t in transitions if t.on is Outcome.ERROR}
     for name in names:
-        if name not in with_ok:
+        if name in with_error and name not in with_ok:
             problems.add(
                 "missing_ok_route",
                 f"step {name!r} has no ok transition, so its success could never complete the run",
@@ -456,6 +458,16 @@ def build_workflow(
     if problems.items:
         return Failure(DefinitionErrors(workflow=str(name), problems=tuple(problems.items)))
     fields, _ = merge_contract_fields(contracts)
+    if not dependency_mode:  # a step without routes is a last step: its success completes
+        sources = {t.from_step for t in transitions}
+        transitions = (
+            *transitions,
+            *(
+                TransitionSpec(from_step=s.name, on=Outcome.OK, to=COMPLETE)
+                for s in steps
+                if s.name not in sources
+            ),
+        )
     return Success(
         WorkflowDefinition(
             name=name,

@@ -20,6 +20,7 @@ import squidmesh_core.protocol
 
 CORE = [
     "COMPLETE",
+    "FAIL",
     "AttemptStatus",
     "AuditEntry",
     "CommandLimit",

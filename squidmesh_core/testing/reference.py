@@ -177,6 +177,10 @@ class ReferenceModel:
             self._cancel_waiting_jobs(run)
             run.status = "completed"
             run.last_error = None
+        elif target == "fail":
+            self._cancel_waiting_jobs(run)
+            run.status = "failed"
+            run.last_error = "failed"
         else:
             self._go(run, target, now, now)
 
@@ -212,7 +216,11 @@ class ReferenceModel:
         while frontier:
             step = frontier.pop()
             for target in (self.ok.get(step), self.err.get(step), self.err_of_timeout.get(step)):
-                if target is not None and target != "complete" and target not in found:
+                if (
+                    target is not None
+                    and target not in ("complete", "fail")
+                    and target not in found
+                ):
                     found.add(target)
                     frontier.append(target)
         return found
@@ -345,9 +353,8 @@ class ReferenceModel:
         if not self.dependency_mode:
             delay = self.wait.get(job.step) or timedelta(0)
             target = self.ok[job.step]
-            if target == "complete":
-                run.status = "completed"
-                run.last_error = None
+            if target in ("complete", "fail"):
+                self._route(run, target, now)
             else:
                 self._go(run, target, now + delay, now)
             return True
@@ -405,9 +412,8 @@ class ReferenceModel:
             return True
         run.steps[job.step] = "failed"
         target = None if self.dependency_mode else self.err.get(job.step)
-        if target == "complete":
-            run.status = "completed"
-            run.last_error = None
+        if target in ("complete", "fail"):
+            self._route(run, target, now)
         elif target is not None:
             run.last_error = None
             self._go(run, target, now, now)

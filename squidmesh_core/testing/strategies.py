@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from squidmesh_core.decide import decide
-from squidmesh_core.definition import COMPLETE, StepSpec, WorkflowDefinition
+from squidmesh_core.definition import COMPLETE, FAIL, StepSpec, WorkflowDefinition
 from squidmesh_core.dsl import (
     approval,
     error,
@@ -160,7 +160,7 @@ def _step_specs(
             specs.append(approval(name))
         elif kind == "signal":
             timeout = draw(st.none() | whole_ms)
-            later = (*names[index + 1 :], COMPLETE)
+            later = (*names[index + 1 :], COMPLETE, FAIL)
             on_timeout = draw(st.none() | st.sampled_from(later)) if timeout else None
             specs.append(
                 wait_for_signal(
@@ -195,10 +195,14 @@ def transition_workflows(
     n = draw(st.integers(min_value=1, max_value=5))
     names = STEP_NAMES[:n]
     specs = draw(_step_specs(names, jitter=jitter, people=people))
-    routes = [ok(a, b) for a, b in zip(names, (*names[1:], COMPLETE), strict=True)]
+    last = draw(st.sampled_from([COMPLETE, COMPLETE, FAIL, None]))  # None: no route at all
+    routes = [ok(a, b) for a, b in zip(names, (*names[1:], last or COMPLETE), strict=True)]
+    if last is None:
+        routes.pop()  # the last step has no route: its success completes the run
     for index, name in enumerate(names):
-        if draw(st.booleans()):
-            routes.append(error(name, draw(st.sampled_from((*names[index + 1 :], COMPLETE)))))
+        if draw(st.booleans()) and (last is not None or index < len(names) - 1):
+            ends = (*names[index + 1 :], COMPLETE, FAIL)
+            routes.append(error(name, draw(st.sampled_from(ends))))
     return workflow(
         "sample.transitions",
         triggers=[manual("start", payload=SamplePayload)],
