@@ -34,9 +34,9 @@ def test_an_ok_route_to_fail_ends_the_run_failed_after_the_step() -> None:
     d.deliver("charge")
     d.fail("charge", StepFailure(kind="declined", message="card declined", retryable=False))
     assert d.state.status is RunStatus.RUNNING and d.state.last_error is None
-    d.run_step("notify_decline")
-    assert d.status() is RunStatus.FAILED
-    assert d.state.last_error is not None and d.state.last_error.kind == "routed_to_fail"
+    ended = d.run_step("notify_decline").state
+    assert ended.status is RunStatus.FAILED
+    assert ended.last_error is not None and ended.last_error.kind == "routed_to_fail"
 
 
 def test_an_error_route_to_fail_keeps_the_steps_error() -> None:
