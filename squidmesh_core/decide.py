@@ -482,7 +482,12 @@ def _fail(
                 Topic.STEP_RETRY_SCHEDULED,
                 step=job.step,
                 attempt=next_attempt,
-                attributes={"delay_ms": ms(delay), "due_at": due_at.isoformat()},
+                attributes={
+                    "failed_attempt": job.attempt,
+                    "next_attempt": next_attempt,
+                    "delay_ms": ms(delay),
+                    "due_at": due_at.isoformat(),
+                },
             )
             draft.settle_active()
         case GiveUp():

@@ -57,6 +57,8 @@ def cron(
 def _after(after: Sequence[str] | str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if isinstance(after, str):
         return (), (f"after must be a list of step names, not the string {after!r}",)
+    if isinstance(after, list) and not after:
+        return (), ("after=[] names no step: leave it out, or name the steps it waits for",)
     deduped = tuple(dict.fromkeys(after))
     return deduped, ()
 

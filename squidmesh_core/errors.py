@@ -8,6 +8,7 @@ Faults and bugs are *exceptions*::
 
     SquidmeshError                     base of everything SquidMesh raises
      +-- InvalidWorkflowError          a workflow definition failed validation (also ValueError)
+     +-- NonRetryableError             raised by a step: fail the attempt, never retry it
      +-- InvariantViolatedError        the core met a state that cannot happen: a bug
      +-- (shell) BackendError ...      defined in squidmesh_backends.errors
 """
@@ -34,6 +35,17 @@ class SquidmeshError(Exception):
 
 class InvariantViolatedError(SquidmeshError):
     """The core met a state or event combination that cannot happen: a bug."""
+
+
+class NonRetryableError(SquidmeshError):
+    """Raise it (or a subclass) from a step to fail the attempt without any retry.
+
+    ``code`` (optional) is kept with the failure, like any exception's ``code``.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -76,6 +76,22 @@ class Retry:
     """Total attempts, the first included (so 1 means "never retry")."""
     backoff: Backoff | None = None
     """Delay between attempts; ``None`` retries immediately."""
+    retry_on: tuple[type[BaseException], ...] = ()
+    """If set, only exceptions of these types are retried."""
+    no_retry_on: tuple[type[BaseException], ...] = ()
+    """Exceptions of these types are never retried (checked before ``retry_on``)."""
+
+    def retries(self, exc: BaseException) -> bool:
+        """Whether a step that raised ``exc`` may be retried under this policy.
+
+        >>> Retry(max_attempts=3, no_retry_on=(KeyError,)).retries(KeyError("x"))
+        False
+        >>> Retry(max_attempts=3, retry_on=(TimeoutError,)).retries(ValueError())
+        False
+        """
+        if isinstance(exc, self.no_retry_on):
+            return False
+        return not self.retry_on or isinstance(exc, self.retry_on)
 
 
 class GiveUpReason(StrEnum):

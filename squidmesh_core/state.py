@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
-from squidmesh_core.jsonvalue import EMPTY_OBJECT, JsonObject
+from squidmesh_core.jsonvalue import EMPTY_OBJECT, JsonObject, JsonValue
 
 SCHEMA_VERSION = 2
 """Version of the persisted shape of :class:`RunState` (see ``codec``).
@@ -104,12 +104,20 @@ class StepFailure:
 
     @classmethod
     def from_exception(cls, exc: BaseException, *, retryable: bool = True) -> StepFailure:
-        """A failure describing a raised exception (type and message are recorded)."""
+        """A failure describing a raised exception: its type, message and ``code``.
+
+        A ``code`` attribute that is a string is kept in ``details``, so a domain
+        error raised (or returned in ``Failure``) keeps its stable code.
+        """
+        details: dict[str, JsonValue] = {"type": f"{type(exc).__module__}.{type(exc).__qualname__}"}
+        code = getattr(exc, "code", None)
+        if isinstance(code, str):
+            details["code"] = code
         return cls(
             kind="exception",
             message=str(exc) or type(exc).__name__,
             retryable=retryable,
-            details={"type": f"{type(exc).__module__}.{type(exc).__qualname__}"},
+            details=details,
         )
 
 

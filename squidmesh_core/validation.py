@@ -116,10 +116,21 @@ def _check_triggers(
                 "trigger_name",
                 f"{label} has an invalid name (letters, digits and _, at most 100 characters)",
             )
-        if trigger.kind is TriggerKind.CRON:
+        kind: object = trigger.kind
+        if kind not in set(TriggerKind):
+            problems.add(
+                "trigger_kind", f"{label} has an unknown kind {kind!r} (use manual or cron)"
+            )
+        elif trigger.kind is TriggerKind.CRON:
             parsed = parse_cron(trigger.expression, trigger.timezone)
             if isinstance(parsed, Failure):
                 problems.add("cron_spec", f"{label} {parsed.failure()}")
+        elif trigger.expression is not None or trigger.timezone is not None:
+            problems.add(
+                "trigger_kind",
+                f"{label} is a manual trigger but carries a cron expression or timezone "
+                "(use cron(...))",
+            )
         described = describe_contract(trigger.payload)
         if isinstance(described, Failure):
             for message in described.failure():
@@ -209,6 +220,14 @@ def _check_retry(step: StepSpec, problems: _Problems) -> None:
     why = _check_backoff(retry.backoff)
     if why:
         problems.add("backoff", f"retry for {step.name!r} defines an invalid backoff: {why}")
+    for option in ("retry_on", "no_retry_on"):
+        kinds: object = getattr(retry, option)
+        if not isinstance(kinds, tuple) or not all(
+            isinstance(k, type) and issubclass(k, BaseException) for k in kinds
+        ):
+            problems.add(
+                "retry", f"retry for {step.name!r}: {option} must be a tuple of exception types"
+            )
 
 
 def _check_step(step: StepSpec, problems: _Problems) -> None:

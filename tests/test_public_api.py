@@ -47,6 +47,7 @@ CORE = [
     "JsonValue",
     "Linear",
     "NextAction",
+    "NonRetryableError",
     "NotFound",
     "Now",
     "OperatorCommand",

@@ -71,6 +71,16 @@ def compose(
             raise ConfigurationError(f"unknown executor {executor!r} (available: 'inprocess')")
         runner = InProcessExecutor(concurrency=chosen.concurrency)
     else:
+        missing = [
+            name
+            for name in ("capacity", "free_slots", "start", "submit", "stop")
+            if not hasattr(executor, name)
+        ]
+        if missing:
+            raise ConfigurationError(
+                f"{executor!r} is not an executor: it lacks {', '.join(missing)} "
+                "(see squidmesh_core.protocol.Executor)"
+            )
         runner = executor
     return Runtime(
         store=run_store,

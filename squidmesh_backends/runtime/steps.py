@@ -23,11 +23,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import get_args, get_type_hints
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, PydanticUserError, ValidationError
 from returns.result import Failure, Result, Success
 
 from squidmesh_core.context import StepContext
 from squidmesh_core.definition import LogLevel, StepKind, StepSpec
+from squidmesh_core.errors import NonRetryableError
 from squidmesh_core.jsonvalue import JsonObject
 from squidmesh_core.state import StepFailure
 
@@ -137,16 +138,58 @@ def _normalise_output(value: object, model: type[BaseModel] | None) -> StepOutco
     return Success(value)
 
 
-def _as_outcome(value: object, model: type[BaseModel] | None) -> StepOutcome:
+def _retryable(spec: StepSpec, exc: BaseException) -> bool:
+    """Whether a raised (or returned) exception may be retried: ours never, else per policy."""
+    if isinstance(exc, NonRetryableError):
+        return False
+    return spec.retry is None or spec.retry.retries(exc)
+
+
+def _as_outcome(spec: StepSpec, value: object, model: type[BaseModel] | None) -> StepOutcome:
     match value:
         case Success(inner):
             return _normalise_output(inner, model)
         case Failure(StepFailure() as failure):
             return Failure(failure)
+        case Failure(BaseException() as exc):
+            return Failure(StepFailure.from_exception(exc, retryable=_retryable(spec, exc)))
         case Failure(other):
             return Failure(StepFailure(kind="step_failed", message=str(other)))
         case _:
             return _normalise_output(value, model)
+
+
+def _broken_model(spec: StepSpec, model: type[BaseModel], exc: PydanticUserError) -> StepOutcome:
+    """A model pydantic cannot use (not fully defined): a definition problem, not retried."""
+    return Failure(
+        StepFailure(
+            kind="invalid_step",
+            message=f"step {spec.name!r}: model {model.__name__} cannot be used: {exc}",
+            retryable=False,
+        )
+    )
+
+
+def _validated_input(
+    spec: StepSpec, model: type[BaseModel] | None, data: JsonObject
+) -> Result[object, StepFailure]:
+    """The handler's argument: the input as a dict, or validated into its model."""
+    if model is None:
+        return Success(dict(data))
+    try:
+        return Success(model.model_validate(dict(data)))
+    except PydanticUserError as exc:
+        return _broken_model(spec, model, exc)
+    except ValidationError as exc:
+        return Failure(
+            StepFailure(
+                kind="invalid_input",
+                message=f"step input does not match {model.__name__}: "
+                f"{exc.error_count()} error(s)",
+                retryable=False,
+                details={"errors": _field_errors(exc)},
+            )
+        )
 
 
 async def run_action(spec: StepSpec, data: JsonObject, ctx: StepContext) -> StepOutcome:
@@ -170,20 +213,10 @@ async def run_action(spec: StepSpec, data: JsonObject, ctx: StepContext) -> Step
             shape = _shape_of(handler, target)
         except _UnresolvableAnnotationsError as exc:
             return Failure(StepFailure(kind="invalid_step", message=str(exc), retryable=False))
-        argument: object = dict(data)
-        if shape.input_model is not None:
-            try:
-                argument = shape.input_model.model_validate(dict(data))
-            except ValidationError as exc:
-                return Failure(
-                    StepFailure(
-                        kind="invalid_input",
-                        message=f"step input does not match {shape.input_model.__name__}: "
-                        f"{exc.error_count()} error(s)",
-                        retryable=False,
-                        details={"errors": _field_errors(exc)},
-                    )
-                )
+        validated = _validated_input(spec, shape.input_model, data)
+        if isinstance(validated, Failure):
+            return validated
+        argument = validated.unwrap()
         args = (argument, ctx) if shape.takes_context else (argument,)
         try:
             inspect.signature(target).bind(*args)
@@ -204,8 +237,12 @@ async def run_action(spec: StepSpec, data: JsonObject, ctx: StepContext) -> Step
             if inspect.isawaitable(value):
                 value = await value
     except Exception as exc:  # a raising step is a failed attempt, recorded with its type
-        return Failure(StepFailure.from_exception(exc))
-    return _as_outcome(value, shape.output_model)
+        return Failure(StepFailure.from_exception(exc, retryable=_retryable(spec, exc)))
+    try:
+        return _as_outcome(spec, value, shape.output_model)
+    except PydanticUserError as exc:
+        assert shape.output_model is not None
+        return _broken_model(spec, shape.output_model, exc)
 
 
 async def run_step(

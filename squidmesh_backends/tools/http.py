@@ -311,7 +311,10 @@ class HttpTool:
         headers = {k.lower(): _text(v.encode("latin-1", "replace"), "latin-1")
                    for k, v in response.headers.items()}  # fmt: skip
         return Success(
-            ToolResult(tool=self._name, value={"status": status, "headers": headers, "body": body})
+            ToolResult(
+                tool=self._name,
+                value={**where, "status": status, "headers": headers, "body": body},
+            )
         )
 
 

@@ -54,6 +54,7 @@ async def test_a_2xx_answer_is_a_result_with_decoded_json(
     )
     value = result.unwrap().value
     assert value["status"] == 200
+    assert value["method"] == "POST" and value["url"] == f"{server.url}/echo"  # like errors
     body = value["body"]
     assert isinstance(body, dict)
     assert body["method"] == "POST"
