@@ -32,11 +32,15 @@ Rules:
 8. **An error lasts as long as its failure.** ``last_error`` is cleared when a
    step succeeds and no other step is retrying after a failure, so a recovered
    step leaves none.
+9. **A lost attempt is not a failure.** An attempt whose worker died (its lease
+   expired) runs again at once, without a retry policy and without using its
+   attempts, up to the step's ``max_lost``; one more gives up like a failure.
+   Failure retries count failed attempts only (ADR 0007).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, assert_never
 
 from returns.result import Failure, Result, Success
@@ -78,7 +82,7 @@ from squidmesh_core.events import (
 from squidmesh_core.ids import IdempotencyKey, parse_run_id
 from squidmesh_core.jsonvalue import JsonObject, JsonValue, check_json_object
 from squidmesh_core.payload import validate_payload
-from squidmesh_core.retry import GiveUp, RetryAt, decide_retry
+from squidmesh_core.retry import GiveUp, GiveUpReason, RetryAt, decide_retry
 from squidmesh_core.state import (
     INVALID_OUTPUT,
     WORKER_LOST,
@@ -118,6 +122,9 @@ def replay_key(source: str, key: str) -> IdempotencyKey:
     'replay:r1:fix-42'
     """
     return IdempotencyKey(f"{REPLAY_KEY_PREFIX}{source}:{key}")
+
+
+_NO_DELAY = timedelta(0)
 
 
 def _live_attempt(draft: Draft, job: Job) -> Attempt:
@@ -464,15 +471,29 @@ def _fail(
         draft.converge_cancel()
         return draft.finish()
     spec = definition.step(job.step)
-    verdict = decide_retry(
-        None if spec is None else spec.retry,
-        failed_attempt=job.attempt,
-        retryable=failure.retryable,
-        retry_after=failure.retry_after,
-        run_id=run.id,
-        step=job.step,
-        now=now,
-    )
+    attempts = draft.step_run(job.step).attempts
+    verdict: RetryAt | GiveUp
+    if attempt_status is AttemptStatus.LOST:  # the worker died: the step did not fail
+        lost = sum(1 for a in attempts if a.status is AttemptStatus.LOST)
+        bound = 0 if spec is None else spec.max_lost
+        verdict = (
+            RetryAt(attempt=job.attempt + 1, delay=_NO_DELAY, at=now)
+            if lost <= bound
+            else GiveUp(reason=GiveUpReason.EXHAUSTED, attempts=job.attempt)
+        )
+    else:
+        failed = sum(1 for a in attempts if a.status is AttemptStatus.FAILED)
+        verdict = decide_retry(
+            None if spec is None else spec.retry,
+            failed_attempt=failed,
+            retryable=failure.retryable,
+            retry_after=failure.retry_after,
+            run_id=run.id,
+            step=job.step,
+            now=now,
+        )
+        if isinstance(verdict, RetryAt):  # attempt numbers count lost attempts too
+            verdict = RetryAt(attempt=job.attempt + 1, delay=verdict.delay, at=verdict.at)
     match verdict:
         case RetryAt(attempt=next_attempt, delay=delay, at=due_at):
             settle_step(StepStatus.RETRY_SCHEDULED)

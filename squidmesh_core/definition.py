@@ -110,6 +110,8 @@ class StepSpec:
     """If set, the step's output is stored under this single key of the run context."""
     retry: Retry | None = None
     """Attempts and backoff; ``None`` means a single attempt."""
+    max_lost: int = 3
+    """Attempts whose worker died that are run again, apart from ``retry`` (see ADR 0007)."""
     after: tuple[str, ...] = ()
     """Steps that must complete first (dependency workflows)."""
     duration: timedelta | None = None

@@ -71,6 +71,7 @@ def step(
     output: str | None = None,
     retry: Retry | Mapping[str, object] | None = None,
     after: Sequence[str] | str = (),
+    max_lost: int = 3,
 ) -> StepSpec:
     """A user step.
 
@@ -83,6 +84,8 @@ def step(
             (``{"max_attempts": 3, "backoff": {"type": "exponential", "min": 1, "max": 30}}``,
             durations in seconds; key order never matters).
         after: dependencies (makes the workflow a dependency workflow).
+        max_lost: attempts whose worker died (lease expired) that run again
+            without using ``retry``'s attempts; one more lost attempt fails the step.
     """
     deps, problems = _after(after)
     policy: Retry | None
@@ -106,6 +109,7 @@ def step(
         output_key=output,
         retry=policy,
         after=deps,
+        max_lost=max_lost,
         option_problems=problems,
     )
 

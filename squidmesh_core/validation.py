@@ -286,6 +286,11 @@ def _check_step(step: StepSpec, problems: _Problems) -> None:
             "reserved_key", f"{label} writes its output to 'schedule', which cron runs reserve"
         )
     _check_retry(step, problems)
+    lost: object = step.max_lost
+    if isinstance(lost, bool) or not isinstance(lost, int) or not 0 <= lost <= MAX_ATTEMPTS_LIMIT:
+        problems.add(
+            "max_lost", f"{label}: max_lost must be an integer from 0 to {MAX_ATTEMPTS_LIMIT}"
+        )
 
 
 def _check_signal_step(step: StepSpec, problems: _Problems) -> None:

@@ -72,6 +72,7 @@ class ReferenceModel:
         self.wait = {s.name: s.duration for s in definition.steps if s.kind is StepKind.WAIT}
         self.output_key = {s.name: s.output_key for s in definition.steps}
         self.retry = {s.name: s.retry for s in definition.steps}
+        self.max_lost = {s.name: s.max_lost for s in definition.steps}
         self.parks = {s.name: s.kind.value for s in definition.steps if s.kind.parks}
         self.timeout = {s.name: s.timeout for s in definition.steps}
         for s in definition.steps:
@@ -401,10 +402,19 @@ class ReferenceModel:
             return True
         policy = self.retry[job.step]
         max_attempts = 1 if policy is None else policy.max_attempts
-        if retryable and job.attempt < max_attempts:
+        lost_so_far = run.attempts[job.step].count("lost")
+        failed_so_far = run.attempts[job.step].count("failed")
+        if lost:
+            again = lost_so_far <= self.max_lost[job.step]  # a lost attempt is not a failure
+            delay = timedelta(0)
+        else:
+            again = retryable and failed_so_far < max_attempts
             delay = (
-                retry_after if retry_after is not None else self._delay(run, job.step, job.attempt)
+                retry_after
+                if retry_after is not None
+                else self._delay(run, job.step, failed_so_far)
             )
+        if again:
             run.steps[job.step] = "retry_scheduled"
             run.last_error = "retrying"
             self._schedule(run, job.step, job.attempt + 1, now + max(delay, timedelta(0)))

@@ -39,14 +39,17 @@ class Gate:
         return {"attempt": ctx.attempt}
 
 
-def flow(gate: Gate, *, retries: int = 3) -> object:
+def flow(gate: Gate, *, retries: int = 3, max_lost: int = 3) -> object:
     async def after(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
         return {"after": True}
 
     return workflow(
         "faults.flow",
         triggers=[manual()],
-        steps=[step("slow", gate, retry=Retry(max_attempts=retries)), step("after", after)],
+        steps=[
+            step("slow", gate, retry=Retry(max_attempts=retries), max_lost=max_lost),
+            step("after", after),
+        ],
         transitions=chain("slow", "after", COMPLETE),
     )
 
@@ -188,13 +191,23 @@ async def test_the_late_outcome_of_a_reclaimed_attempt_is_discarded(
     assert (await rt.inspect_run(run.id, include_history=True)).unwrap() == done
 
 
-async def test_without_retries_a_lost_worker_fails_the_run(gate: Gate) -> None:
-    rt = TimeSkippingRuntime(workflows=[flow(gate, retries=1)])  # type: ignore[list-item]
+async def test_past_max_lost_a_lost_worker_fails_the_run(gate: Gate) -> None:
+    rt = TimeSkippingRuntime(workflows=[flow(gate, retries=1, max_lost=0)])  # type: ignore[list-item]
     run = (await rt.start_run("faults.flow", {})).unwrap()
     await kill_mid_step(rt, gate)
     done = await rt.run_until_complete(run.id)
     assert done.status is RunStatus.FAILED
     assert done.last_error is not None and done.last_error.kind == "worker_lost"
+
+
+async def test_without_retries_a_lost_worker_runs_the_step_again(gate: Gate) -> None:
+    rt = TimeSkippingRuntime(workflows=[flow(gate, retries=1)])  # type: ignore[list-item]
+    run = (await rt.start_run("faults.flow", {})).unwrap()
+    await kill_mid_step(rt, gate)
+    gate.release.set()
+    done = await rt.run_until_complete(run.id)
+    assert done.status is RunStatus.COMPLETED
+    assert gate.attempts == [1, 2]
 
 
 async def test_heartbeats_keep_a_long_step_leased(gate: Gate) -> None:

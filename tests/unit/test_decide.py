@@ -381,11 +381,36 @@ class TestFailure:
         d.run_step("charge")
         assert d.status() is RunStatus.COMPLETED
 
-    def test_expired_lease_without_retries_fails_the_run(self) -> None:
-        d = new()
+    def test_a_lost_attempt_runs_again_without_a_retry_policy_up_to_max_lost(self) -> None:
+        d = new()  # "load" has no retry policy and the default max_lost of 3
+        for _ in range(3):
+            d.deliver("load")
+            d.expire("load")
+            assert d.status() is RunStatus.RETRYING
+            assert [job.due_at for job in d.state.jobs] == [d.now]  # again at once
         d.deliver("load")
-        d.expire("load")
+        d.expire("load")  # the fourth lost attempt gives up
         assert d.status() is RunStatus.FAILED
+        assert d.state.last_error is not None and d.state.last_error.kind == "worker_lost"
+
+    def test_lost_attempts_do_not_use_up_failure_retries(self) -> None:
+        d = new(retry=Retry(max_attempts=2))
+        for name in ("load", "settle", "note"):
+            d.run_step(name)
+        d.deliver("charge")
+        d.expire("charge")  # lost: attempt 2 runs, and the policy still allows 2 failures
+        d.deliver("charge")
+        d.fail("charge")  # first failure: attempt 3 is the retry
+        d.deliver("charge")
+        d.succeed("charge")
+        charge = d.state.step_run("charge")
+        assert charge is not None
+        assert [a.status for a in charge.attempts] == [
+            AttemptStatus.LOST,
+            AttemptStatus.FAILED,
+            AttemptStatus.SUCCEEDED,
+        ]
+        assert d.status() is RunStatus.COMPLETED
 
 
 class TestCancel:
