@@ -55,6 +55,7 @@ from squidmesh_core.protocol import (
     RunState,
     ScheduleJob,
     SignalSent,
+    StepDeferred,
     StepFailed,
     StepSucceeded,
     UnblockRequested,
@@ -324,6 +325,18 @@ class CoreMachine(RuleBasedStateMachine):
             retry_after=failure.retry_after,
             now=self.now,
         )
+        self.finished_jobs.append((job_id, token))
+
+    @precondition(lambda self: any(j.status is JobStatus.STARTED for j in self.state.jobs))
+    @rule(data=st.data(), seconds=st.integers(min_value=0, max_value=7200))
+    def step_defers(self, data: st.DataObject, seconds: int) -> None:
+        """The step says "not yet, look again in N": a re-check that uses no retry."""
+        job_id = data.draw(st.sampled_from(self.jobs(JobStatus.STARTED)))
+        token = self._token_of(job_id)
+        delay = timedelta(seconds=seconds)
+        event = StepDeferred(job_id=job_id, lease_token=token, after=delay, reason="not yet")
+        assert self.apply(event) is not None
+        assert self.model.defer(self.run, job_id, token, delay, self.now)
         self.finished_jobs.append((job_id, token))
 
     @precondition(lambda self: any(j.status is JobStatus.STARTED for j in self.state.jobs))

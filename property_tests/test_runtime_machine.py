@@ -29,6 +29,7 @@ from squidmesh_backends.runtime import FakeClock, JobOutcome, Runtime, RuntimeSe
 from squidmesh_backends.sqlite import SqliteRunStore
 from squidmesh_core import (
     AttemptStatus,
+    Recheck,
     RunId,
     StepContext,
     StepFailure,
@@ -48,7 +49,8 @@ pytestmark = pytest.mark.slow
 
 LEASE = timedelta(seconds=30)
 KEYS = st.none() | st.sampled_from(["k1", "k2"])
-PLANS = ("ok", "ok", "ok", "fail", "fatal", "crash")
+PLANS = ("ok", "ok", "ok", "fail", "fatal", "crash", "defer")
+RECHECK = timedelta(minutes=5)
 
 
 class Script:
@@ -69,6 +71,8 @@ class Script:
             from returns.result import Failure
 
             return Failure(StepFailure(kind="fatal", message="no retry", retryable=False))
+        if action == "defer":
+            return Recheck(after=RECHECK, reason="not yet")
         return {"out": f"{ctx.step}#{ctx.attempt}"}
 
 
@@ -242,6 +246,9 @@ class RuntimeMachine(RuleBasedStateMachine):
             return "started"
         step, attempt = job_id.split("/")[1], int(job_id.split("/")[2])
         self.leases.pop(job_id, None)
+        if plan == "defer":
+            assert self.model.defer(self.run, job_id, token, RECHECK, self.clock.now())
+            return JobOutcome.DEFERRED.value
         if plan == "ok":
             output: dict[str, object] = (
                 {"out": f"{step}#{attempt}"} if self.kind(job_id) is StepKind.ACTION else {}

@@ -11,7 +11,7 @@ random numbers: time and ids are arguments, and every state change is a
 ``Decision`` value returned by ``decide``.
 """
 
-from squidmesh_core.context import StepContext
+from squidmesh_core.context import Recheck, StepContext
 from squidmesh_core.definition import COMPLETE, FAIL, WorkflowDefinition
 from squidmesh_core.dsl import (
     approval,
@@ -107,6 +107,7 @@ __all__ = [
     "ParkKind",
     "Reason",
     "Receipt",
+    "Recheck",
     "Retry",
     "Run",
     "RunId",

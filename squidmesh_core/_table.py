@@ -29,7 +29,7 @@ RUN_TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
 
 STEP_TRANSITIONS: Mapping[StepStatus, frozenset[StepStatus]] = {
     S.SCHEDULED: frozenset({S.RUNNING, S.PARKED, S.COMPLETED, S.CANCELLED}),
-    S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.RETRY_SCHEDULED, S.CANCELLED}),
+    S.RUNNING: frozenset({S.SCHEDULED, S.COMPLETED, S.FAILED, S.RETRY_SCHEDULED, S.CANCELLED}),
     S.RETRY_SCHEDULED: frozenset({S.RUNNING, S.CANCELLED}),
     S.PARKED: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED}),
     S.COMPLETED: frozenset(),
@@ -38,8 +38,9 @@ STEP_TRANSITIONS: Mapping[StepStatus, frozenset[StepStatus]] = {
 }
 
 ATTEMPT_TRANSITIONS: Mapping[AttemptStatus, frozenset[AttemptStatus]] = {
-    A.RUNNING: frozenset({A.SUCCEEDED, A.FAILED, A.LOST}),
+    A.RUNNING: frozenset({A.SUCCEEDED, A.FAILED, A.LOST, A.DEFERRED}),
     A.SUCCEEDED: frozenset(),
+    A.DEFERRED: frozenset(),
     A.FAILED: frozenset(),
     A.LOST: frozenset(),
 }

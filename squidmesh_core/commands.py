@@ -79,6 +79,7 @@ class Topic(StrEnum):
     STEP_COMPLETED = "step.completed"
     STEP_FAILED = "step.failed"
     STEP_RETRY_SCHEDULED = "step.retry_scheduled"
+    STEP_DEFERRED = "step.deferred"
     STEP_CANCELLED = "step.cancelled"
     STEP_PARKED = "step.parked"
     SIGNAL_RECEIVED = "signal.received"

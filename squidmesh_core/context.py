@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import overload
 
 from squidmesh_core.ids import RunId
@@ -99,6 +99,20 @@ class StepContext:
     """The run's payload, read-only all the way down, whatever ``input=`` keeps."""
     context: Mapping[str, object] = field(default_factory=lambda: _NOTHING)
     """The run's context as this attempt started (earlier steps' outputs), read-only."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recheck:
+    """Return it from a step: "not yet"; the step runs again after ``after``.
+
+    For polling an external state (is the payment settled?). A re-check uses no
+    retry attempt; it is a durable timer, shown in the history as a ``deferred``
+    attempt with ``reason``, and in ``explain_run``. A step may defer at most
+    ``max_rechecks`` times (``step(..., max_rechecks=1000)``).
+    """
+
+    after: timedelta
+    reason: str = ""
 
 
 def step_idempotency_key(run_id: str, step: str) -> str:

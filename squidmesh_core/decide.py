@@ -45,10 +45,16 @@ from typing import TYPE_CHECKING, assert_never
 
 from returns.result import Failure, Result, Success
 
+from squidmesh_core._creation import REPLAY_KEY_PREFIX, replay, replay_key, start_run
 from squidmesh_core._draft import Draft, ms
-from squidmesh_core._failure import failure_attributes, storable_failure, unknown_step
-from squidmesh_core._operator import audit, check_operator, decide_command
-from squidmesh_core._parking import go_to, park, timed_out
+from squidmesh_core._failure import (
+    MAX_FAILURE_TEXT,
+    failure_attributes,
+    storable_failure,
+    unknown_step,
+)
+from squidmesh_core._operator import decide_command
+from squidmesh_core._parking import park, timed_out
 from squidmesh_core._routing import (
     RESERVED_CONTEXT_KEYS,
     route_give_up,
@@ -56,14 +62,11 @@ from squidmesh_core._routing import (
     step_input,
 )
 from squidmesh_core.commands import Decision, StartedAttempt, Topic
-from squidmesh_core.definition import WorkflowDefinition, WorkflowMode
+from squidmesh_core.definition import WorkflowDefinition
 from squidmesh_core.errors import (
-    IdempotencyKeyReused,
-    InvalidPayload,
     InvariantViolatedError,
     Rejected,
     StaleDelivery,
-    UnknownTrigger,
 )
 from squidmesh_core.events import (
     ApproveRequested,
@@ -75,22 +78,21 @@ from squidmesh_core.events import (
     ReplayRequested,
     RunRequested,
     SignalSent,
+    StepDeferred,
     StepFailed,
     StepSucceeded,
     UnblockRequested,
 )
-from squidmesh_core.ids import IdempotencyKey, parse_run_id
-from squidmesh_core.jsonvalue import JsonObject, JsonValue, check_json_object
-from squidmesh_core.payload import validate_payload
-from squidmesh_core.retry import GiveUp, GiveUpReason, RetryAt, decide_retry
+from squidmesh_core.jsonvalue import JsonObject, check_json_object
+from squidmesh_core.retry import GiveUp, GiveUpReason, RetryAt, clamp_delay, decide_retry
 from squidmesh_core.state import (
+    DEFERRED_KIND,
     INVALID_OUTPUT,
     WORKER_LOST,
     Attempt,
     AttemptStatus,
     Job,
     JobStatus,
-    OperatorCommand,
     RunState,
     RunStatus,
     StepFailure,
@@ -110,19 +112,6 @@ __all__ = [
     "step_input",
     "storable_failure",
 ]
-
-REPLAY_KEY_PREFIX = "replay:"
-"""Idempotency keys of replayed runs begin with this (``start_run`` refuses them)."""
-
-
-def replay_key(source: str, key: str) -> IdempotencyKey:
-    """The idempotency key of the run a replay of ``source`` with ``key`` creates.
-
-    >>> replay_key("r1", "fix-42")
-    'replay:r1:fix-42'
-    """
-    return IdempotencyKey(f"{REPLAY_KEY_PREFIX}{source}:{key}")
-
 
 _NO_DELAY = timedelta(0)
 
@@ -155,129 +144,6 @@ def _started_job(run: RunState, job_id: str, token: str) -> Result[Job, StaleDel
 
 
 # ---------------------------------------------------------------- per event
-
-
-def _start(
-    definition: WorkflowDefinition, event: RunRequested, now: datetime
-) -> Result[Decision, Rejected]:
-    parsed = parse_run_id(event.run_id)
-    if isinstance(parsed, Failure):
-        return parsed
-    trigger = (
-        definition.default_trigger if event.trigger is None else definition.trigger(event.trigger)
-    )
-    if trigger is None:
-        return Failure(UnknownTrigger(workflow=definition.name, trigger=str(event.trigger)))
-    context = check_json_object(event.context, limits=definition.limits)
-    if isinstance(context, Failure):
-        problem = context.failure()
-        return Failure(
-            InvalidPayload(
-                workflow=definition.name,
-                trigger=trigger.name,
-                reason=f"initial context{problem.path[1:]} {problem.reason}",
-            )
-        )
-    return validate_payload(
-        definition.contract(trigger.name),
-        event.payload,
-        workflow=definition.name,
-        trigger=trigger.name,
-        now=now,
-        limits=definition.limits,
-    ).map(
-        lambda payload: _new_run(
-            definition,
-            RunState(
-                id=event.run_id,
-                workflow=definition.name,
-                trigger=trigger.name,
-                status=RunStatus.PENDING,
-                payload=payload,
-                context=context.unwrap(),
-                created_at=now,
-                updated_at=now,
-                version=0,
-                idempotency_key=event.idempotency_key,
-            ),
-            now,
-            Topic.RUN_CREATED,
-        )
-    )
-
-
-def _new_run(
-    definition: WorkflowDefinition,
-    run: RunState,
-    now: datetime,
-    topic: Topic,
-    *,
-    replay: ReplayRequested | None = None,
-) -> Decision:
-    draft = Draft(definition, run, now)
-    attributes: dict[str, JsonValue] = {"trigger": run.trigger}
-    if run.replayed_from is not None:
-        attributes["replayed_from"] = run.replayed_from
-    draft.emit(topic, attributes=attributes)
-    if definition.mode is WorkflowMode.TRANSITIONS:
-        go_to(draft, definition.entry_steps[0], now)
-    else:
-        for entry in definition.entry_steps:
-            draft.schedule(entry, 1, now)
-    if replay is not None:
-        audit(draft, OperatorCommand.REPLAY, replay.by, {"replayed_from": run.replayed_from})
-    return draft.finish()
-
-
-def _replay(
-    definition: WorkflowDefinition, source: RunState, event: ReplayRequested, now: datetime
-) -> Result[Decision, Rejected]:
-    parsed = parse_run_id(event.new_run_id)
-    if isinstance(parsed, Failure):
-        return parsed
-    problem = check_operator(event.by, actor_required=False, review=False)
-    if problem is not None:
-        return Failure(problem)
-    key = event.by.idempotency_key
-    used = next((e for e in source.audit if key is not None and e.idempotency_key == key), None)
-    if key is not None and used is not None:
-        return Failure(
-            IdempotencyKeyReused(run_id=source.id, idempotency_key=key, command=used.command.value)
-        )
-    if definition.trigger(source.trigger) is None:
-        return Failure(UnknownTrigger(workflow=definition.name, trigger=source.trigger))
-    return validate_payload(
-        definition.contract(source.trigger),
-        source.payload,
-        workflow=definition.name,
-        trigger=source.trigger,
-        now=source.created_at,
-        limits=definition.limits,
-    ).map(
-        lambda payload: _new_run(
-            definition,
-            RunState(
-                id=event.new_run_id,
-                workflow=definition.name,
-                trigger=source.trigger,
-                status=RunStatus.PENDING,
-                payload=payload,
-                context={k: v for k, v in source.context.items() if k in RESERVED_CONTEXT_KEYS},
-                created_at=now,
-                updated_at=now,
-                version=0,
-                replayed_from=source.id,
-                idempotency_key=(
-                    None
-                    if event.by.idempotency_key is None
-                    else replay_key(source.id, event.by.idempotency_key)
-                ),
-            ),
-            now,
-            Topic.RUN_REPLAYED,
-            replay=event,
-        )
-    )
 
 
 def _deliver(
@@ -534,6 +400,60 @@ def _step_failed(
     )
 
 
+def _deferred(
+    definition: WorkflowDefinition, run: RunState, event: StepDeferred, now: datetime
+) -> Result[Decision, Rejected]:
+    found = _started_job(run, event.job_id, event.lease_token)
+    if isinstance(found, Failure):
+        return found
+    job = found.unwrap()
+    spec = definition.step(job.step)
+    delay = clamp_delay(event.after)
+    note = StepFailure(
+        kind=DEFERRED_KIND,
+        message=(event.reason or "not yet")[:MAX_FAILURE_TEXT],
+        retryable=True,
+        retry_after=delay,
+    )
+    step_run = run.step_run(job.step)
+    attempts = () if step_run is None else step_run.attempts
+    deferred = sum(1 for a in attempts if a.status is AttemptStatus.DEFERRED)
+    if spec is None or deferred >= spec.max_rechecks:
+        limit = StepFailure(
+            kind="recheck_limit",
+            message=f"step {job.step!r} deferred {deferred + 1} times, more than its "
+            f"max_rechecks allows",
+            retryable=False,
+        )
+        return Success(_fail(definition, run, job=job, failure=limit, now=now))
+    draft = Draft(definition, run, now)
+    attempt = _live_attempt(draft, job)
+    draft.put_attempt(
+        job.step,
+        replace(attempt, status=AttemptStatus.DEFERRED, finished_at=now, error=note),
+    )
+    draft.drop_job(draft.job(job.id) or job)
+    draft.emit(
+        Topic.STEP_DEFERRED,
+        step=job.step,
+        attempt=job.attempt,
+        attributes={
+            "reason": note.message,
+            "due_at": (now + delay).isoformat(),
+            "next_attempt": job.attempt + 1,
+        },
+    )
+    if run.status.terminal or run.status is RunStatus.CANCELLING:  # nobody looks again
+        draft.put_step(replace(draft.step_run(job.step), status=StepStatus.FAILED, updated_at=now))
+        if run.status is RunStatus.CANCELLING:
+            draft.converge_cancel()
+        return Success(draft.finish())
+    draft.put_step(replace(draft.step_run(job.step), status=StepStatus.SCHEDULED, updated_at=now))
+    draft.schedule(job.step, job.attempt + 1, now + delay)
+    draft.settle_active()
+    return Success(draft.finish())
+
+
 def _lease_expired(
     definition: WorkflowDefinition, run: RunState, event: LeaseExpired, now: datetime
 ) -> Result[Decision, Rejected]:
@@ -573,7 +493,7 @@ def decide(
     if isinstance(event, RunRequested):
         if state is not None:
             raise InvariantViolatedError("RunRequested takes no existing state")
-        return _start(definition, event, now)
+        return start_run(definition, event, now)
     if state is None:
         raise InvariantViolatedError(f"{type(event).__name__} needs the run's state")
     if state.workflow != definition.name:
@@ -582,13 +502,15 @@ def decide(
         )
     match event:
         case ReplayRequested():
-            return _replay(definition, state, event, now)
+            return replay(definition, state, event, now)
         case JobDelivered():
             return _deliver(definition, state, event, now)
         case StepSucceeded():
             return _succeed(definition, state, event, now)
         case StepFailed():
             return _step_failed(definition, state, event, now)
+        case StepDeferred():
+            return _deferred(definition, state, event, now)
         case LeaseExpired():
             return _lease_expired(definition, state, event, now)
         case (

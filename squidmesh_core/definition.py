@@ -112,6 +112,8 @@ class StepSpec:
     """Attempts and backoff; ``None`` means a single attempt."""
     max_lost: int = 3
     """Attempts whose worker died that are run again, apart from ``retry`` (see ADR 0007)."""
+    max_rechecks: int = 1000
+    """Deferred attempts ("not yet, look again later") allowed before the step fails."""
     after: tuple[str, ...] = ()
     """Steps that must complete first (dependency workflows)."""
     duration: timedelta | None = None

@@ -72,6 +72,7 @@ def step(
     retry: Retry | Mapping[str, object] | None = None,
     after: Sequence[str] | str = (),
     max_lost: int = 3,
+    max_rechecks: int = 1000,
 ) -> StepSpec:
     """A user step.
 
@@ -86,6 +87,7 @@ def step(
         after: dependencies (makes the workflow a dependency workflow).
         max_lost: attempts whose worker died (lease expired) that run again
             without using ``retry``'s attempts; one more lost attempt fails the step.
+        max_rechecks: times the step may return ``Recheck`` ("not yet") before it fails.
     """
     deps, problems = _after(after)
     policy: Retry | None
@@ -110,6 +112,7 @@ def step(
         retry=policy,
         after=deps,
         max_lost=max_lost,
+        max_rechecks=max_rechecks,
         option_problems=problems,
     )
 

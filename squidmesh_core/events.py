@@ -8,6 +8,7 @@ it into a :class:`~squidmesh_core.commands.Decision` or refuses it with a typed
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TypeAlias
 
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
@@ -44,6 +45,16 @@ class StepSucceeded:
     job_id: JobId
     lease_token: LeaseToken
     output: object
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepDeferred:
+    """The attempt of ``job_id`` said "not yet": look again in ``after`` (a re-check)."""
+
+    job_id: JobId
+    lease_token: LeaseToken
+    after: timedelta
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +145,7 @@ Event: TypeAlias = (
     | JobDelivered
     | StepSucceeded
     | StepFailed
+    | StepDeferred
     | LeaseExpired
     | CancelRequested
     | ReplayRequested

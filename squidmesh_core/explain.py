@@ -28,6 +28,7 @@ still incomplete
 an attempt running,   ``lease_expired``                         wait for a reclaim, cancel
 its lease expired
 an attempt running    ``step_running``                          wait, cancel
+a re-check due later  ``waiting_for_recheck``                   wait, cancel
 a job due later       ``waiting_for_timer``                     wait, cancel
 a job due now         ``step_scheduled``                        wait for a worker, cancel
 otherwise             ``pending_dispatch``                      cancel
@@ -46,6 +47,7 @@ from squidmesh_core.definition import ENDS, WorkflowDefinition, WorkflowMode
 from squidmesh_core.ids import JobId
 from squidmesh_core.jsonvalue import JsonObject, JsonValue
 from squidmesh_core.state import (
+    AttemptStatus,
     Job,
     JobStatus,
     ParkKind,
@@ -74,6 +76,7 @@ class Reason(StrEnum):
     LEASE_EXPIRED = "lease_expired"
     STEP_RUNNING = "step_running"
     WAITING_FOR_TIMER = "waiting_for_timer"
+    WAITING_FOR_RECHECK = "waiting_for_recheck"
     STEP_SCHEDULED = "step_scheduled"
     PENDING_DISPATCH = "pending_dispatch"
 
@@ -491,6 +494,20 @@ class _Builder:
                         "lease_expires_at": lease.expires_at.isoformat(),
                     },
                     actions=("wait_for_step", "cancel_run"),
+                )
+            step_run = run.step_run(job.step)
+            last = step_run.attempts[-1] if step_run is not None and step_run.attempts else None
+            if job.due_at > now and last is not None and last.status is AttemptStatus.DEFERRED:
+                why = "" if last.error is None else f" ({last.error.message})"
+                return self.make(
+                    Reason.WAITING_FOR_RECHECK,
+                    f"{job.step!r} said not yet{why}; it looks again at {_when(job.due_at, now)}",
+                    step=job.step,
+                    details={
+                        **details,
+                        "reason": None if last.error is None else last.error.message,
+                    },
+                    actions=("wait_for_timer", "cancel_run"),
                 )
             if job.due_at > now:
                 return self.make(

@@ -39,7 +39,13 @@ from squidmesh_core.commands import Decision, Lease, combine
 from squidmesh_core.decide import decide
 from squidmesh_core.definition import WorkflowDefinition
 from squidmesh_core.errors import Rejected, StaleDelivery
-from squidmesh_core.events import JobDelivered, LeaseExpired, StepFailed, StepSucceeded
+from squidmesh_core.events import (
+    JobDelivered,
+    LeaseExpired,
+    StepDeferred,
+    StepFailed,
+    StepSucceeded,
+)
 from squidmesh_core.ids import JobId, LeaseToken
 from squidmesh_core.state import JobStatus, RunState
 
@@ -81,7 +87,7 @@ def decide_delivery(
 def decide_outcome(
     definition: WorkflowDefinition,
     state: RunState,
-    event: StepSucceeded | StepFailed,
+    event: StepSucceeded | StepFailed | StepDeferred,
     *,
     now: datetime,
     next_lease: Lease | None = None,

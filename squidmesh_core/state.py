@@ -74,6 +74,8 @@ class AttemptStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     LOST = "lost"
+    DEFERRED = "deferred"
+    """The step said "not yet, look again later" (a re-check; no retry used)."""
 
 
 class JobStatus(StrEnum):
@@ -123,6 +125,8 @@ class StepFailure:
 
 WORKER_LOST = "worker_lost"
 INVALID_OUTPUT = "invalid_output"
+DEFERRED_KIND = "deferred"
+"""The ``error`` kind recorded on a deferred attempt (why, and when to look again)."""
 REJECTED = "rejected"
 """Failure kind of an approval step a reviewer rejected."""
 SIGNAL_TIMEOUT = "signal_timeout"

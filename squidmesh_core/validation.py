@@ -286,6 +286,9 @@ def _check_step(step: StepSpec, problems: _Problems) -> None:
             "reserved_key", f"{label} writes its output to 'schedule', which cron runs reserve"
         )
     _check_retry(step, problems)
+    rechecks: object = step.max_rechecks
+    if isinstance(rechecks, bool) or not isinstance(rechecks, int) or rechecks < 0:
+        problems.add("max_rechecks", f"{label}: max_rechecks must be a non-negative integer")
     lost: object = step.max_lost
     if isinstance(lost, bool) or not isinstance(lost, int) or not 0 <= lost <= MAX_ATTEMPTS_LIMIT:
         problems.add(

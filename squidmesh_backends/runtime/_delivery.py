@@ -37,10 +37,10 @@ from squidmesh_backends.runtime._refusals import Refusals
 from squidmesh_backends.runtime.client import Client
 from squidmesh_backends.runtime.steps import run_step
 from squidmesh_core.commands import Lease, StartedAttempt
-from squidmesh_core.context import ReadOnlyObject, StepContext, step_idempotency_key
+from squidmesh_core.context import ReadOnlyObject, Recheck, StepContext, step_idempotency_key
 from squidmesh_core.definition import WorkflowDefinition
 from squidmesh_core.errors import NotFound, Rejected, StaleDelivery
-from squidmesh_core.events import StepFailed, StepSucceeded
+from squidmesh_core.events import StepDeferred, StepFailed, StepSucceeded
 from squidmesh_core.handoff import decide_delivery, decide_outcome
 from squidmesh_core.ids import JobId, JobKey, LeaseToken, parse_job_message
 from squidmesh_core.jsonvalue import JsonObject
@@ -61,6 +61,7 @@ class JobOutcome(StrEnum):
     CONVERGED = "converged"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    DEFERRED = "deferred"
     LEASE_LOST = "lease_lost"
 
 
@@ -225,14 +226,21 @@ class Delivery:
         finally:
             if beat is not None:
                 beat.cancel()
-        event: StepSucceeded | StepFailed
+        event: StepSucceeded | StepFailed | StepDeferred
         match result:
+            case Success(Recheck(after=after, reason=reason)):
+                logger.info("step deferred for %s: %s", after, reason or "not yet")
+                event = StepDeferred(job_id=jid, lease_token=token, after=after, reason=reason)
             case Success(output):
                 event = StepSucceeded(job_id=jid, lease_token=token, output=output)
             case Failure(failure):
                 logger.warning("step attempt failed: %s", failure.message)
                 event = StepFailed(job_id=jid, lease_token=token, failure=failure)
-        done = JobOutcome.SUCCEEDED if isinstance(event, StepSucceeded) else JobOutcome.FAILED
+        done = {
+            StepSucceeded: JobOutcome.SUCCEEDED,
+            StepFailed: JobOutcome.FAILED,
+            StepDeferred: JobOutcome.DEFERRED,
+        }[type(event)]
         lease = self._next_lease() if inline and isinstance(event, StepSucceeded) else None
         recorded = await self.ledger.apply(
             state.id,

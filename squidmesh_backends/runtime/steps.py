@@ -26,7 +26,7 @@ from typing import get_args, get_type_hints
 from pydantic import BaseModel, PydanticUserError, ValidationError
 from returns.result import Failure, Result, Success
 
-from squidmesh_core.context import StepContext
+from squidmesh_core.context import Recheck, StepContext
 from squidmesh_core.definition import LogLevel, StepKind, StepSpec
 from squidmesh_core.errors import NonRetryableError
 from squidmesh_core.jsonvalue import JsonObject
@@ -120,6 +120,8 @@ def _field_errors(exc: ValidationError) -> list[str]:
 def _normalise_output(value: object, model: type[BaseModel] | None) -> StepOutcome:
     if value is None:
         return Success({})
+    if isinstance(value, Recheck):  # "not yet": the delivery turns it into a deferral
+        return Success(value)
     if isinstance(value, BaseModel):
         return Success(value.model_dump(mode="json"))
     if model is not None and isinstance(value, Mapping):
@@ -184,8 +186,7 @@ def _validated_input(
         return Failure(
             StepFailure(
                 kind="invalid_input",
-                message=f"step input does not match {model.__name__}: "
-                f"{exc.error_count()} error(s)",
+                message=f"step input does not match {model.__name__}: {exc.error_count()} error(s)",
                 retryable=False,
                 details={"errors": _field_errors(exc)},
             )

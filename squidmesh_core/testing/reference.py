@@ -73,6 +73,7 @@ class ReferenceModel:
         self.output_key = {s.name: s.output_key for s in definition.steps}
         self.retry = {s.name: s.retry for s in definition.steps}
         self.max_lost = {s.name: s.max_lost for s in definition.steps}
+        self.max_rechecks = {s.name: s.max_rechecks for s in definition.steps}
         self.parks = {s.name: s.kind.value for s in definition.steps if s.kind.parks}
         self.timeout = {s.name: s.timeout for s in definition.steps}
         for s in definition.steps:
@@ -431,6 +432,28 @@ class ReferenceModel:
             self._cancel_waiting_jobs(run)
             run.status = "failed"
             run.last_error = "failed"
+        return True
+
+    def defer(
+        self, run: ReferenceRun, job_id: str, token: str, delay: timedelta, now: datetime
+    ) -> bool:
+        """The step said "not yet": it runs again after ``delay``, using no retry."""
+        job = self._owned(run, job_id, token)
+        if job is None:
+            return False
+        if run.attempts[job.step].count("deferred") >= self.max_rechecks[job.step]:
+            return self.fail(run, job_id, token, retryable=False, retry_after=None, now=now)
+        del run.jobs[job_id]
+        run.attempts[job.step][-1] = "deferred"
+        if run.status in TERMINAL or run.status == "cancelling":
+            run.steps[job.step] = "failed"
+            if run.status == "cancelling":
+                self._cancel_waiting_jobs(run)
+                run.status = "cancelled"
+            return True
+        run.steps[job.step] = "scheduled"
+        self._schedule(run, job.step, job.attempt + 1, now + delay)
+        self._settle_active(run)
         return True
 
     def cancel(self, run: ReferenceRun, now: datetime) -> bool:

@@ -1,0 +1,172 @@
+"""Run creation: a new run from a request, or a replay of an earlier run.
+
+Rules:
+
+1. **A new run** validates its trigger, its initial context and its payload; the
+   first step of a transitions workflow starts at once (a parking step parks the
+   run), the roots of a dependency workflow are scheduled together.
+2. **A replay** is a new run from the source's stored payload (validated again
+   against today's contract), keeping only the reserved context (``schedule``);
+   the source is untouched. The replay is audited on the run it creates, and
+   its idempotency key becomes that run's (``replay:<source>:<key>``); a key the
+   source's audit trail already holds is refused.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from returns.result import Failure, Result
+
+from squidmesh_core._draft import Draft
+from squidmesh_core._operator import audit, check_operator
+from squidmesh_core._parking import go_to
+from squidmesh_core._routing import RESERVED_CONTEXT_KEYS
+from squidmesh_core.commands import Decision, Topic
+from squidmesh_core.definition import WorkflowDefinition, WorkflowMode
+from squidmesh_core.errors import (
+    IdempotencyKeyReused,
+    InvalidPayload,
+    Rejected,
+    UnknownTrigger,
+)
+from squidmesh_core.events import ReplayRequested, RunRequested
+from squidmesh_core.ids import IdempotencyKey, parse_run_id
+from squidmesh_core.jsonvalue import JsonValue, check_json_object
+from squidmesh_core.payload import validate_payload
+from squidmesh_core.state import OperatorCommand, RunState, RunStatus
+
+REPLAY_KEY_PREFIX = "replay:"
+"""Idempotency keys of replayed runs begin with this (``start_run`` refuses them)."""
+
+
+def replay_key(source: str, key: str) -> IdempotencyKey:
+    """The idempotency key of the run a replay of ``source`` with ``key`` creates.
+
+    >>> replay_key("r1", "fix-42")
+    'replay:r1:fix-42'
+    """
+    return IdempotencyKey(f"{REPLAY_KEY_PREFIX}{source}:{key}")
+
+
+def start_run(
+    definition: WorkflowDefinition, event: RunRequested, now: datetime
+) -> Result[Decision, Rejected]:
+    parsed = parse_run_id(event.run_id)
+    if isinstance(parsed, Failure):
+        return parsed
+    trigger = (
+        definition.default_trigger if event.trigger is None else definition.trigger(event.trigger)
+    )
+    if trigger is None:
+        return Failure(UnknownTrigger(workflow=definition.name, trigger=str(event.trigger)))
+    context = check_json_object(event.context, limits=definition.limits)
+    if isinstance(context, Failure):
+        problem = context.failure()
+        return Failure(
+            InvalidPayload(
+                workflow=definition.name,
+                trigger=trigger.name,
+                reason=f"initial context{problem.path[1:]} {problem.reason}",
+            )
+        )
+    return validate_payload(
+        definition.contract(trigger.name),
+        event.payload,
+        workflow=definition.name,
+        trigger=trigger.name,
+        now=now,
+        limits=definition.limits,
+    ).map(
+        lambda payload: _new_run(
+            definition,
+            RunState(
+                id=event.run_id,
+                workflow=definition.name,
+                trigger=trigger.name,
+                status=RunStatus.PENDING,
+                payload=payload,
+                context=context.unwrap(),
+                created_at=now,
+                updated_at=now,
+                version=0,
+                idempotency_key=event.idempotency_key,
+            ),
+            now,
+            Topic.RUN_CREATED,
+        )
+    )
+
+
+def _new_run(
+    definition: WorkflowDefinition,
+    run: RunState,
+    now: datetime,
+    topic: Topic,
+    *,
+    replay: ReplayRequested | None = None,
+) -> Decision:
+    draft = Draft(definition, run, now)
+    attributes: dict[str, JsonValue] = {"trigger": run.trigger}
+    if run.replayed_from is not None:
+        attributes["replayed_from"] = run.replayed_from
+    draft.emit(topic, attributes=attributes)
+    if definition.mode is WorkflowMode.TRANSITIONS:
+        go_to(draft, definition.entry_steps[0], now)
+    else:
+        for entry in definition.entry_steps:
+            draft.schedule(entry, 1, now)
+    if replay is not None:
+        audit(draft, OperatorCommand.REPLAY, replay.by, {"replayed_from": run.replayed_from})
+    return draft.finish()
+
+
+def replay(
+    definition: WorkflowDefinition, source: RunState, event: ReplayRequested, now: datetime
+) -> Result[Decision, Rejected]:
+    parsed = parse_run_id(event.new_run_id)
+    if isinstance(parsed, Failure):
+        return parsed
+    problem = check_operator(event.by, actor_required=False, review=False)
+    if problem is not None:
+        return Failure(problem)
+    key = event.by.idempotency_key
+    used = next((e for e in source.audit if key is not None and e.idempotency_key == key), None)
+    if key is not None and used is not None:
+        return Failure(
+            IdempotencyKeyReused(run_id=source.id, idempotency_key=key, command=used.command.value)
+        )
+    if definition.trigger(source.trigger) is None:
+        return Failure(UnknownTrigger(workflow=definition.name, trigger=source.trigger))
+    return validate_payload(
+        definition.contract(source.trigger),
+        source.payload,
+        workflow=definition.name,
+        trigger=source.trigger,
+        now=source.created_at,
+        limits=definition.limits,
+    ).map(
+        lambda payload: _new_run(
+            definition,
+            RunState(
+                id=event.new_run_id,
+                workflow=definition.name,
+                trigger=source.trigger,
+                status=RunStatus.PENDING,
+                payload=payload,
+                context={k: v for k, v in source.context.items() if k in RESERVED_CONTEXT_KEYS},
+                created_at=now,
+                updated_at=now,
+                version=0,
+                replayed_from=source.id,
+                idempotency_key=(
+                    None
+                    if event.by.idempotency_key is None
+                    else replay_key(source.id, event.by.idempotency_key)
+                ),
+            ),
+            now,
+            Topic.RUN_REPLAYED,
+            replay=event,
+        )
+    )
