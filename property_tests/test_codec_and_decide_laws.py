@@ -114,10 +114,10 @@ def test_replay_never_touches_the_source(
     sample: tuple[WorkflowDefinition, RunState], new_id: str
 ) -> None:
     definition, state = sample
-    result = decide(definition, state, ReplayRequested(new_run_id=new_id), now=BASE_TIME)  # type: ignore[arg-type]
-    decision = result.unwrap()
+    event = ReplayRequested(new_run_id=new_id, allow_irreversible=True)  # type: ignore[arg-type]
+    decision = decide(definition, state, event, now=BASE_TIME).unwrap()
     assert decision.state.replayed_from == state.id
-    assert decision.state.status is RunStatus.PENDING
+    assert decision.state.id != state.id and decision.state.version == 1
 
 
 def test_every_status_appears_in_the_table() -> None:

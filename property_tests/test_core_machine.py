@@ -30,7 +30,7 @@ from squidmesh_core._table import (
     step_transition_allowed,
 )
 from squidmesh_core.codec import encode_run
-from squidmesh_core.errors import IdempotencyKeyReused, RepeatedCommand
+from squidmesh_core.errors import IdempotencyKeyReused, RepeatedCommand, UnsafeReplay
 from squidmesh_core.jsonvalue import check_json
 from squidmesh_core.protocol import (
     ApproveRequested,
@@ -408,8 +408,23 @@ class CoreMachine(RuleBasedStateMachine):
 
     @rule(new_id=run_ids)
     def replay_leaves_the_source_alone(self, new_id: RunId) -> None:
-        result = decide(
+        guarded = tuple(
+            s.step
+            for s in self.state.steps
+            if s.status is StepStatus.COMPLETED
+            and self.definition.step(s.step) is not None
+            and (self.model.guarded(s.step))
+        )
+        plain = decide(
             self.definition, self.state, ReplayRequested(new_run_id=new_id), now=self.now
+        )
+        if guarded:
+            assert plain == Failure(UnsafeReplay(run_id=self.state.id, steps=guarded))
+        result = decide(
+            self.definition,
+            self.state,
+            ReplayRequested(new_run_id=new_id, allow_irreversible=True),
+            now=self.now,
         )
         replay = result.unwrap()
         assert replay.state.id == new_id and replay.state.replayed_from == self.state.id

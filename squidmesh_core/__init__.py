@@ -52,6 +52,7 @@ from squidmesh_core.errors import (
     UnknownStep,
     UnknownTrigger,
     UnknownWorkflow,
+    UnsafeReplay,
 )
 from squidmesh_core.explain import Explanation, NextAction, Reason
 from squidmesh_core.ids import IdempotencyKey, RunId
@@ -125,6 +126,7 @@ __all__ = [
     "UnknownStep",
     "UnknownTrigger",
     "UnknownWorkflow",
+    "UnsafeReplay",
     "WorkflowDefinition",
     "approval",
     "build_workflow",

@@ -15,8 +15,9 @@ Rules:
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from returns.result import Failure, Result
+from returns.result import Failure, Result, Success
 
 from squidmesh_core._draft import Draft
 from squidmesh_core._operator import audit, check_operator
@@ -26,15 +27,23 @@ from squidmesh_core.commands import Decision, Topic
 from squidmesh_core.definition import WorkflowDefinition, WorkflowMode
 from squidmesh_core.errors import (
     IdempotencyKeyReused,
+    InvalidOption,
     InvalidPayload,
     Rejected,
+    UnknownStep,
     UnknownTrigger,
+    UnsafeReplay,
 )
 from squidmesh_core.events import ReplayRequested, RunRequested
 from squidmesh_core.ids import IdempotencyKey, parse_run_id
 from squidmesh_core.jsonvalue import JsonValue, check_json_object
 from squidmesh_core.payload import validate_payload
-from squidmesh_core.state import OperatorCommand, RunState, RunStatus
+from squidmesh_core.state import OperatorCommand, RunState, RunStatus, StepStatus
+
+if TYPE_CHECKING:
+    from dataclasses import replace  # type-checked copies
+else:  # the same copies without re-running __init__ (see _evolve)
+    from squidmesh_core._evolve import evolve as replace
 
 REPLAY_KEY_PREFIX = "replay:"
 """Idempotency keys of replayed runs begin with this (``start_run`` refuses them)."""
@@ -112,13 +121,45 @@ def _new_run(
         attributes["replayed_from"] = run.replayed_from
     draft.emit(topic, attributes=attributes)
     if definition.mode is WorkflowMode.TRANSITIONS:
-        go_to(draft, definition.entry_steps[0], now)
+        first = definition.entry_steps[0]
+        if replay is not None and replay.from_step is not None:
+            first = replay.from_step
+        go_to(draft, first, now)
     else:
         for entry in definition.entry_steps:
             draft.schedule(entry, 1, now)
     if replay is not None:
-        audit(draft, OperatorCommand.REPLAY, replay.by, {"replayed_from": run.replayed_from})
+        outcome: dict[str, JsonValue] = {"replayed_from": run.replayed_from}
+        if replay.from_step is not None:
+            outcome["from_step"] = replay.from_step
+            outcome["reused"] = [s.step for s in run.steps]
+        if replay.allow_irreversible is True:
+            outcome["allow_irreversible"] = True
+        audit(draft, OperatorCommand.REPLAY, replay.by, outcome)
     return draft.finish()
+
+
+def _reused(
+    definition: WorkflowDefinition, source: RunState, from_step: str | None
+) -> Result[frozenset[str], Rejected]:
+    """The steps a replay from ``from_step`` keeps: those completed before it."""
+    if from_step is None:
+        return Success(frozenset())
+    if definition.mode is not WorkflowMode.TRANSITIONS:
+        return Failure(InvalidOption(option="from_step", reason="is for transition workflows only"))
+    if definition.step(from_step) is None:
+        return Failure(UnknownStep(workflow=definition.name, step=from_step))
+    order = [s.step for s in source.steps]
+    if from_step not in order:
+        return Failure(
+            InvalidOption(option="from_step", reason=f"{from_step!r} never ran in the source run")
+        )
+    before = order[: order.index(from_step)]
+    return Success(
+        frozenset(
+            s.step for s in source.steps if s.step in before and s.status is StepStatus.COMPLETED
+        )
+    )
 
 
 def replay(
@@ -138,6 +179,21 @@ def replay(
         )
     if definition.trigger(source.trigger) is None:
         return Failure(UnknownTrigger(workflow=definition.name, trigger=source.trigger))
+    reused = _reused(definition, source, event.from_step)
+    if isinstance(reused, Failure):
+        return reused
+    kept = reused.unwrap()
+    guarded = tuple(
+        s.step
+        for s in source.steps
+        if s.status is StepStatus.COMPLETED and s.replay_guard and s.step not in kept
+    )
+    if guarded and event.allow_irreversible is not True:
+        return Failure(UnsafeReplay(run_id=source.id, steps=guarded))
+    context = {k: v for k, v in source.context.items() if k in RESERVED_CONTEXT_KEYS}
+    steps = tuple(replace(s, attempts=(), updated_at=now) for s in source.steps if s.step in kept)
+    for s in steps:
+        context.update(s.output or {})
     return validate_payload(
         definition.contract(source.trigger),
         source.payload,
@@ -154,7 +210,8 @@ def replay(
                 trigger=source.trigger,
                 status=RunStatus.PENDING,
                 payload=payload,
-                context={k: v for k, v in source.context.items() if k in RESERVED_CONTEXT_KEYS},
+                context=context,
+                steps=steps,
                 created_at=now,
                 updated_at=now,
                 version=0,

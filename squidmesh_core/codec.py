@@ -151,6 +151,7 @@ def _encode_step(step: StepRunState) -> dict[str, JsonValue]:
         "output": None if step.output is None else dict(step.output),
         "error": encode_failure(step.error),
         "parked": encode_parked(step.parked),
+        "replay_guard": step.replay_guard,
         "attempts": [_encode_attempt(a) for a in step.attempts],
     }
 
@@ -360,6 +361,7 @@ def _step(data: object, path: str) -> StepRunState:
         error=r.sub("error", _failure),
         attempts=r.items("attempts", _attempt),
         parked=r.sub("parked", _parked),
+        replay_guard=r.opt_str("replay_guard"),
     )
 
 

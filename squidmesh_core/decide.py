@@ -269,7 +269,11 @@ def _succeed(
     draft.put_attempt(job.step, replace(attempt, status=AttemptStatus.SUCCEEDED, finished_at=now))
     draft.put_step(
         replace(
-            draft.step_run(job.step), status=StepStatus.COMPLETED, output=mapped, updated_at=now
+            draft.step_run(job.step),
+            status=StepStatus.COMPLETED,
+            output=mapped,
+            updated_at=now,
+            replay_guard=definition.replay_guard(job.step),
         )
     )
     draft.drop_job(draft.job(job.id) or job)

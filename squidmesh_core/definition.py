@@ -43,6 +43,10 @@ class TriggerKind(StrEnum):
     CRON = "cron"
 
 
+IRREVERSIBLE = "irreversible"
+NOT_COMPENSATABLE = "not_compensatable"
+
+
 class StepKind(StrEnum):
     """What a step does."""
 
@@ -112,6 +116,10 @@ class StepSpec:
     """Attempts and backoff; ``None`` means a single attempt."""
     max_lost: int = 3
     """Attempts whose worker died that are run again, apart from ``retry`` (see ADR 0007)."""
+    irreversible: bool = False
+    """Its side effect cannot be undone: a replay that would repeat it needs approval."""
+    compensatable: bool = True
+    """``False``: its side effect cannot be compensated; guarded like ``irreversible``."""
     max_rechecks: int = 1000
     """Deferred attempts ("not yet, look again later") allowed before the step fails."""
     after: tuple[str, ...] = ()
@@ -178,6 +186,15 @@ class WorkflowDefinition:
     def step(self, name: str) -> StepSpec | None:
         """The step called ``name``, if declared."""
         return next((s for s in self.steps if s.name == name), None)
+
+    def replay_guard(self, step: str) -> str | None:
+        """The replay guard a completed ``step`` records (``None``: none)."""
+        spec = self.step(step)
+        if spec is None:
+            return None
+        if spec.irreversible:
+            return IRREVERSIBLE
+        return None if spec.compensatable else NOT_COMPENSATABLE
 
     def signal_contract(self, name: str) -> PayloadContract | None:
         """The payload contract of signal ``name``, or ``None`` if no step waits for it."""

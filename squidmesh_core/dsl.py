@@ -63,7 +63,7 @@ def _after(after: Sequence[str] | str) -> tuple[tuple[str, ...], tuple[str, ...]
     return deduped, ()
 
 
-def step(
+def step(  # noqa: PLR0913  # a step's options are its keyword arguments
     name: str,
     handler: StepHandler,
     *,
@@ -73,6 +73,8 @@ def step(
     after: Sequence[str] | str = (),
     max_lost: int = 3,
     max_rechecks: int = 1000,
+    irreversible: bool = False,
+    compensatable: bool = True,
 ) -> StepSpec:
     """A user step.
 
@@ -88,6 +90,10 @@ def step(
         max_lost: attempts whose worker died (lease expired) that run again
             without using ``retry``'s attempts; one more lost attempt fails the step.
         max_rechecks: times the step may return ``Recheck`` ("not yet") before it fails.
+        irreversible: its side effect cannot be undone (a charge, an email); a
+            replay that would run it again is refused unless ``allow_irreversible=True``.
+        compensatable: ``False`` when its side effect cannot be compensated;
+            guarded like ``irreversible``.
     """
     deps, problems = _after(after)
     policy: Retry | None
@@ -113,6 +119,8 @@ def step(
         after=deps,
         max_lost=max_lost,
         max_rechecks=max_rechecks,
+        irreversible=irreversible,
+        compensatable=compensatable,
         option_problems=problems,
     )
 

@@ -316,6 +316,24 @@ class SignalNotAwaited:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class UnsafeReplay:
+    """A replay would run again steps whose side effects cannot be undone."""
+
+    code: ClassVar[str] = "unsafe_replay"
+    run_id: str
+    steps: tuple[str, ...]
+    """The completed steps that were ``irreversible`` or not compensatable."""
+
+    def describe(self) -> str:
+        """One sentence for people."""
+        named = ", ".join(repr(s) for s in self.steps)
+        return (
+            f"replaying run {self.run_id} would run again {named}, which cannot be undone; "
+            "replay with allow_irreversible=True (--allow-irreversible) to do it anyway"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InvalidSignalPayload:
     """A signal payload that does not satisfy the model of the steps waiting for it."""
 
@@ -416,6 +434,7 @@ Rejected: TypeAlias = (
     InvalidRunId
     | InvalidPayload
     | UnknownTrigger
+    | UnsafeReplay
     | StaleDelivery
     | CommandRefused
     | RepeatedCommand

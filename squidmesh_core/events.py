@@ -103,6 +103,10 @@ class ReplayRequested:
 
     new_run_id: RunId
     by: Operator = ANONYMOUS
+    allow_irreversible: object = False
+    """Only the exact value ``True`` lets a replay repeat guarded steps."""
+    from_step: str | None = None
+    """Reuse the recorded outputs of the steps before this one and start there."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -149,6 +149,12 @@ def _actions(run_id: str, *names: str, signal: str | None = None) -> tuple[NextA
             call=f"replay_run({run_id!r})",
             command=f"squidmesh run replay {run_id}",
         ),
+        "replay_run_allowing_irreversible": NextAction(
+            action="replay_run",
+            description="replay, running again steps that cannot be undone (check them first)",
+            call=f"replay_run({run_id!r}, allow_irreversible=True)",
+            command=f"squidmesh run replay {run_id} --allow-irreversible",
+        ),
         "cancel_run": NextAction(
             action="cancel_run",
             description="cancel the run",
@@ -306,12 +312,29 @@ class _Builder:
             or (self.definition is not None and self.definition.step(target) is not None)
         )
 
+    def _replay(self) -> tuple[dict[str, JsonValue], tuple[str, ...]]:
+        """Replay info for a finished run: allowed, or blocked by which guarded steps."""
+        guarded = [
+            s.step for s in self.run.steps if s.status is StepStatus.COMPLETED and s.replay_guard
+        ]
+        if not guarded:
+            return {"replay": {"allowed": True}}, ("replay_run",)
+        blocked: dict[str, JsonValue] = {
+            "allowed": False,
+            "required_override": "allow_irreversible",
+            "blocked_by": list(guarded),
+        }
+        return {"replay": blocked}, ("replay_run_allowing_irreversible",)
+
     def finished(self) -> Explanation:
         run = self.run
+        info, replay = self._replay()
         if run.status is RunStatus.COMPLETED:
-            return self.make(Reason.COMPLETED, "the run completed", actions=("replay_run",))
+            return self.make(Reason.COMPLETED, "the run completed", details=info, actions=replay)
         if run.status is RunStatus.CANCELLED:
-            return self.make(Reason.CANCELLED, "the run was cancelled", actions=("replay_run",))
+            return self.make(
+                Reason.CANCELLED, "the run was cancelled", details=info, actions=replay
+            )
         failed = sorted(
             (s for s in run.steps if s.status is StepStatus.FAILED), key=lambda s: s.updated_at
         )
@@ -333,8 +356,9 @@ class _Builder:
                 "last_error": encode_failure(error),
                 "max_attempts": max_attempts,
                 "attempts": used,
+                **info,
             },
-            actions=("replay_run",),
+            actions=replay,
         )
 
     def paused(self) -> Explanation:

@@ -245,6 +245,9 @@ class StepRunState:
     attempts: tuple[Attempt, ...] = ()
     parked: Parked | None = None
     """How a pause, approval or signal step resumes (kept after it resumed)."""
+    replay_guard: str | None = None
+    """``irreversible`` or ``not_compensatable``: recorded when the step completed
+    under such a marker; a replay that would run it again needs ``allow_irreversible``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -286,6 +286,9 @@ def _check_step(step: StepSpec, problems: _Problems) -> None:
             "reserved_key", f"{label} writes its output to 'schedule', which cron runs reserve"
         )
     _check_retry(step, problems)
+    for marker in ("irreversible", "compensatable"):
+        if not isinstance(getattr(step, marker), bool):
+            problems.add("recovery_marker", f"{label}: {marker} must be True or False")
     rechecks: object = step.max_rechecks
     if isinstance(rechecks, bool) or not isinstance(rechecks, int) or rechecks < 0:
         problems.add("max_rechecks", f"{label}: max_rechecks must be a non-negative integer")

@@ -72,6 +72,7 @@ CORE = [
     "UnknownStep",
     "UnknownTrigger",
     "UnknownWorkflow",
+    "UnsafeReplay",
     "WorkflowDefinition",
     "approval",
     "build_workflow",

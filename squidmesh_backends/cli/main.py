@@ -216,14 +216,25 @@ async def _run_action(runtime: Runtime, args: argparse.Namespace) -> int:
                 ),
                 args,
             )
-        case "cancel" | "replay":
-            command = runtime.cancel_run if args.action == "cancel" else runtime.replay_run
+        case "cancel":
             return _emit(
-                await command(
+                await runtime.cancel_run(
                     args.run_id,
                     actor=args.actor,
                     note=args.note,
                     idempotency_key=args.idempotency_key,
+                ),
+                args,
+            )
+        case "replay":
+            return _emit(
+                await runtime.replay_run(
+                    args.run_id,
+                    actor=args.actor,
+                    note=args.note,
+                    idempotency_key=args.idempotency_key,
+                    allow_irreversible=args.allow_irreversible,
+                    from_step=args.from_step,
                 ),
                 args,
             )
@@ -364,6 +375,14 @@ def build_parser() -> argparse.ArgumentParser:
     replay = with_app(actions.add_parser("replay", help="start a new run from a run's payload"))
     replay.add_argument("run_id")
     add_who(replay, actor_required=False)
+    replay.add_argument(
+        "--allow-irreversible",
+        action="store_true",
+        help="replay even if it runs again steps marked irreversible or not compensatable",
+    )
+    replay.add_argument(
+        "--from-step", help="reuse the outputs of the steps before this one and start here"
+    )
     add_operator_commands(actions, with_app)
 
     schedule = commands.add_parser("schedule", help="cron triggers and their next fire times")

@@ -51,6 +51,7 @@ STEP_FIELDS: Final = (
     ("output", "s.output"),
     ("error", "s.error"),
     ("parked", "s.parked"),
+    ("replay_guard", "s.replay_guard"),
 )
 """Codec field of a step, and the ``squidmesh_step_runs s`` column it is read from."""
 STEP_ATTEMPTS: Final = "attempts"
@@ -142,6 +143,7 @@ def step_row(run_id: RunId, position: int, step: StepRunState) -> Sequence[objec
         as_json(step.output),
         as_json(step.error),
         _parked_json(step),
+        step.replay_guard,
     )
 
 
@@ -210,6 +212,7 @@ def changed_rows(state: RunState, base: RunState | None) -> Rows:
             or old.output != step.output
             or old.error != step.error
             or old.parked != step.parked
+            or old.replay_guard != step.replay_guard
         ):
             rows.changed_steps.append(step_row(state.id, position, step))
         previous = {} if old is None else {a.number: a for a in old.attempts}

@@ -105,21 +105,21 @@ class Statements:
         self.fenced_delete = (
             f"DELETE FROM {s}.squidmesh_jobs WHERE id = %s AND lease_token = %s RETURNING 1"
         )
-        self.step_values = "(" + ", ".join(["%s"] * 10) + ")"
+        self.step_values = "(" + ", ".join(["%s"] * 11) + ")"
         self.insert_step = (
             f"INSERT INTO {s}.squidmesh_step_runs (run_id, step, position, status, scheduled_at,"
-            " updated_at, input, output, error, parked) VALUES {values}"
+            " updated_at, input, output, error, parked, replay_guard) VALUES {values}"
         )
         self.update_step = (
             f"UPDATE {s}.squidmesh_step_runs SET status = %s, scheduled_at = %s,"
-            " updated_at = %s, input = %s, output = %s, error = %s, parked = %s"
-            " WHERE run_id = %s AND step = %s"
+            " updated_at = %s, input = %s, output = %s, error = %s, parked = %s,"
+            " replay_guard = %s WHERE run_id = %s AND step = %s"
         )
         self.upsert_step = (
             self.insert_step + " ON CONFLICT (run_id, step) DO UPDATE SET status = excluded.status,"
             " scheduled_at = excluded.scheduled_at, updated_at = excluded.updated_at,"
             " input = excluded.input, output = excluded.output, error = excluded.error,"
-            " parked = excluded.parked"
+            " parked = excluded.parked, replay_guard = excluded.replay_guard"
         )
         self.attempt_values = "(" + ", ".join(["%s"] * 9) + ")"
         self.insert_attempt = (

@@ -29,13 +29,16 @@ from squidmesh_core.definition import WorkflowDefinition
 from squidmesh_core.errors import (
     CommandRefused,
     DuplicateRun,
+    IdempotencyKeyReused,
     InvalidOption,
     InvalidPayload,
     InvalidRunId,
     NotFound,
     RepeatedCommand,
+    UnknownStep,
     UnknownTrigger,
     UnknownWorkflow,
+    UnsafeReplay,
 )
 from squidmesh_core.events import (
     ApproveRequested,
@@ -61,7 +64,15 @@ CommandError: TypeAlias = InvalidRunId | NotFound | UnknownWorkflow | CommandRef
 """Why an operator command (cancel, unblock, approve, reject, signal) was refused."""
 CancelError: TypeAlias = CommandError
 ReplayError: TypeAlias = (
-    InvalidRunId | NotFound | UnknownWorkflow | UnknownTrigger | InvalidPayload | InvalidOption
+    InvalidRunId
+    | NotFound
+    | UnknownWorkflow
+    | UnknownTrigger
+    | InvalidPayload
+    | InvalidOption
+    | UnsafeReplay
+    | UnknownStep
+    | IdempotencyKeyReused
 )
 ListError: TypeAlias = InvalidOption
 _RESERVED_KEYS = (CRON_KEY_PREFIX, REPLAY_KEY_PREFIX)
@@ -407,11 +418,18 @@ class Client:
         actor: str | None = None,
         note: str | None = None,
         idempotency_key: str | None = None,
+        allow_irreversible: object = False,
+        from_step: str | None = None,
     ) -> Result[Run, ReplayError]:
         """Start a new run from this run's payload; the source is untouched.
 
         The new run records the replay in its audit trail; with an
         ``idempotency_key`` a repeated replay returns the run the first one made.
+        A replay that would run again a completed ``irreversible`` (or not
+        compensatable) step is refused with ``UnsafeReplay`` unless
+        ``allow_irreversible`` is exactly ``True``. With ``from_step``, the new
+        run reuses the recorded outputs of the steps before that step and starts
+        there (transition workflows).
         """
         existing = await self._existing(run_id)
         if isinstance(existing, Failure):
@@ -429,12 +447,25 @@ class Client:
         decided = decide(
             definition,
             state,
-            ReplayRequested(new_run_id=self.ids.new_run_id(), by=by),
+            ReplayRequested(
+                new_run_id=self.ids.new_run_id(),
+                by=by,
+                allow_irreversible=allow_irreversible,
+                from_step=from_step,
+            ),
             now=self.clock.now(),
         )
         if isinstance(decided, Failure):
             problem = decided.failure()
-            assert isinstance(problem, UnknownTrigger | InvalidPayload | InvalidOption)
+            assert isinstance(
+                problem,
+                UnknownTrigger
+                | InvalidPayload
+                | InvalidOption
+                | UnsafeReplay
+                | UnknownStep
+                | IdempotencyKeyReused,
+            ), problem
             return Failure(problem)
         decision = decided.unwrap()
         committed = await self.store.commit(decision)

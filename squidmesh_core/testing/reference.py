@@ -74,6 +74,7 @@ class ReferenceModel:
         self.retry = {s.name: s.retry for s in definition.steps}
         self.max_lost = {s.name: s.max_lost for s in definition.steps}
         self.max_rechecks = {s.name: s.max_rechecks for s in definition.steps}
+        self._guarded = {s.name for s in definition.steps if s.irreversible or not s.compensatable}
         self.parks = {s.name: s.kind.value for s in definition.steps if s.kind.parks}
         self.timeout = {s.name: s.timeout for s in definition.steps}
         for s in definition.steps:
@@ -455,6 +456,10 @@ class ReferenceModel:
         self._schedule(run, job.step, job.attempt + 1, now + delay)
         self._settle_active(run)
         return True
+
+    def guarded(self, step: str) -> bool:
+        """Whether a completed ``step`` makes a replay need ``allow_irreversible``."""
+        return step in self._guarded
 
     def cancel(self, run: ReferenceRun, now: datetime) -> bool:
         if run.status in ("pending", "paused"):

@@ -177,8 +177,16 @@ def _step_specs(
             specs.append(log(name, f"{name} reached"))
         else:
             output = draw(st.none() | st.sampled_from(["result", "out"]))
+            marker = draw(st.sampled_from(["none", "none", "none", "irreversible", "final"]))
             specs.append(
-                step(name, sample_handler, output=output, retry=draw(retries(jitter=jitter)))
+                step(
+                    name,
+                    sample_handler,
+                    output=output,
+                    retry=draw(retries(jitter=jitter)),
+                    irreversible=marker == "irreversible",
+                    compensatable=marker != "final",
+                )
             )
     return specs
 
