@@ -544,6 +544,25 @@ class CoreMachine(RuleBasedStateMachine):
             )
 
     @invariant()
+    def a_timed_out_attempt_never_commits_an_outcome(self) -> None:
+        for step_run in self.state.steps:
+            for a in step_run.attempts:
+                if (
+                    a.timeout_at is not None
+                    and a.finished_at is not None
+                    and a.status in (AttemptStatus.SUCCEEDED, AttemptStatus.DEFERRED)
+                ):
+                    assert a.finished_at < a.timeout_at
+
+    @invariant()
+    def a_deferral_never_consumes_a_retry(self) -> None:
+        for step_run in self.state.steps:
+            failed = [a for a in step_run.attempts if a.status is AttemptStatus.FAILED]
+            spec = self.definition.step(step_run.step)
+            limit = 1 if spec is None or spec.retry is None else spec.retry.max_attempts
+            assert len(failed) <= limit  # deferrals and lost attempts never count
+
+    @invariant()
     def every_key_has_one_audit_entry(self) -> None:
         keys = [e.idempotency_key for e in self.state.audit if e.idempotency_key is not None]
         assert len(keys) == len(set(keys))
@@ -581,6 +600,8 @@ class CoreMachine(RuleBasedStateMachine):
         self.active_runs_have_a_live_job()
         self.a_parked_run_holds_no_lease_and_no_job_but_its_timeout()
         self.every_key_has_one_audit_entry()
+        self.a_timed_out_attempt_never_commits_an_outcome()
+        self.a_deferral_never_consumes_a_retry()
 
     def teardown(self) -> None:
         """Deliver every job and report mixed outcomes: the run must end within a bounded count."""

@@ -77,8 +77,11 @@ class Script:
 
 
 def scripted(definition: WorkflowDefinition, script: Script) -> WorkflowDefinition:
+    # Step timeouts run on real time in the worker, not on the machine's fake clock:
+    # the core machine and tests/runtime/test_step_timeouts.py cover them.
     steps = [
-        replace(s, handler=script) if s.kind is StepKind.ACTION else s for s in definition.steps
+        replace(s, handler=script, timeout=None) if s.kind is StepKind.ACTION else s
+        for s in definition.steps
     ]
     return build_workflow(
         definition.name,

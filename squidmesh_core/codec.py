@@ -94,6 +94,7 @@ def _encode_attempt(attempt: Attempt) -> dict[str, JsonValue]:
         "started_at": attempt.started_at.isoformat(),
         "finished_at": _time(attempt.finished_at),
         "error": encode_failure(attempt.error),
+        "timeout_at": _time(attempt.timeout_at),
     }
 
 
@@ -304,6 +305,7 @@ def _attempt(data: object, path: str) -> Attempt:
         started_at=r.time("started_at"),
         finished_at=r.opt_time("finished_at"),
         error=r.sub("error", _failure),
+        timeout_at=r.opt_time("timeout_at"),
     )
 
 

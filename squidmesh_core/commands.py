@@ -118,6 +118,8 @@ class StartedAttempt:
     attempt: int
     input: JsonObject
     started_at: datetime
+    timeout_at: datetime | None = None
+    """When the attempt must have ended (the step's ``timeout``); the worker stops it then."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -36,6 +36,10 @@ Rules:
    expired) runs again at once, without a retry policy and without using its
    attempts, up to the step's ``max_lost``; one more gives up like a failure.
    Failure retries count failed attempts only (ADR 0007).
+10. **A timed-out attempt never commits an outcome.** An attempt of a step with
+    a ``timeout`` must end by ``started_at + timeout``: any outcome reported at or
+    after that (success, failure, re-check, or its lease expiring) is recorded as a
+    ``timed_out`` failure instead, retried per the step's policy.
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ from squidmesh_core.retry import GiveUp, GiveUpReason, RetryAt, clamp_delay, dec
 from squidmesh_core.state import (
     DEFERRED_KIND,
     INVALID_OUTPUT,
+    TIMED_OUT,
     WORKER_LOST,
     Attempt,
     AttemptStatus,
@@ -192,6 +197,7 @@ def _deliver(
     current = draft.step_run(job.step)
     given = step_input(definition, run, job.step)
     draft.put_step(replace(current, status=StepStatus.RUNNING, input=given, updated_at=now))
+    timeout_at = now + spec.timeout if spec.timeout is not None else None
     draft.put_attempt(
         job.step,
         Attempt(
@@ -200,6 +206,7 @@ def _deliver(
             job_id=job.id,
             lease_token=event.lease_token,
             started_at=now,
+            timeout_at=timeout_at,
         ),
     )
     draft.emit(
@@ -215,6 +222,7 @@ def _deliver(
         attempt=job.attempt,
         input=given,
         started_at=now,
+        timeout_at=timeout_at,
     )
     draft.settle_active()
     return Success(draft.finish())
@@ -473,6 +481,54 @@ def _lease_expired(
     )
 
 
+def _past_timeout(
+    definition: WorkflowDefinition,
+    run: RunState,
+    event: StepSucceeded | StepFailed | StepDeferred | LeaseExpired,
+    now: datetime,
+) -> Result[Decision, Rejected] | None:
+    """Rule 10: an outcome at or after the attempt's timeout is a ``timed_out`` failure."""
+    found = _started_job(run, event.job_id, event.lease_token)
+    if isinstance(found, Failure):
+        return None  # the event's own handler refuses it
+    job = found.unwrap()
+    step_run = run.step_run(job.step)
+    attempt = None if step_run is None else step_run.attempts[-1]
+    if attempt is None or attempt.timeout_at is None or now < attempt.timeout_at:
+        return None
+    failure = StepFailure(
+        kind=TIMED_OUT,
+        message=f"attempt {job.attempt} of {job.step!r} ran past its timeout "
+        f"({attempt.timeout_at - attempt.started_at})",
+        retryable=True,
+        details={"timeout_at": attempt.timeout_at.isoformat()},
+    )
+    return Success(_fail(definition, run, job=job, failure=failure, now=now))
+
+
+def _outcome(
+    definition: WorkflowDefinition,
+    run: RunState,
+    event: StepSucceeded | StepFailed | StepDeferred | LeaseExpired,
+    now: datetime,
+) -> Result[Decision, Rejected]:
+    """What an attempt's outcome does (a timed-out attempt's first, rule 10)."""
+    timed_out = _past_timeout(definition, run, event, now)
+    if timed_out is not None:
+        return timed_out
+    match event:
+        case StepSucceeded():
+            return _succeed(definition, run, event, now)
+        case StepFailed():
+            return _step_failed(definition, run, event, now)
+        case StepDeferred():
+            return _deferred(definition, run, event, now)
+        case LeaseExpired():
+            return _lease_expired(definition, run, event, now)
+        case _:
+            assert_never(event)
+
+
 def decide(
     definition: WorkflowDefinition, state: RunState | None, event: Event, *, now: datetime
 ) -> Result[Decision, Rejected]:
@@ -509,14 +565,8 @@ def decide(
             return replay(definition, state, event, now)
         case JobDelivered():
             return _deliver(definition, state, event, now)
-        case StepSucceeded():
-            return _succeed(definition, state, event, now)
-        case StepFailed():
-            return _step_failed(definition, state, event, now)
-        case StepDeferred():
-            return _deferred(definition, state, event, now)
-        case LeaseExpired():
-            return _lease_expired(definition, state, event, now)
+        case StepSucceeded() | StepFailed() | StepDeferred() | LeaseExpired():
+            return _outcome(definition, state, event, now)
         case (
             CancelRequested()
             | UnblockRequested()

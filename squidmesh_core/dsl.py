@@ -75,6 +75,7 @@ def step(  # noqa: PLR0913  # a step's options are its keyword arguments
     max_rechecks: int = 1000,
     irreversible: bool = False,
     compensatable: bool = True,
+    timeout: timedelta | None = None,
 ) -> StepSpec:
     """A user step.
 
@@ -94,6 +95,8 @@ def step(  # noqa: PLR0913  # a step's options are its keyword arguments
             replay that would run it again is refused unless ``allow_irreversible=True``.
         compensatable: ``False`` when its side effect cannot be compensated;
             guarded like ``irreversible``.
+        timeout: an attempt must end this long after it starts; one that does
+            not is stopped and recorded as ``timed_out`` (retried per ``retry``).
     """
     deps, problems = _after(after)
     policy: Retry | None
@@ -121,6 +124,7 @@ def step(  # noqa: PLR0913  # a step's options are its keyword arguments
         max_rechecks=max_rechecks,
         irreversible=irreversible,
         compensatable=compensatable,
+        timeout=timeout,
         option_problems=problems,
     )
 

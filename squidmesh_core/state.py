@@ -124,6 +124,7 @@ class StepFailure:
 
 
 WORKER_LOST = "worker_lost"
+TIMED_OUT = "timed_out"
 INVALID_OUTPUT = "invalid_output"
 DEFERRED_KIND = "deferred"
 """The ``error`` kind recorded on a deferred attempt (why, and when to look again)."""
@@ -226,6 +227,8 @@ class Attempt:
     started_at: datetime
     finished_at: datetime | None = None
     error: StepFailure | None = None
+    timeout_at: datetime | None = None
+    """When the attempt times out (its step's ``timeout`` after it started)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -245,6 +245,14 @@ def _check_step(step: StepSpec, problems: _Problems) -> None:
         case StepKind.ACTION:
             if not callable(step.handler):
                 problems.add("handler", f"{label} needs a callable handler")
+            limit: object = step.timeout
+            if limit is not None and (
+                not isinstance(limit, timedelta) or not _ZERO < limit <= MAX_DELAY
+            ):
+                problems.add(
+                    "step_timeout",
+                    f"{label} needs a timeout between 0 and {MAX_DELAY.days} days",
+                )
         case StepKind.WAIT:
             duration: object = step.duration
             if not isinstance(duration, timedelta) or duration <= _ZERO:

@@ -64,6 +64,7 @@ ATTEMPT_FIELDS: Final = (
     ("started_at", "a.started_at"),
     ("finished_at", "a.finished_at"),
     ("error", "a.error"),
+    ("timeout_at", "a.timeout_at"),
 )
 """Codec field of an attempt, and the ``squidmesh_attempts a`` column it is read from."""
 JOB_FIELDS: Final = (
@@ -164,6 +165,7 @@ def attempt_row(run_id: RunId, step: str, attempt: Attempt) -> Sequence[object]:
         attempt.started_at,
         attempt.finished_at,
         as_json(attempt.error),
+        attempt.timeout_at,
     )
 
 

@@ -121,21 +121,22 @@ class Statements:
             " input = excluded.input, output = excluded.output, error = excluded.error,"
             " parked = excluded.parked, replay_guard = excluded.replay_guard"
         )
-        self.attempt_values = "(" + ", ".join(["%s"] * 9) + ")"
+        self.attempt_values = "(" + ", ".join(["%s"] * 10) + ")"
         self.insert_attempt = (
             f"INSERT INTO {s}.squidmesh_attempts (run_id, step, number, status, job_id,"
-            " lease_token, started_at, finished_at, error) VALUES {values}"
+            " lease_token, started_at, finished_at, error, timeout_at) VALUES {values}"
         )
         self.update_attempt = (
             f"UPDATE {s}.squidmesh_attempts SET status = %s, job_id = %s, lease_token = %s,"
-            " started_at = %s, finished_at = %s, error = %s"
+            " started_at = %s, finished_at = %s, error = %s, timeout_at = %s"
             " WHERE run_id = %s AND step = %s AND number = %s"
         )
         self.upsert_attempt = (
             self.insert_attempt + " ON CONFLICT (run_id, step, number) DO UPDATE SET"
             " status = excluded.status, job_id = excluded.job_id,"
             " lease_token = excluded.lease_token, started_at = excluded.started_at,"
-            " finished_at = excluded.finished_at, error = excluded.error"
+            " finished_at = excluded.finished_at, error = excluded.error,"
+            " timeout_at = excluded.timeout_at"
         )
         # The lease columns are NULL but for a job inserted with a lease (its
         # ``ScheduleJob`` carries one: the committing worker runs it next, at once).

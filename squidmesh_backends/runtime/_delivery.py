@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -35,7 +35,7 @@ from squidmesh_backends.outage import Outage, log_failure
 from squidmesh_backends.probe import INLINE_STEPS, NO_PROBE, Probe
 from squidmesh_backends.runtime._refusals import Refusals
 from squidmesh_backends.runtime.client import Client
-from squidmesh_backends.runtime.steps import run_step
+from squidmesh_backends.runtime.steps import StepOutcome, run_step
 from squidmesh_core.commands import Lease, StartedAttempt
 from squidmesh_core.context import ReadOnlyObject, Recheck, StepContext, step_idempotency_key
 from squidmesh_core.definition import WorkflowDefinition
@@ -45,7 +45,7 @@ from squidmesh_core.handoff import decide_delivery, decide_outcome
 from squidmesh_core.ids import JobId, JobKey, LeaseToken, parse_job_message
 from squidmesh_core.jsonvalue import JsonObject
 from squidmesh_core.ports import Fence, RefusalReason
-from squidmesh_core.state import RunState
+from squidmesh_core.state import TIMED_OUT, RunState, StepFailure
 
 LOG = get_logger("squidmesh.runtime")
 
@@ -222,7 +222,7 @@ class Delivery:
         jid, token = attempt.job_id, attempt.lease_token
         beat = asyncio.create_task(self._heartbeat(jid, token)) if heartbeat else None
         try:
-            result = await run_step(spec, attempt.input, ctx, logger)
+            result = await self._bounded(run_step(spec, attempt.input, ctx, logger), attempt)
         finally:
             if beat is not None:
                 beat.cancel()
@@ -258,6 +258,30 @@ class Delivery:
         if decision.started is None:
             return done, None
         return done, _Running(definition, decision.state, decision.started)
+
+    async def _bounded(
+        self, running: Awaitable[StepOutcome], attempt: StartedAttempt
+    ) -> StepOutcome:
+        """The step's outcome, or a ``timed_out`` failure once its ``timeout_at`` passes.
+
+        An async handler is cancelled; a plain function's thread cannot be, so it
+        runs on, and whatever it returns later is dropped.
+        """
+        if attempt.timeout_at is None:
+            return await running
+        left = (attempt.timeout_at - self.client.clock.now()).total_seconds()
+        try:
+            return await asyncio.wait_for(running, timeout=max(left, 0.0))
+        except TimeoutError:
+            return Failure(
+                StepFailure(
+                    kind=TIMED_OUT,
+                    message=f"attempt {attempt.attempt} of {attempt.step!r} ran past its "
+                    f"timeout and was stopped",
+                    retryable=True,
+                    details={"timeout_at": attempt.timeout_at.isoformat()},
+                )
+            )
 
     def _next_lease(self) -> Lease:
         """A lease of this worker's for a job the core may hand it in a decision."""

@@ -28,6 +28,7 @@ class ModelJob:
     attempt: int
     due: datetime
     token: str | None = None
+    started: datetime | None = None
 
 
 @dataclass
@@ -287,6 +288,16 @@ class ReferenceModel:
             return min(backoff.min * backoff.factor**n, backoff.max)
         raise AssertionError(backoff)
 
+    def _past_timeout(self, job: ModelJob, now: datetime) -> bool:
+        """An action step's attempt reported at or after its timeout (it timed out)."""
+        limit = self.timeout.get(job.step)
+        return (
+            job.step not in self.parks
+            and limit is not None
+            and job.started is not None
+            and now >= job.started + limit
+        )
+
     def _owned(self, run: ReferenceRun, job_id: str, token: str) -> ModelJob | None:
         job = run.jobs.get(job_id)
         if job is None or job.token is None or job.token != token:
@@ -324,6 +335,7 @@ class ReferenceModel:
             return True
         self.last_started = True
         job.token = token
+        job.started = now
         run.steps[job.step] = "running"
         run.attempts[job.step].append("running")
         self._settle_active(run)
@@ -335,6 +347,8 @@ class ReferenceModel:
         job = self._owned(run, job_id, token)
         if job is None:
             return False
+        if self._past_timeout(job, now):
+            return self.fail(run, job_id, token, retryable=True, retry_after=None, now=now)
         del run.jobs[job_id]
         run.attempts[job.step][-1] = "succeeded"
         run.steps[job.step] = "completed"
@@ -361,6 +375,10 @@ class ReferenceModel:
             else:
                 self._go(run, target, now + delay, now)
             return True
+        return self._dependents(run, now)
+
+    def _dependents(self, run: ReferenceRun, now: datetime) -> bool:
+        """After a dependency step: complete, or schedule the steps now ready."""
         done = [s for s in self.order if run.steps.get(s) == "completed"]
         if len(done) == len(self.order):
             run.status = "completed"
@@ -391,6 +409,8 @@ class ReferenceModel:
         job = self._owned(run, job_id, token)
         if job is None:
             return False
+        if self._past_timeout(job, now):  # whatever it reports, it timed out
+            lost, retryable, retry_after = False, True, None
         del run.jobs[job_id]
         run.attempts[job.step][-1] = "lost" if lost else "failed"
         run.failed_once.add(job.step)
@@ -442,6 +462,8 @@ class ReferenceModel:
         job = self._owned(run, job_id, token)
         if job is None:
             return False
+        if self._past_timeout(job, now):
+            return self.fail(run, job_id, token, retryable=True, retry_after=None, now=now)
         if run.attempts[job.step].count("deferred") >= self.max_rechecks[job.step]:
             return self.fail(run, job_id, token, retryable=False, retry_after=None, now=now)
         del run.jobs[job_id]

@@ -186,6 +186,7 @@ def _step_specs(
                     retry=draw(retries(jitter=jitter)),
                     irreversible=marker == "irreversible",
                     compensatable=marker != "final",
+                    timeout=draw(st.none() | st.none() | whole_ms),
                 )
             )
     return specs

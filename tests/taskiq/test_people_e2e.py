@@ -127,3 +127,26 @@ async def test_a_signal_timeout_fires_on_a_worker_and_takes_the_error_route(
     assert shipment.error is not None and shipment.error.kind == "signal_timeout"
     assert done.context["released"] == "o-77"
     assert timeout - 0.1 <= took < timeout + 5, took
+
+
+async def test_a_hung_step_times_out_on_a_taskiq_worker_and_is_retried(
+    workers: Workers, pg_dsn: str, pg_schema: str
+) -> None:
+    from tests.taskiq.worker_app import hangs_once
+
+    workers.start(1)
+    store = PostgresRunStore(pg_dsn, schema=pg_schema, max_size=2)
+    await store.open()
+    client = Runtime(store=store, workflows=[hangs_once], settings=RuntimeSettings())
+    try:
+        began = time.monotonic()
+        run_id = (await client.start_run(hangs_once, {})).unwrap().id
+        done = await until(store, run_id, RunStatus.COMPLETED, 30)
+        took = time.monotonic() - began
+    finally:
+        await store.close()
+    slow = done.step_run("slow")
+    assert slow is not None and [a.number for a in slow.attempts] == [1, 2]
+    first = slow.attempts[0]
+    assert first.error is not None and first.error.kind == "timed_out"
+    assert took < 10, took  # the 30 s sleep did not hold the run

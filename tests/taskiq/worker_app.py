@@ -78,6 +78,22 @@ crashable = workflow(
 )
 
 
+hangs_once = workflow(
+    "workers.hangs_once",
+    triggers=[manual()],
+    steps=[
+        step(
+            "slow",
+            slow_first_attempt,
+            retry=Retry(max_attempts=2),
+            timeout=timedelta(seconds=1),
+        ),
+        step("after", quick),
+    ],
+    transitions=chain("slow", "after", COMPLETE),
+)
+
+
 every_minute = workflow(
     "workers.every_minute",
     triggers=[cron("minutely", "* * * * *")],
@@ -154,7 +170,7 @@ def runtime() -> Runtime:
         built.owns_store = True
         return built
     return compose(
-        workflows=[five_steps, crashable, every_minute, *orders()],
+        workflows=[five_steps, crashable, hangs_once, every_minute, *orders()],
         store=os.environ["SQUIDMESH_TEST_APP_STORE"],
         broker=broker(chosen),
         settings=chosen,
