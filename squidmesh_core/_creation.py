@@ -14,7 +14,7 @@ Rules:
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from returns.result import Failure, Result, Success
@@ -24,7 +24,7 @@ from squidmesh_core._operator import audit, check_operator
 from squidmesh_core._parking import go_to
 from squidmesh_core._routing import RESERVED_CONTEXT_KEYS
 from squidmesh_core.commands import Decision, Topic
-from squidmesh_core.definition import WorkflowDefinition, WorkflowMode
+from squidmesh_core.definition import DEADLINE, WorkflowDefinition, WorkflowMode
 from squidmesh_core.errors import (
     IdempotencyKeyReused,
     InvalidOption,
@@ -38,6 +38,7 @@ from squidmesh_core.events import ReplayRequested, RunRequested
 from squidmesh_core.ids import IdempotencyKey, parse_run_id
 from squidmesh_core.jsonvalue import JsonValue, check_json_object
 from squidmesh_core.payload import validate_payload
+from squidmesh_core.retry import clamp_delay
 from squidmesh_core.state import OperatorCommand, RunState, RunStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ def start_run(
             ),
             now,
             Topic.RUN_CREATED,
+            deadline=event.deadline,
         )
     )
 
@@ -114,6 +116,7 @@ def _new_run(
     topic: Topic,
     *,
     replay: ReplayRequested | None = None,
+    deadline: timedelta | None = None,
 ) -> Decision:
     draft = Draft(definition, run, now)
     attributes: dict[str, JsonValue] = {"trigger": run.trigger}
@@ -128,6 +131,9 @@ def _new_run(
     else:
         for entry in definition.entry_steps:
             draft.schedule(entry, 1, now)
+    limit = definition.deadline if deadline is None else deadline
+    if limit is not None:  # a durable timer: its delivery fails the run if it is not done
+        draft.schedule(DEADLINE, 1, now + clamp_delay(limit))
     if replay is not None:
         outcome: dict[str, JsonValue] = {"replayed_from": run.replayed_from}
         if replay.from_step is not None:

@@ -40,20 +40,30 @@ Rules:
     a ``timeout`` must end by ``started_at + timeout``: any outcome reported at or
     after that (success, failure, re-check, or its lease expiring) is recorded as a
     ``timed_out`` failure instead, retried per the step's policy.
+11. **Deadlines are timers.** A run with a deadline (its workflow's, or its
+    own) has a ``__deadline__`` job due then; delivered before the run
+    finished, it fails the run with ``deadline_exceeded`` (attempts still
+    running may report, for history only). A run that ends drops it.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, assert_never
 
 from returns.result import Failure, Result, Success
 
+from squidmesh_core._attempts import (
+    deferred,
+    fail_attempt,
+    live_attempt,
+    past_timeout,
+    stale,
+    started_job,
+)
 from squidmesh_core._creation import REPLAY_KEY_PREFIX, replay, replay_key, start_run
 from squidmesh_core._draft import Draft, ms
 from squidmesh_core._failure import (
-    MAX_FAILURE_TEXT,
-    failure_attributes,
     storable_failure,
     unknown_step,
 )
@@ -61,12 +71,11 @@ from squidmesh_core._operator import decide_command
 from squidmesh_core._parking import park, timed_out
 from squidmesh_core._routing import (
     RESERVED_CONTEXT_KEYS,
-    route_give_up,
     route_success,
     step_input,
 )
 from squidmesh_core.commands import Decision, StartedAttempt, Topic
-from squidmesh_core.definition import WorkflowDefinition
+from squidmesh_core.definition import DEADLINE, WorkflowDefinition
 from squidmesh_core.errors import (
     InvariantViolatedError,
     Rejected,
@@ -88,11 +97,9 @@ from squidmesh_core.events import (
     UnblockRequested,
 )
 from squidmesh_core.jsonvalue import JsonObject, check_json_object
-from squidmesh_core.retry import GiveUp, GiveUpReason, RetryAt, clamp_delay, decide_retry
 from squidmesh_core.state import (
-    DEFERRED_KIND,
+    DEADLINE_EXCEEDED,
     INVALID_OUTPUT,
-    TIMED_OUT,
     WORKER_LOST,
     Attempt,
     AttemptStatus,
@@ -118,37 +125,20 @@ __all__ = [
     "storable_failure",
 ]
 
-_NO_DELAY = timedelta(0)
 
-
-def _live_attempt(draft: Draft, job: Job) -> Attempt:
-    attempt = next((a for a in draft.step_run(job.step).attempts if a.number == job.attempt), None)
-    if attempt is None or attempt.status is not AttemptStatus.RUNNING:
-        raise InvariantViolatedError(f"started job {job.id} has no running attempt")
-    return attempt
-
-
-def _stale(run: RunState, job_id: str) -> Failure[StaleDelivery]:
-    reason = "no live job with this id"
-    if run.status.terminal:
-        reason += f" (run is {run.status})"
-    return Failure(StaleDelivery(job_id=job_id, reason=reason))
-
-
-def _started_job(run: RunState, job_id: str, token: str) -> Result[Job, StaleDelivery]:
-    job = run.job(job_id)
-    if job is None:
-        return _stale(run, job_id)
-    if job.status is not JobStatus.STARTED:
-        return Failure(StaleDelivery(job_id=job_id, reason="the job has not been delivered"))
-    if job.lease_token != token:
-        return Failure(
-            StaleDelivery(job_id=job_id, reason="lease token does not match the current lease")
+def _deadline_passed(draft: Draft, job: Job) -> None:
+    """Rule 11: the run's deadline timer fired before the run finished."""
+    draft.drop_job(job)
+    timer = draft.step_run(DEADLINE)
+    draft.put_step(replace(timer, status=StepStatus.COMPLETED, updated_at=draft.now))
+    draft.fail_run(
+        StepFailure(
+            kind=DEADLINE_EXCEEDED,
+            message=f"the run did not finish by its deadline ({job.due_at.isoformat()})",
+            retryable=False,
+            details={"deadline": job.due_at.isoformat()},
         )
-    return Success(job)
-
-
-# ---------------------------------------------------------------- per event
+    )
 
 
 def _deliver(
@@ -156,7 +146,7 @@ def _deliver(
 ) -> Result[Decision, Rejected]:
     job = run.job(event.job_id)
     if job is None:
-        return _stale(run, event.job_id)
+        return stale(run, event.job_id)
     if job.status is JobStatus.STARTED:
         reason = (
             "duplicate delivery: the attempt is already running"
@@ -165,8 +155,11 @@ def _deliver(
         )
         return Failure(StaleDelivery(job_id=event.job_id, reason=reason))
     draft = Draft(definition, run, now)
-    if run.status is RunStatus.CANCELLING:
-        draft.converge_cancel()
+    if run.status is RunStatus.CANCELLING or job.step == DEADLINE:
+        if run.status is RunStatus.CANCELLING:
+            draft.converge_cancel()
+        else:
+            _deadline_passed(draft, job)
         return Success(draft.finish())
     step_run = run.step_run(job.step)
     if step_run is not None and step_run.status is StepStatus.PARKED:
@@ -251,17 +244,17 @@ def _unusable_output(
 def _succeed(
     definition: WorkflowDefinition, run: RunState, event: StepSucceeded, now: datetime
 ) -> Result[Decision, Rejected]:
-    found = _started_job(run, event.job_id, event.lease_token)
+    found = started_job(run, event.job_id, event.lease_token)
     if isinstance(found, Failure):
         return found
     job = found.unwrap()
     spec = definition.step(job.step)
     output = _unusable_output(definition, job, event.output)
     if isinstance(output, Failure):
-        return Success(_fail(definition, run, job=job, failure=output.failure(), now=now))
+        return Success(fail_attempt(definition, run, job=job, failure=output.failure(), now=now))
     if spec is None:
         failure = unknown_step(definition, job.step)
-        return Success(_fail(definition, run, job=job, failure=failure, now=now))
+        return Success(fail_attempt(definition, run, job=job, failure=failure, now=now))
     mapped: JsonObject = (
         {spec.output_key: dict(output.unwrap())} if spec.output_key else output.unwrap()
     )
@@ -271,9 +264,9 @@ def _succeed(
             f"step {job.step!r} returned the reserved key {reserved[0]!r} "
             "(set by SquidMesh for cron runs)"
         )
-        return Success(_fail(definition, run, job=job, failure=failure, now=now))
+        return Success(fail_attempt(definition, run, job=job, failure=failure, now=now))
     draft = Draft(definition, run, now)
-    attempt = _live_attempt(draft, job)
+    attempt = live_attempt(draft, job)
     draft.put_attempt(job.step, replace(attempt, status=AttemptStatus.SUCCEEDED, finished_at=now))
     draft.put_step(
         replace(
@@ -308,100 +301,11 @@ def _succeed(
     return Success(draft.finish())
 
 
-def _fail(
-    definition: WorkflowDefinition,
-    run: RunState,
-    *,
-    job: Job,
-    failure: StepFailure,
-    now: datetime,
-    attempt_status: AttemptStatus = AttemptStatus.FAILED,
-) -> Decision:
-    failure = storable_failure(failure)
-    draft = Draft(definition, run, now)
-    attempt = _live_attempt(draft, job)
-    draft.put_attempt(
-        job.step, replace(attempt, status=attempt_status, finished_at=now, error=failure)
-    )
-    draft.drop_job(draft.job(job.id) or job)
-    draft.emit(
-        Topic.STEP_FAILED,
-        step=job.step,
-        attempt=job.attempt,
-        attributes={
-            "error": failure_attributes(failure),
-            "duration_ms": ms(now - attempt.started_at),
-        },
-    )
-    if attempt_status is AttemptStatus.LOST:
-        draft.emit(Topic.LEASE_RECLAIMED, step=job.step, attempt=job.attempt)
-
-    def settle_step(status: StepStatus) -> None:
-        draft.put_step(
-            replace(draft.step_run(job.step), status=status, error=failure, updated_at=now)
-        )
-
-    if run.status.terminal:
-        settle_step(StepStatus.FAILED)
-        return draft.finish()
-    if run.status is RunStatus.CANCELLING:
-        settle_step(StepStatus.FAILED)
-        draft.converge_cancel()
-        return draft.finish()
-    spec = definition.step(job.step)
-    attempts = draft.step_run(job.step).attempts
-    verdict: RetryAt | GiveUp
-    if attempt_status is AttemptStatus.LOST:  # the worker died: the step did not fail
-        lost = sum(1 for a in attempts if a.status is AttemptStatus.LOST)
-        bound = 0 if spec is None else spec.max_lost
-        verdict = (
-            RetryAt(attempt=job.attempt + 1, delay=_NO_DELAY, at=now)
-            if lost <= bound
-            else GiveUp(reason=GiveUpReason.EXHAUSTED, attempts=job.attempt)
-        )
-    else:
-        failed = sum(1 for a in attempts if a.status is AttemptStatus.FAILED)
-        verdict = decide_retry(
-            None if spec is None else spec.retry,
-            failed_attempt=failed,
-            retryable=failure.retryable,
-            retry_after=failure.retry_after,
-            run_id=run.id,
-            step=job.step,
-            now=now,
-        )
-        if isinstance(verdict, RetryAt):  # attempt numbers count lost attempts too
-            verdict = RetryAt(attempt=job.attempt + 1, delay=verdict.delay, at=verdict.at)
-    match verdict:
-        case RetryAt(attempt=next_attempt, delay=delay, at=due_at):
-            settle_step(StepStatus.RETRY_SCHEDULED)
-            draft.schedule(job.step, next_attempt, due_at)
-            draft.set_last_error(failure)
-            draft.emit(
-                Topic.STEP_RETRY_SCHEDULED,
-                step=job.step,
-                attempt=next_attempt,
-                attributes={
-                    "failed_attempt": job.attempt,
-                    "next_attempt": next_attempt,
-                    "delay_ms": ms(delay),
-                    "due_at": due_at.isoformat(),
-                },
-            )
-            draft.settle_active()
-        case GiveUp():
-            settle_step(StepStatus.FAILED)
-            route_give_up(draft, job, failure)
-        case _:
-            assert_never(verdict)
-    return draft.finish()
-
-
 def _step_failed(
     definition: WorkflowDefinition, run: RunState, event: StepFailed, now: datetime
 ) -> Result[Decision, Rejected]:
-    return _started_job(run, event.job_id, event.lease_token).map(
-        lambda job: _fail(
+    return started_job(run, event.job_id, event.lease_token).map(
+        lambda job: fail_attempt(
             definition,
             run,
             job=job,
@@ -412,60 +316,6 @@ def _step_failed(
     )
 
 
-def _deferred(
-    definition: WorkflowDefinition, run: RunState, event: StepDeferred, now: datetime
-) -> Result[Decision, Rejected]:
-    found = _started_job(run, event.job_id, event.lease_token)
-    if isinstance(found, Failure):
-        return found
-    job = found.unwrap()
-    spec = definition.step(job.step)
-    delay = clamp_delay(event.after)
-    note = StepFailure(
-        kind=DEFERRED_KIND,
-        message=(event.reason or "not yet")[:MAX_FAILURE_TEXT],
-        retryable=True,
-        retry_after=delay,
-    )
-    step_run = run.step_run(job.step)
-    attempts = () if step_run is None else step_run.attempts
-    deferred = sum(1 for a in attempts if a.status is AttemptStatus.DEFERRED)
-    if spec is None or deferred >= spec.max_rechecks:
-        limit = StepFailure(
-            kind="recheck_limit",
-            message=f"step {job.step!r} deferred {deferred + 1} times, more than its "
-            f"max_rechecks allows",
-            retryable=False,
-        )
-        return Success(_fail(definition, run, job=job, failure=limit, now=now))
-    draft = Draft(definition, run, now)
-    attempt = _live_attempt(draft, job)
-    draft.put_attempt(
-        job.step,
-        replace(attempt, status=AttemptStatus.DEFERRED, finished_at=now, error=note),
-    )
-    draft.drop_job(draft.job(job.id) or job)
-    draft.emit(
-        Topic.STEP_DEFERRED,
-        step=job.step,
-        attempt=job.attempt,
-        attributes={
-            "reason": note.message,
-            "due_at": (now + delay).isoformat(),
-            "next_attempt": job.attempt + 1,
-        },
-    )
-    if run.status.terminal or run.status is RunStatus.CANCELLING:  # nobody looks again
-        draft.put_step(replace(draft.step_run(job.step), status=StepStatus.FAILED, updated_at=now))
-        if run.status is RunStatus.CANCELLING:
-            draft.converge_cancel()
-        return Success(draft.finish())
-    draft.put_step(replace(draft.step_run(job.step), status=StepStatus.SCHEDULED, updated_at=now))
-    draft.schedule(job.step, job.attempt + 1, now + delay)
-    draft.settle_active()
-    return Success(draft.finish())
-
-
 def _lease_expired(
     definition: WorkflowDefinition, run: RunState, event: LeaseExpired, now: datetime
 ) -> Result[Decision, Rejected]:
@@ -474,36 +324,11 @@ def _lease_expired(
         message="the worker's lease expired before the attempt reported an outcome",
         retryable=True,
     )
-    return _started_job(run, event.job_id, event.lease_token).map(
-        lambda job: _fail(
+    return started_job(run, event.job_id, event.lease_token).map(
+        lambda job: fail_attempt(
             definition, run, job=job, failure=lost, attempt_status=AttemptStatus.LOST, now=now
         )
     )
-
-
-def _past_timeout(
-    definition: WorkflowDefinition,
-    run: RunState,
-    event: StepSucceeded | StepFailed | StepDeferred | LeaseExpired,
-    now: datetime,
-) -> Result[Decision, Rejected] | None:
-    """Rule 10: an outcome at or after the attempt's timeout is a ``timed_out`` failure."""
-    found = _started_job(run, event.job_id, event.lease_token)
-    if isinstance(found, Failure):
-        return None  # the event's own handler refuses it
-    job = found.unwrap()
-    step_run = run.step_run(job.step)
-    attempt = None if step_run is None else step_run.attempts[-1]
-    if attempt is None or attempt.timeout_at is None or now < attempt.timeout_at:
-        return None
-    failure = StepFailure(
-        kind=TIMED_OUT,
-        message=f"attempt {job.attempt} of {job.step!r} ran past its timeout "
-        f"({attempt.timeout_at - attempt.started_at})",
-        retryable=True,
-        details={"timeout_at": attempt.timeout_at.isoformat()},
-    )
-    return Success(_fail(definition, run, job=job, failure=failure, now=now))
 
 
 def _outcome(
@@ -513,7 +338,7 @@ def _outcome(
     now: datetime,
 ) -> Result[Decision, Rejected]:
     """What an attempt's outcome does (a timed-out attempt's first, rule 10)."""
-    timed_out = _past_timeout(definition, run, event, now)
+    timed_out = past_timeout(definition, run, event, now)
     if timed_out is not None:
         return timed_out
     match event:
@@ -522,7 +347,7 @@ def _outcome(
         case StepFailed():
             return _step_failed(definition, run, event, now)
         case StepDeferred():
-            return _deferred(definition, run, event, now)
+            return deferred(definition, run, event, now)
         case LeaseExpired():
             return _lease_expired(definition, run, event, now)
         case _:

@@ -31,6 +31,8 @@ FAIL = "fail"
 """The other terminal pseudo-target: the run ends ``failed`` (a declined order)."""
 ENDS = frozenset({COMPLETE, FAIL})
 """The pseudo-targets that end a run."""
+DEADLINE = "__deadline__"
+"""The step name of a run's deadline timer (reserved: no workflow may declare it)."""
 
 StepHandler = Callable[..., object]  # type: ignore[explicit-any]  # user signatures vary; the shell checks them
 """A user step: called by the shell with ``(input, ctx)``. The core never calls it."""
@@ -167,6 +169,8 @@ class WorkflowDefinition:
     """Union of all triggers' fields (first declaration wins)."""
     limits: JsonLimits = DEFAULT_LIMITS
     """Size and depth bounds for payloads, initial contexts and step outputs."""
+    deadline: timedelta | None = None
+    """A run not finished this long after it started fails with ``deadline_exceeded``."""
     signal_contracts: Mapping[str, PayloadContract] = field(default_factory=dict)
     """Checked payload contract of each signal the workflow waits for, by signal name."""
 

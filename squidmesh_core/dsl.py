@@ -226,8 +226,12 @@ def workflow(
     steps: Iterable[StepSpec],
     transitions: Iterable[TransitionSpec | Iterable[TransitionSpec]] = (),
     limits: JsonLimits = DEFAULT_LIMITS,
+    deadline: timedelta | None = None,
 ) -> WorkflowDefinition:
     """Declare and validate a workflow.
+
+    ``deadline``: a run not finished this long after it starts fails with kind
+    ``deadline_exceeded`` (``start_run(..., deadline=...)`` sets one per run).
 
     ``transitions`` may mix single transitions and groups (such as :func:`chain`).
     ``limits`` bounds payloads, initial contexts and step outputs (default 1 MiB,
@@ -243,7 +247,12 @@ def workflow(
         else:
             flat.extend(item)
     result = build_workflow(
-        name, triggers=tuple(triggers), steps=tuple(steps), transitions=flat, limits=limits
+        name,
+        triggers=tuple(triggers),
+        steps=tuple(steps),
+        transitions=flat,
+        limits=limits,
+        deadline=deadline,
     )
     if isinstance(result, Failure):
         raise result.failure().to_exception()

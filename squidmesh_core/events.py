@@ -28,6 +28,8 @@ class RunRequested:
     idempotency_key: IdempotencyKey | None = None
     context: JsonObject = field(default_factory=lambda: EMPTY_OBJECT)
     """Initial run context supplied by the shell (e.g. cron schedule metadata)."""
+    deadline: timedelta | None = None
+    """This run's deadline (after its start), instead of the workflow's."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -43,7 +43,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from squidmesh_core.codec import encode_failure
-from squidmesh_core.definition import ENDS, WorkflowDefinition, WorkflowMode
+from squidmesh_core.definition import DEADLINE, ENDS, WorkflowDefinition, WorkflowMode
 from squidmesh_core.ids import JobId
 from squidmesh_core.jsonvalue import JsonObject, JsonValue
 from squidmesh_core.state import (
@@ -282,6 +282,7 @@ class _Builder:
                 "schedule": run.context.get("schedule"),
             },
             "jobs": [_job_evidence(j, self.leases) for j in run.jobs],
+            "deadline": next((j.due_at.isoformat() for j in run.jobs if j.step == DEADLINE), None),
             "workflow_definition": {"available": self.definition is not None},
         }
         step_run = None if step is None else run.step_run(step)
@@ -501,7 +502,8 @@ class _Builder:
                 actions=("wait_for_step", "cancel_run"),
             )
         scheduled = sorted(
-            (j for j in run.jobs if j.status is JobStatus.SCHEDULED), key=lambda j: (j.due_at, j.id)
+            (j for j in run.jobs if j.status is JobStatus.SCHEDULED and j.step != DEADLINE),
+            key=lambda j: (j.due_at, j.id),
         )
         if scheduled:
             job = scheduled[0]

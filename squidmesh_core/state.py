@@ -125,6 +125,7 @@ class StepFailure:
 
 WORKER_LOST = "worker_lost"
 TIMED_OUT = "timed_out"
+DEADLINE_EXCEEDED = "deadline_exceeded"
 INVALID_OUTPUT = "invalid_output"
 DEFERRED_KIND = "deferred"
 """The ``error`` kind recorded on a deferred attempt (why, and when to look again)."""

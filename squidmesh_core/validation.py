@@ -22,6 +22,7 @@ from returns.result import Failure, Result, Success
 from squidmesh_core.cron import parse_cron
 from squidmesh_core.definition import (
     COMPLETE,
+    DEADLINE,
     ENDS,
     LogLevel,
     Outcome,
@@ -237,7 +238,7 @@ def _check_step(step: StepSpec, problems: _Problems) -> None:
             "step_name",
             f"{label} has an invalid name (letters, digits and _, at most 100 characters)",
         )
-    elif step.name in ENDS:
+    elif step.name in ENDS or step.name == DEADLINE:
         problems.add("step_name", f"{label} uses the reserved name {step.name!r}")
     for message in step.option_problems:
         problems.add("step_option", f"{label}: {message}")
@@ -446,6 +447,7 @@ def build_workflow(
     steps: Sequence[StepSpec],
     transitions: Sequence[TransitionSpec] = (),
     limits: JsonLimits = DEFAULT_LIMITS,
+    deadline: timedelta | None = None,
 ) -> Result[WorkflowDefinition, DefinitionErrors]:
     """Validate a declared workflow.
 
@@ -469,6 +471,10 @@ def build_workflow(
     contracts = _check_triggers(triggers, problems)
     if not steps:
         problems.add("no_steps", "at least one step is required")
+    if deadline is not None and (
+        not isinstance(deadline, timedelta) or not _ZERO < deadline <= MAX_DELAY
+    ):
+        problems.add("deadline", f"the deadline must be between 0 and {MAX_DELAY.days} days")
     dups = _duplicates([s.name for s in steps])
     if dups:
         problems.add("duplicate_steps", f"duplicate step names: {_names(dups)}")
@@ -518,5 +524,6 @@ def build_workflow(
             payload_fields=fields,
             limits=limits,
             signal_contracts=signal_contracts,
+            deadline=deadline,
         )
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from squidmesh_core.definition import DEADLINE
 from squidmesh_core.ids import IdempotencyKey, JobId, RunId
 from squidmesh_core.jsonvalue import JsonObject
 from squidmesh_core.state import (
@@ -34,7 +35,8 @@ class ScheduledJob:
     due_at: datetime
     status: JobStatus
     purpose: str
-    """``step`` (a first attempt or the step after a wait), ``retry``, or ``timeout``."""
+    """``step`` (a first attempt or the step after a wait), ``retry``, ``timeout``
+    (a signal wait's) or ``deadline`` (the run's)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +86,8 @@ class Run:
 
 
 def _purpose(state: RunState, step: str, attempt: int) -> str:
+    if step == DEADLINE:
+        return "deadline"
     step_run = state.step_run(step)
     if step_run is not None and step_run.status is StepStatus.PARKED:
         return "timeout"

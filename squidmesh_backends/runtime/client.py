@@ -141,8 +141,12 @@ class Client:
         *,
         trigger: str | None = None,
         idempotency_key: str | None = None,
+        deadline: timedelta | None = None,
     ) -> Result[Run, StartError]:
         """Validate the payload and start a run (nothing is stored if it is invalid).
+
+        ``deadline`` (instead of the workflow's): a run not finished this long
+        after it starts fails with ``deadline_exceeded``.
 
         Returns:
             ``Success(Run)`` (``run.existing`` is true when an earlier run with the
@@ -151,7 +155,12 @@ class Client:
             ``InvalidOption`` (a malformed or reserved idempotency key).
         """
         return await self._start(
-            workflow, payload, trigger=trigger, idempotency_key=idempotency_key, cron=False
+            workflow,
+            payload,
+            trigger=trigger,
+            idempotency_key=idempotency_key,
+            cron=False,
+            deadline=deadline,
         )
 
     async def start_cron_run(
@@ -182,8 +191,13 @@ class Client:
         idempotency_key: str | None,
         context: JsonObject = EMPTY_OBJECT,
         cron: bool,
+        deadline: timedelta | None = None,
     ) -> Result[Run, StartError]:
         found = self.registry.lookup(workflow)
+        if deadline is not None and (
+            not isinstance(deadline, timedelta) or deadline <= timedelta(0)
+        ):
+            return Failure(InvalidOption(option="deadline", reason="must be a positive timedelta"))
         if isinstance(found, Failure):
             return found
         definition = found.unwrap()
@@ -218,6 +232,7 @@ class Client:
             trigger=trigger,
             idempotency_key=key,
             context=context,
+            deadline=deadline,
         )
         decided = decide(definition, None, event, now=self.clock.now())
         if isinstance(decided, Failure):

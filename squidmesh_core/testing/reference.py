@@ -74,6 +74,7 @@ class ReferenceModel:
         self.output_key = {s.name: s.output_key for s in definition.steps}
         self.retry = {s.name: s.retry for s in definition.steps}
         self.max_lost = {s.name: s.max_lost for s in definition.steps}
+        self.deadline = definition.deadline
         self.max_rechecks = {s.name: s.max_rechecks for s in definition.steps}
         self._guarded = {s.name for s in definition.steps if s.irreversible or not s.compensatable}
         self.parks = {s.name: s.kind.value for s in definition.steps if s.kind.parks}
@@ -308,6 +309,8 @@ class ReferenceModel:
 
     def start(self, run_id: str, now: datetime) -> ReferenceRun:
         run = ReferenceRun(run_id=run_id)
+        if self.deadline is not None:
+            self._schedule(run, "__deadline__", 1, now + self.deadline)
         if self.dependency_mode:
             for entry in self.entries:
                 self._schedule(run, entry, 1, now)
@@ -323,6 +326,13 @@ class ReferenceModel:
         if run.status == "cancelling":
             self._cancel_waiting_jobs(run)
             run.status = "cancelled"
+            return True
+        if job.step == "__deadline__":  # the run did not finish in time
+            del run.jobs[job_id]
+            run.steps[job.step] = "completed"
+            self._cancel_waiting_jobs(run)
+            run.status = "failed"
+            run.last_error = "failed"
             return True
         if run.steps.get(job.step) == "parked":  # the timeout timer
             self._give_up(run, job.step, {}, now)
@@ -381,6 +391,7 @@ class ReferenceModel:
         """After a dependency step: complete, or schedule the steps now ready."""
         done = [s for s in self.order if run.steps.get(s) == "completed"]
         if len(done) == len(self.order):
+            self._cancel_waiting_jobs(run)
             run.status = "completed"
             run.last_error = None
             return True

@@ -217,6 +217,7 @@ def transition_workflows(
         triggers=[manual("start", payload=SamplePayload)],
         steps=specs,
         transitions=routes,
+        deadline=draw(st.none() | st.none() | whole_ms),
     )
 
 
@@ -236,6 +237,7 @@ def dependency_workflows(draw: st.DrawFn, *, jitter: bool = True) -> WorkflowDef
         "sample.dependencies",
         triggers=[manual("start", payload=SamplePayload)],
         steps=specs,
+        deadline=draw(st.none() | st.none() | whole_ms),
     )
 
 
