@@ -163,7 +163,9 @@ def _reused(
     before = order[: order.index(from_step)]
     return Success(
         frozenset(
-            s.step for s in source.steps if s.step in before and s.status is StepStatus.COMPLETED
+            s.step
+            for s in source.steps
+            if s.step in before and s.status is StepStatus.COMPLETED and s.step != DEADLINE
         )
     )
 

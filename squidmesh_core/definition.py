@@ -24,6 +24,7 @@ from enum import StrEnum
 from squidmesh_core.jsonvalue import DEFAULT_LIMITS, JsonLimits
 from squidmesh_core.payload import EMPTY_CONTRACT, FieldSpec, PayloadContract
 from squidmesh_core.retry import Retry
+from squidmesh_core.state import DEADLINE_STEP
 
 COMPLETE = "complete"
 """The terminal pseudo-target of a transition: the run completes."""
@@ -31,7 +32,7 @@ FAIL = "fail"
 """The other terminal pseudo-target: the run ends ``failed`` (a declined order)."""
 ENDS = frozenset({COMPLETE, FAIL})
 """The pseudo-targets that end a run."""
-DEADLINE = "__deadline__"
+DEADLINE = DEADLINE_STEP
 """The step name of a run's deadline timer (reserved: no workflow may declare it)."""
 
 StepHandler = Callable[..., object]  # type: ignore[explicit-any]  # user signatures vary; the shell checks them

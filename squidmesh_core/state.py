@@ -23,6 +23,9 @@ from enum import StrEnum
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
 from squidmesh_core.jsonvalue import EMPTY_OBJECT, JsonObject, JsonValue
 
+DEADLINE_STEP = "__deadline__"
+"""The step name of a run's deadline timer (reserved: no workflow may declare it)."""
+
 SCHEMA_VERSION = 2
 """Version of the persisted shape of :class:`RunState` (see ``codec``).
 
@@ -292,5 +295,7 @@ class RunState:
 
     @property
     def current_steps(self) -> tuple[str, ...]:
-        """Steps that are scheduled, running or awaiting a retry."""
-        return tuple(s.step for s in self.steps if not s.status.terminal)
+        """Steps that are scheduled, running, awaiting a retry or parked (not the deadline)."""
+        return tuple(
+            s.step for s in self.steps if not s.status.terminal and s.step != DEADLINE_STEP
+        )

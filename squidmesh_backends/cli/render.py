@@ -116,7 +116,7 @@ def summary(run: Run, *, now: datetime | None = None) -> str:
         lines.append(f"  parked    at {run.parked_step}")
     for job in run.jobs:
         what = {"retry": f"retry {job.attempt}", "timeout": "timeout"}.get(job.purpose, "")
-        label = f"{job.step} {what}".strip()
+        label = "run deadline" if job.purpose == "deadline" else f"{job.step} {what}".strip()
         due = describe_due(job.due_at, now) if now is not None else job.due_at.isoformat()
         lines.append(f"  next      {label} due at {due}")
     if run.failed_step:

@@ -70,3 +70,21 @@ async def test_a_deadline_per_start_overrides_the_workflows() -> None:
     assert (await rt.run_until_complete(roomy.id)).status is RunStatus.COMPLETED
     bad = await rt.start_run(slow, {}, deadline=timedelta(0))
     assert isinstance(bad.failure(), InvalidOption)
+
+
+async def test_a_replay_from_a_step_of_a_run_that_missed_its_deadline_gets_a_fresh_one() -> None:
+    slow = workflow(
+        "deadlines.replayed",
+        triggers=[manual()],
+        steps=[step("first", ship), wait("nap", timedelta(hours=2)), step("last", ship)],
+        transitions=chain("first", "nap", "last"),
+        deadline=timedelta(hours=1),
+    )
+    rt = TimeSkippingRuntime(workflows=[slow])
+    run = (await rt.start_run(slow, {})).unwrap()
+    missed = await rt.run_until_complete(run.id)
+    assert missed.last_error is not None and missed.last_error.kind == "deadline_exceeded"
+    again = (await rt.replay_run(run.id, from_step="nap")).unwrap()
+    assert again.current_steps == ("nap",)  # the deadline timer is not a current step
+    assert [j.purpose for j in again.jobs] == ["step", "deadline"]
+    assert again.receipt is not None and again.receipt.entry.outcome["reused"] == ["first"]
