@@ -11,6 +11,7 @@ random numbers: time and ids are arguments, and every state change is a
 ``Decision`` value returned by ``decide``.
 """
 
+from squidmesh_core._actions import NextAction
 from squidmesh_core.context import Recheck, StepContext
 from squidmesh_core.definition import COMPLETE, FAIL, WorkflowDefinition
 from squidmesh_core.dsl import (
@@ -54,7 +55,7 @@ from squidmesh_core.errors import (
     UnknownWorkflow,
     UnsafeReplay,
 )
-from squidmesh_core.explain import Explanation, NextAction, Reason
+from squidmesh_core.explain import Explanation, Reason
 from squidmesh_core.ids import IdempotencyKey, RunId
 from squidmesh_core.jsonvalue import JsonLimits, JsonObject, JsonValue
 from squidmesh_core.payload import Now, Today

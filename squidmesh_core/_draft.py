@@ -39,6 +39,7 @@ from squidmesh_core.errors import InvariantViolatedError
 from squidmesh_core.ids import job_id_for
 from squidmesh_core.jsonvalue import JsonObject
 from squidmesh_core.state import (
+    DEADLINE_STEP,
     Attempt,
     Job,
     JobStatus,
@@ -190,6 +191,8 @@ class Draft:
                 if current.status.terminal:
                     continue  # the timer of a step cancelled above
                 self.put_step(replace(current, status=StepStatus.CANCELLED, updated_at=self.now))
+                if job.step == DEADLINE_STEP:
+                    continue  # the run's deadline timer: not a step anyone ran
                 self.emit(
                     Topic.STEP_CANCELLED,
                     step=job.step,

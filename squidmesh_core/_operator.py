@@ -42,7 +42,7 @@ from returns.result import Failure, Result, Success
 from squidmesh_core._draft import Draft
 from squidmesh_core._parking import give_up, resume
 from squidmesh_core.commands import Decision, RescheduleJob, Topic
-from squidmesh_core.definition import ENDS, StepKind, WorkflowDefinition
+from squidmesh_core.definition import DEADLINE, ENDS, StepKind, WorkflowDefinition
 from squidmesh_core.errors import (
     CommandLimit,
     IdempotencyKeyReused,
@@ -391,7 +391,7 @@ def _cancel(
         case RunStatus.RUNNING | RunStatus.RETRYING:
             draft.set_run_status(RunStatus.CANCELLING)
             for job in run.jobs:
-                if job.status is JobStatus.SCHEDULED and job.due_at > now:
+                if job.status is JobStatus.SCHEDULED and job.due_at > now and job.step != DEADLINE:
                     draft.set_jobs(
                         tuple(replace(j, due_at=now) if j.id == job.id else j for j in draft.jobs)
                     )

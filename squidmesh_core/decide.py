@@ -38,8 +38,9 @@ Rules:
    Failure retries count failed attempts only (ADR 0007).
 10. **A timed-out attempt never commits an outcome.** An attempt of a step with
     a ``timeout`` must end by ``started_at + timeout``: any outcome reported at or
-    after that (success, failure, re-check, or its lease expiring) is recorded as a
-    ``timed_out`` failure instead, retried per the step's policy.
+    after that by its worker (success, failure, re-check) is recorded as a
+    ``timed_out`` failure instead, retried per the step's policy. An attempt whose
+    lease expired is lost (rule 9), whatever its timeout.
 11. **Deadlines are timers.** A run with a deadline (its workflow's, or its
     own) has a ``__deadline__`` job due then; delivered before the run
     finished, it fails the run with ``deadline_exceeded`` (attempts still
@@ -156,8 +157,13 @@ def _deliver(
         return Failure(StaleDelivery(job_id=event.job_id, reason=reason))
     draft = Draft(definition, run, now)
     if run.status is RunStatus.CANCELLING or job.step == DEADLINE:
-        if run.status is RunStatus.CANCELLING:
+        if job.step != DEADLINE:
             draft.converge_cancel()
+        elif run.status is RunStatus.CANCELLING:  # it is ending anyway: drop the timer
+            draft.drop_job(job)
+            draft.put_step(
+                replace(draft.step_run(DEADLINE), status=StepStatus.COMPLETED, updated_at=now)
+            )
         else:
             _deadline_passed(draft, job)
         return Success(draft.finish())
@@ -338,9 +344,10 @@ def _outcome(
     now: datetime,
 ) -> Result[Decision, Rejected]:
     """What an attempt's outcome does (a timed-out attempt's first, rule 10)."""
-    timed_out = past_timeout(definition, run, event, now)
-    if timed_out is not None:
-        return timed_out
+    if not isinstance(event, LeaseExpired):  # a dead worker's attempt is lost (rule 9)
+        timed_out = past_timeout(definition, run, event, now)
+        if timed_out is not None:
+            return timed_out
     match event:
         case StepSucceeded():
             return _succeed(definition, run, event, now)

@@ -138,7 +138,8 @@ class StepSpec:
     signal_payload: object = None
     """A pydantic model the signal's payload must satisfy (``None``: an empty payload)."""
     timeout: timedelta | None = None
-    """How long a ``signal`` step waits before it gives up."""
+    """An action step's attempt must end this long after it starts; a ``signal``
+    step gives up after waiting this long."""
     on_timeout: str | None = None
     """Where a timed-out signal wait goes (a step or ``complete``); ``None``: its error route."""
     option_problems: tuple[str, ...] = ()

@@ -11,6 +11,8 @@ run                   reason                                    next actions
 ====================  =======================================  ==============================
 completed             ``completed``                             replay
 cancelled             ``cancelled``                             replay
+failed by the         ``deadline_exceeded``                     replay
+deadline
 failed                ``retry_exhausted`` (the step had         replay
                       retries and used them all), else
                       ``step_failed``
@@ -42,11 +44,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from squidmesh_core._actions import NextAction, actions_for
 from squidmesh_core.codec import encode_failure
 from squidmesh_core.definition import DEADLINE, ENDS, WorkflowDefinition, WorkflowMode
 from squidmesh_core.ids import JobId
 from squidmesh_core.jsonvalue import JsonObject, JsonValue
 from squidmesh_core.state import (
+    DEADLINE_EXCEEDED,
     AttemptStatus,
     Job,
     JobStatus,
@@ -64,6 +68,7 @@ class Reason(StrEnum):
     COMPLETED = "completed"
     CANCELLED = "cancelled"
     STEP_FAILED = "step_failed"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
     RETRY_EXHAUSTED = "retry_exhausted"
     CANCELLING = "cancelling"
     PAUSED_WITH_UNAVAILABLE_WORKFLOW = "paused_with_unavailable_workflow"
@@ -88,19 +93,6 @@ class LeaseInfo:
     job_id: JobId
     owner: str | None
     expires_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NextAction:
-    """Something that can be done about the run: the API call and the CLI command."""
-
-    action: str
-    """A stable name, e.g. ``approve_run`` or ``wait_for_retry``."""
-    description: str
-    call: str | None = None
-    """The API call, e.g. ``approve_run(run_id, actor=...)`` (``None``: nothing to call)."""
-    command: str | None = None
-    """The CLI command, e.g. ``squidmesh run approve <id> --actor NAME``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,76 +130,6 @@ def _when(moment: datetime, now: datetime) -> str:
 def describe_due(moment: datetime, now: datetime) -> str:
     """A due time for people, relative to ``now`` (used by the CLI too)."""
     return _when(moment, now)
-
-
-def _actions(run_id: str, *names: str, signal: str | None = None) -> tuple[NextAction, ...]:
-    name = "NAME" if signal is None else signal
-    catalogue = {
-        "replay_run": NextAction(
-            action="replay_run",
-            description="start a new run from this run's payload",
-            call=f"replay_run({run_id!r})",
-            command=f"squidmesh run replay {run_id}",
-        ),
-        "replay_run_allowing_irreversible": NextAction(
-            action="replay_run",
-            description="replay, running again steps that cannot be undone (check them first)",
-            call=f"replay_run({run_id!r}, allow_irreversible=True)",
-            command=f"squidmesh run replay {run_id} --allow-irreversible",
-        ),
-        "cancel_run": NextAction(
-            action="cancel_run",
-            description="cancel the run",
-            call=f"cancel_run({run_id!r}, actor=...)",
-            command=f"squidmesh run cancel {run_id} --actor NAME",
-        ),
-        "approve_run": NextAction(
-            action="approve_run",
-            description="approve: the run follows the step's ok route",
-            call=f"approve_run({run_id!r}, actor=..., note=...)",
-            command=f"squidmesh run approve {run_id} --actor NAME --note TEXT",
-        ),
-        "reject_run": NextAction(
-            action="reject_run",
-            description="reject: the run follows the step's error route, or fails",
-            call=f"reject_run({run_id!r}, actor=..., note=...)",
-            command=f"squidmesh run reject {run_id} --actor NAME --note TEXT",
-        ),
-        "unblock_run": NextAction(
-            action="unblock_run",
-            description="let the run go on along the step's ok route",
-            call=f"unblock_run({run_id!r}, actor=...)",
-            command=f"squidmesh run unblock {run_id} --actor NAME",
-        ),
-        "send_signal": NextAction(
-            action="send_signal",
-            description="send the signal the run waits for",
-            call=f"send_signal({run_id!r}, {name!r}, payload)",
-            command=f"squidmesh run signal {run_id} {name} --payload JSON",
-        ),
-        "wait_for_step": NextAction(action="wait_for_step", description="wait: a step is running"),
-        "wait_for_worker": NextAction(
-            action="wait_for_worker", description="wait for a worker to claim the due job"
-        ),
-        "wait_for_timer": NextAction(action="wait_for_timer", description="wait for the due time"),
-        "wait_for_retry": NextAction(action="wait_for_retry", description="wait for the retry"),
-        "wait_for_reclaim": NextAction(
-            action="wait_for_reclaim",
-            description="wait: the next claim by any worker takes over the lost attempt",
-        ),
-        "wait_for_dependencies": NextAction(
-            action="wait_for_dependencies", description="wait for the steps it depends on"
-        ),
-        "register_workflow": NextAction(
-            action="register_workflow",
-            description="register the run's workflow in this process to act on the run",
-        ),
-        "wait_for_cancellation": NextAction(
-            action="wait_for_cancellation",
-            description="wait: the running attempt ends, then the run is cancelled",
-        ),
-    }
-    return tuple(catalogue[n] for n in names)
 
 
 def _step_evidence(step_run: StepRunState) -> JsonObject:
@@ -302,7 +224,7 @@ class _Builder:
             summary=summary,
             step=step,
             details=details or {},
-            next_actions=_actions(run.id, *actions, signal=signal),
+            next_actions=actions_for(run.id, *actions, signal=signal),
             evidence=evidence,
         )
 
@@ -341,9 +263,24 @@ class _Builder:
         )
         step = failed[-1] if failed else None
         error = run.last_error or (None if step is None else step.error)
+        if error is not None and error.kind == DEADLINE_EXCEEDED:
+            unfinished = [s.step for s in run.steps if s.status is StepStatus.CANCELLED]
+            return self.make(
+                Reason.DEADLINE_EXCEEDED,
+                "the run did not finish by its deadline"
+                + (f" (it was at {', '.join(repr(s) for s in unfinished)})" if unfinished else ""),
+                details={
+                    "last_error": encode_failure(error),
+                    "unfinished": list(unfinished),
+                    **info,
+                },
+                actions=replay,
+            )
         spec = None if step is None or self.definition is None else self.definition.step(step.step)
         max_attempts = 1 if spec is None or spec.retry is None else spec.retry.max_attempts
-        used = 0 if step is None else len(step.attempts)
+        used = (
+            0 if step is None else sum(1 for a in step.attempts if a.status is AttemptStatus.FAILED)
+        )
         exhausted = max_attempts > 1 and used >= max_attempts
         message = "unknown error" if error is None else f"{error.kind}: {error.message}"
         name = "?" if step is None else step.step

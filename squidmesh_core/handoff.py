@@ -11,7 +11,7 @@ Rules:
    fails a run whose step is no longer declared, starts nothing.
 2. **A delivery of a job started under another token is a reclaim.** The store
    leases a started job again only after its lease expired, so the worker that
-   started it is lost: the attempt is recorded ``lost`` and retried per policy
+   started it is lost: the attempt is recorded ``lost`` and run again (ADR 0007)
    (``LeaseExpired`` under the old token), and ``Decision.reclaimed`` is set. The
    commit's fence on the new lease is what keeps a forged message from doing it.
    Given a ``Lease``, a retry due at once is started in the same decision under

@@ -118,7 +118,13 @@ def _check_triggers(
                 f"{label} has an invalid name (letters, digits and _, at most 100 characters)",
             )
         kind: object = trigger.kind
-        if kind not in set(TriggerKind):
+        if isinstance(kind, str) and kind in set(TriggerKind) and not isinstance(kind, TriggerKind):
+            problems.add(
+                "trigger_kind",
+                f"{label}: give its kind as TriggerKind (manual(...) or cron(...)), "
+                f"not the string {kind!r}",
+            )
+        elif kind not in set(TriggerKind):
             problems.add(
                 "trigger_kind", f"{label} has an unknown kind {kind!r} (use manual or cron)"
             )

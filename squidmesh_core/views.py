@@ -124,7 +124,7 @@ def run_view(
         version=state.version,
         replayed_from=state.replayed_from,
         idempotency_key=state.idempotency_key,
-        history=state.steps if include_history else None,
+        history=tuple(s for s in state.steps if s.step != DEADLINE) if include_history else None,
         existing=existing,
         jobs=tuple(
             ScheduledJob(

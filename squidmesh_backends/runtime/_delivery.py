@@ -65,6 +65,12 @@ class JobOutcome(StrEnum):
     LEASE_LOST = "lease_lost"
 
 
+def _forget(task: asyncio.Future[StepOutcome]) -> None:
+    """Read an abandoned attempt's end, so its exception is never reported as lost."""
+    if not task.cancelled():
+        task.exception()
+
+
 def run_logger(
     run: RunState, step: str | None = None, attempt: int | None = None
 ) -> logging.LoggerAdapter[logging.Logger]:
@@ -264,24 +270,32 @@ class Delivery:
     ) -> StepOutcome:
         """The step's outcome, or a ``timed_out`` failure once its ``timeout_at`` passes.
 
-        An async handler is cancelled; a plain function's thread cannot be, so it
-        runs on, and whatever it returns later is dropped.
+        An async handler is cancelled and, if it ignores that, abandoned; a plain
+        function's thread cannot be stopped, so it runs on, and whatever it returns
+        later is dropped.
         """
         if attempt.timeout_at is None:
             return await running
         left = (attempt.timeout_at - self.client.clock.now()).total_seconds()
+        task = asyncio.ensure_future(running)
         try:
-            return await asyncio.wait_for(running, timeout=max(left, 0.0))
-        except TimeoutError:
-            return Failure(
-                StepFailure(
-                    kind=TIMED_OUT,
-                    message=f"attempt {attempt.attempt} of {attempt.step!r} ran past its "
-                    f"timeout and was stopped",
-                    retryable=True,
-                    details={"timeout_at": attempt.timeout_at.isoformat()},
-                )
+            done, _ = await asyncio.wait({task}, timeout=max(left, 0.0))
+        except asyncio.CancelledError:  # the worker is going away: so does the attempt
+            task.cancel()
+            raise
+        if task in done:
+            return task.result()
+        task.cancel()  # not awaited: a handler that ignores cancellation is abandoned
+        task.add_done_callback(_forget)
+        return Failure(
+            StepFailure(
+                kind=TIMED_OUT,
+                message=f"attempt {attempt.attempt} of {attempt.step!r} ran past its "
+                "timeout and was stopped",
+                retryable=True,
+                details={"timeout_at": attempt.timeout_at.isoformat()},
             )
+        )
 
     def _next_lease(self) -> Lease:
         """A lease of this worker's for a job the core may hand it in a decision."""

@@ -76,6 +76,8 @@ def compose(
             for name in ("capacity", "free_slots", "start", "submit", "stop")
             if not hasattr(executor, name)
         ]
+        if isinstance(executor, type):
+            missing = ["an instance (a class was given)"]
         if missing:
             raise ConfigurationError(
                 f"{executor!r} is not an executor: it lacks {', '.join(missing)} "

@@ -17,10 +17,14 @@ dict output against it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import inspect
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import get_args, get_type_hints
 
 from pydantic import BaseModel, PydanticUserError, ValidationError
@@ -90,6 +94,11 @@ def _shape(target: object) -> _Shape:
     )
 
 
+_HANDLERS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="squidmesh-step")
+"""Plain-function handlers run here, not in the loop's default pool: a handler that
+times out keeps its thread (threads cannot be stopped), and must not starve the
+stores that use the default pool. 64 hung handlers at once exhaust it."""
+
 _MAX_SHAPES = 4096
 _SHAPES: dict[int, tuple[object, _Shape]] = {}
 """Shapes by handler: reading a signature and its type hints cost more than a no-op step."""
@@ -121,6 +130,19 @@ def _normalise_output(value: object, model: type[BaseModel] | None) -> StepOutco
     if value is None:
         return Success({})
     if isinstance(value, Recheck):  # "not yet": the delivery turns it into a deferral
+        after: object = value.after
+        if (
+            not isinstance(after, timedelta)
+            or after < timedelta(0)
+            or not isinstance(value.reason, str)
+        ):
+            return Failure(
+                StepFailure(
+                    kind="invalid_output",
+                    message="Recheck needs after= a non-negative timedelta and reason= a string",
+                    retryable=False,
+                )
+            )
         return Success(value)
     if isinstance(value, BaseModel):
         return Success(value.model_dump(mode="json"))
@@ -234,7 +256,8 @@ async def run_action(spec: StepSpec, data: JsonObject, ctx: StepContext) -> Step
         if inspect.iscoroutinefunction(target):
             value = await target(*args)
         else:
-            value = await asyncio.to_thread(target, *args)
+            call = functools.partial(contextvars.copy_context().run, target, *args)
+            value = await asyncio.get_running_loop().run_in_executor(_HANDLERS, call)
             if inspect.isawaitable(value):
                 value = await value
     except Exception as exc:  # a raising step is a failed attempt, recorded with its type

@@ -125,7 +125,8 @@ class TimeSkippingRuntime(Runtime):
     async def run_until_complete(self, run_id: str, *, max_jobs: int = 10_000) -> Run:
         """Run jobs, skipping time as needed, until the run is finished; return it with history.
 
-        A run parked at a signal wait with a timeout is carried to its timeout.
+        A run parked at a signal wait with a timeout is carried to its timeout, and
+        a run with a deadline to its deadline (where it fails).
 
         Raises:
             StuckRunError: the run has no job left but is not finished (it waits

@@ -323,16 +323,17 @@ class ReferenceModel:
         job = run.jobs.get(job_id)
         if job is None or job.token is not None:
             return False
-        if run.status == "cancelling":
-            self._cancel_waiting_jobs(run)
-            run.status = "cancelled"
-            return True
         if job.step == "__deadline__":  # the run did not finish in time
             del run.jobs[job_id]
             run.steps[job.step] = "completed"
+            if run.status != "cancelling":  # a cancelling run is ending anyway
+                self._cancel_waiting_jobs(run)
+                run.status = "failed"
+                run.last_error = "failed"
+            return True
+        if run.status == "cancelling":
             self._cancel_waiting_jobs(run)
-            run.status = "failed"
-            run.last_error = "failed"
+            run.status = "cancelled"
             return True
         if run.steps.get(job.step) == "parked":  # the timeout timer
             self._give_up(run, job.step, {}, now)
@@ -420,8 +421,8 @@ class ReferenceModel:
         job = self._owned(run, job_id, token)
         if job is None:
             return False
-        if self._past_timeout(job, now):  # whatever it reports, it timed out
-            lost, retryable, retry_after = False, True, None
+        if not lost and self._past_timeout(job, now):  # whatever it reports, it timed out
+            retryable, retry_after = True, None
         del run.jobs[job_id]
         run.attempts[job.step][-1] = "lost" if lost else "failed"
         run.failed_once.add(job.step)
@@ -502,7 +503,7 @@ class ReferenceModel:
         if run.status in ("running", "retrying"):
             run.status = "cancelling"
             for job in run.jobs.values():
-                if job.token is None and job.due > now:
+                if job.token is None and job.due > now and job.step != "__deadline__":
                     job.due = now
             return True
         return False
