@@ -17,7 +17,7 @@ from squidmesh_core._routing import route_give_up
 from squidmesh_core.commands import Decision, Topic
 from squidmesh_core.definition import WorkflowDefinition
 from squidmesh_core.errors import InvariantViolatedError, Rejected, StaleDelivery
-from squidmesh_core.events import LeaseExpired, StepDeferred, StepFailed, StepSucceeded
+from squidmesh_core.events import StepDeferred, StepFailed, StepSucceeded
 from squidmesh_core.retry import GiveUp, GiveUpReason, RetryAt, clamp_delay, decide_retry
 from squidmesh_core.state import (
     DEFERRED_KIND,
@@ -216,10 +216,12 @@ def deferred(
 def past_timeout(
     definition: WorkflowDefinition,
     run: RunState,
-    event: StepSucceeded | StepFailed | StepDeferred | LeaseExpired,
+    event: StepSucceeded | StepFailed | StepDeferred,
     now: datetime,
 ) -> Result[Decision, Rejected] | None:
     """Rule 10: an outcome at or after the attempt's timeout is a ``timed_out`` failure."""
+    if not definition.timed_steps:  # the common case costs one attribute read
+        return None
     found = started_job(run, event.job_id, event.lease_token)
     if isinstance(found, Failure):
         return None  # the event's own handler refuses it

@@ -35,8 +35,8 @@ from squidmesh_core.errors import (
     UnsafeReplay,
 )
 from squidmesh_core.events import ReplayRequested, RunRequested
-from squidmesh_core.ids import IdempotencyKey, parse_run_id
-from squidmesh_core.jsonvalue import JsonValue, check_json_object
+from squidmesh_core.ids import IdempotencyKey, RunId, parse_run_id
+from squidmesh_core.jsonvalue import JsonObject, JsonValue, check_json_object
 from squidmesh_core.payload import validate_payload
 from squidmesh_core.retry import clamp_delay
 from squidmesh_core.state import OperatorCommand, RunState, RunStatus, StepStatus
@@ -90,22 +90,46 @@ def start_run(
     ).map(
         lambda payload: _new_run(
             definition,
-            RunState(
-                id=event.run_id,
-                workflow=definition.name,
+            _pending(
+                definition,
+                run_id=event.run_id,
                 trigger=trigger.name,
-                status=RunStatus.PENDING,
                 payload=payload,
                 context=context.unwrap(),
-                created_at=now,
-                updated_at=now,
-                version=0,
+                now=now,
                 idempotency_key=event.idempotency_key,
             ),
             now,
             Topic.RUN_CREATED,
             deadline=event.deadline,
         )
+    )
+
+
+def _pending(
+    definition: WorkflowDefinition,
+    *,
+    run_id: RunId,
+    trigger: str,
+    payload: JsonObject,
+    context: JsonObject,
+    now: datetime,
+    replayed_from: RunId | None = None,
+    idempotency_key: IdempotencyKey | None = None,
+) -> RunState:
+    """A new run, before its first decision (version 0)."""
+    return RunState(
+        id=run_id,
+        workflow=definition.name,
+        trigger=trigger,
+        status=RunStatus.PENDING,
+        payload=payload,
+        context=context,
+        created_at=now,
+        updated_at=now,
+        version=0,
+        replayed_from=replayed_from,
+        idempotency_key=idempotency_key,
     )
 
 
@@ -212,23 +236,22 @@ def replay(
     ).map(
         lambda payload: _new_run(
             definition,
-            RunState(
-                id=event.new_run_id,
-                workflow=definition.name,
-                trigger=source.trigger,
-                status=RunStatus.PENDING,
-                payload=payload,
-                context=context,
-                steps=steps,
-                created_at=now,
-                updated_at=now,
-                version=0,
-                replayed_from=source.id,
-                idempotency_key=(
-                    None
-                    if event.by.idempotency_key is None
-                    else replay_key(source.id, event.by.idempotency_key)
+            replace(
+                _pending(
+                    definition,
+                    run_id=event.new_run_id,
+                    trigger=source.trigger,
+                    payload=payload,
+                    context=context,
+                    now=now,
+                    replayed_from=source.id,
+                    idempotency_key=(
+                        None
+                        if event.by.idempotency_key is None
+                        else replay_key(source.id, event.by.idempotency_key)
+                    ),
                 ),
+                steps=steps,  # the steps a replay from a step reuses
             ),
             now,
             Topic.RUN_REPLAYED,

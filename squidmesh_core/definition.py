@@ -173,6 +173,8 @@ class WorkflowDefinition:
     """Size and depth bounds for payloads, initial contexts and step outputs."""
     deadline: timedelta | None = None
     """A run not finished this long after it started fails with ``deadline_exceeded``."""
+    timed_steps: frozenset[str] = frozenset()
+    """Action steps with a ``timeout`` (outcomes of other steps skip the timeout check)."""
     signal_contracts: Mapping[str, PayloadContract] = field(default_factory=dict)
     """Checked payload contract of each signal the workflow waits for, by signal name."""
 

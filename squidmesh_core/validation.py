@@ -163,13 +163,17 @@ def _non_empty(value: object) -> bool:
 # ---------------------------------------------------------------- steps
 
 
+def _duration_problem(value: object, what: str) -> str | None:
+    """Why ``value`` is not a delay SquidMesh can schedule (positive, at most ``MAX_DELAY``)."""
+    if not isinstance(value, timedelta) or value <= _ZERO:
+        return f"{what} must be a positive timedelta"
+    if value > MAX_DELAY:
+        return f"{what} must be at most {MAX_DELAY.days} days"
+    return None
+
+
 def _check_backoff(backoff: object) -> str | None:
-    def positive(value: object, what: str) -> str | None:
-        if not isinstance(value, timedelta) or value <= _ZERO:
-            return f"{what} must be a positive timedelta"
-        if value > MAX_DELAY:
-            return f"{what} must be at most {MAX_DELAY.days} days"
-        return None
+    positive = _duration_problem
 
     def jitter_ok(value: object) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
@@ -252,14 +256,9 @@ def _check_step(step: StepSpec, problems: _Problems) -> None:
         case StepKind.ACTION:
             if not callable(step.handler):
                 problems.add("handler", f"{label} needs a callable handler")
-            limit: object = step.timeout
-            if limit is not None and (
-                not isinstance(limit, timedelta) or not _ZERO < limit <= MAX_DELAY
-            ):
-                problems.add(
-                    "step_timeout",
-                    f"{label} needs a timeout between 0 and {MAX_DELAY.days} days",
-                )
+            why = None if step.timeout is None else _duration_problem(step.timeout, "timeout")
+            if why:
+                problems.add("step_timeout", f"{label}: {why}")
         case StepKind.WAIT:
             duration: object = step.duration
             if not isinstance(duration, timedelta) or duration <= _ZERO:
@@ -322,10 +321,9 @@ def _check_signal_step(step: StepSpec, problems: _Problems) -> None:
             f"{label} needs a signal name (letters, digits and _, at most 100 characters)",
         )
     timeout: object = step.timeout
-    if timeout is not None and (not isinstance(timeout, timedelta) or timeout <= _ZERO):
-        problems.add("signal_timeout", f"{label} needs a positive timeout")
-    elif isinstance(timeout, timedelta) and timeout > MAX_DELAY:
-        problems.add("signal_timeout", f"{label} waits longer than {MAX_DELAY.days} days")
+    why = None if timeout is None else _duration_problem(timeout, "timeout")
+    if why:
+        problems.add("signal_timeout", f"{label}: {why}")
     if step.on_timeout is not None and timeout is None:
         problems.add("signal_timeout", f"{label} names on_timeout but sets no timeout")
 
@@ -477,10 +475,9 @@ def build_workflow(
     contracts = _check_triggers(triggers, problems)
     if not steps:
         problems.add("no_steps", "at least one step is required")
-    if deadline is not None and (
-        not isinstance(deadline, timedelta) or not _ZERO < deadline <= MAX_DELAY
-    ):
-        problems.add("deadline", f"the deadline must be between 0 and {MAX_DELAY.days} days")
+    why = None if deadline is None else _duration_problem(deadline, "the deadline")
+    if why:
+        problems.add("deadline", why)
     dups = _duplicates([s.name for s in steps])
     if dups:
         problems.add("duplicate_steps", f"duplicate step names: {_names(dups)}")
@@ -531,5 +528,8 @@ def build_workflow(
             limits=limits,
             signal_contracts=signal_contracts,
             deadline=deadline,
+            timed_steps=frozenset(
+                s.name for s in steps if s.kind is StepKind.ACTION and s.timeout is not None
+            ),
         )
     )
