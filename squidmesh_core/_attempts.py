@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, assert_never
 
 from returns.result import Failure, Result, Success
 
+from squidmesh_core._compensation import advance, gave_up
 from squidmesh_core._draft import Draft, ms
 from squidmesh_core._failure import MAX_FAILURE_TEXT, failure_attributes, storable_failure
 from squidmesh_core._routing import route_give_up
@@ -30,6 +31,7 @@ from squidmesh_core.state import (
     RunStatus,
     StepFailure,
     StepStatus,
+    compensated_step,
 )
 
 if TYPE_CHECKING:
@@ -110,35 +112,20 @@ def fail_attempt(
         settle_step(StepStatus.FAILED)
         draft.converge_cancel()
         return draft.finish()
-    spec = definition.step(job.step)
-    attempts = draft.step_run(job.step).attempts
-    verdict: RetryAt | GiveUp
-    if attempt_status is AttemptStatus.LOST:  # the worker died: the step did not fail
-        lost = sum(1 for a in attempts if a.status is AttemptStatus.LOST)
-        bound = 0 if spec is None else spec.max_lost
-        verdict = (
-            RetryAt(attempt=job.attempt + 1, delay=_NO_DELAY, at=now)
-            if lost <= bound
-            else GiveUp(reason=GiveUpReason.EXHAUSTED, attempts=job.attempt)
-        )
-    else:
-        failed = sum(1 for a in attempts if a.status is AttemptStatus.FAILED)
-        verdict = decide_retry(
-            None if spec is None else spec.retry,
-            failed_attempt=failed,
-            retryable=failure.retryable,
-            retry_after=failure.retry_after,
-            run_id=run.id,
-            step=job.step,
-            now=now,
-        )
-        if isinstance(verdict, RetryAt):  # attempt numbers count lost attempts too
-            verdict = RetryAt(attempt=job.attempt + 1, delay=verdict.delay, at=verdict.at)
+    undoes = compensated_step(job.step)
+    if run.status is RunStatus.COMPENSATING and undoes is None:  # forward: history only
+        settle_step(StepStatus.FAILED)
+        advance(draft)
+        return draft.finish()
+    verdict = _verdict(
+        definition, draft, job=job, failure=failure, lost=attempt_status is AttemptStatus.LOST
+    )
     match verdict:
         case RetryAt(attempt=next_attempt, delay=delay, at=due_at):
             settle_step(StepStatus.RETRY_SCHEDULED)
             draft.schedule(job.step, next_attempt, due_at)
-            draft.set_last_error(failure)
+            if undoes is None:  # a compensation keeps the run's cause as its error
+                draft.set_last_error(failure)
             draft.emit(
                 Topic.STEP_RETRY_SCHEDULED,
                 step=job.step,
@@ -153,10 +140,41 @@ def fail_attempt(
             draft.settle_active()
         case GiveUp():
             settle_step(StepStatus.FAILED)
-            route_give_up(draft, job, failure)
+            if undoes is None:
+                route_give_up(draft, job, failure)
+            else:
+                gave_up(draft, job, failure)
         case _:
             assert_never(verdict)
     return draft.finish()
+
+
+def _verdict(
+    definition: WorkflowDefinition, draft: Draft, *, job: Job, failure: StepFailure, lost: bool
+) -> RetryAt | GiveUp:
+    """Whether an attempt that ended runs again, and when (rules 2 and 9)."""
+    spec = definition.step(job.step)
+    attempts = draft.step_run(job.step).attempts
+    now = draft.now
+    if lost:  # the worker died: the step did not fail
+        count = sum(1 for a in attempts if a.status is AttemptStatus.LOST)
+        bound = 0 if spec is None else spec.max_lost
+        if count <= bound:
+            return RetryAt(attempt=job.attempt + 1, delay=_NO_DELAY, at=now)
+        return GiveUp(reason=GiveUpReason.EXHAUSTED, attempts=job.attempt)
+    failed = sum(1 for a in attempts if a.status is AttemptStatus.FAILED)
+    verdict = decide_retry(
+        None if spec is None else spec.retry,
+        failed_attempt=failed,
+        retryable=failure.retryable,
+        retry_after=failure.retry_after,
+        run_id=draft.origin.id,
+        step=job.step,
+        now=now,
+    )
+    if isinstance(verdict, RetryAt):  # attempt numbers count lost attempts too
+        return RetryAt(attempt=job.attempt + 1, delay=verdict.delay, at=verdict.at)
+    return verdict
 
 
 def deferred(
@@ -202,10 +220,15 @@ def deferred(
             "next_attempt": job.attempt + 1,
         },
     )
-    if run.status.terminal or run.status is RunStatus.CANCELLING:  # nobody looks again
+    forward_while_undoing = (
+        run.status is RunStatus.COMPENSATING and compensated_step(job.step) is None
+    )
+    if run.status.terminal or run.status is RunStatus.CANCELLING or forward_while_undoing:
         draft.put_step(replace(draft.step_run(job.step), status=StepStatus.FAILED, updated_at=now))
         if run.status is RunStatus.CANCELLING:
             draft.converge_cancel()
+        elif forward_while_undoing:
+            advance(draft)
         return Success(draft.finish())
     draft.put_step(replace(draft.step_run(job.step), status=StepStatus.SCHEDULED, updated_at=now))
     draft.schedule(job.step, job.attempt + 1, now + delay)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from squidmesh_core import _compensation
 from squidmesh_core._table import (
     attempt_transition_allowed,
     run_transition_allowed,
@@ -88,6 +89,7 @@ class Draft:
         self.last_error = run.last_error
         self.audit = run.audit
         self.signals = run.signals
+        self.compensation = run.compensation
 
     def set_last_error(self, failure: StepFailure | None) -> None:
         self.last_error = failure
@@ -237,6 +239,7 @@ class Draft:
             last_error=self.last_error,
             audit=self.audit,
             signals=self.signals,
+            compensation=self.compensation,
             version=self.origin.version + 1,
             updated_at=self.now,
         )
@@ -252,8 +255,10 @@ class Draft:
 
         A run stays ``pending`` until its first attempt starts or a step parks,
         is ``paused`` while a step is parked, ``retrying`` while a retry is
-        scheduled, and ``running`` otherwise.
+        scheduled, and ``running`` otherwise. A compensating run stays so.
         """
+        if self.status is RunStatus.COMPENSATING:
+            return
         if any(s.status is StepStatus.PARKED for s in self.steps):
             self.set_run_status(RunStatus.PAUSED)
         elif all(s.status is StepStatus.SCHEDULED and not s.attempts for s in self.steps):
@@ -264,9 +269,13 @@ class Draft:
             self.set_run_status(RunStatus.RUNNING)
 
     def converge_cancel(self) -> None:
-        """End a cancelling (or never started) run as ``cancelled``."""
+        """End a cancelling (or never started) run as ``cancelled`` (compensating if opted in)."""
         self.cancel_scheduled("run_cancelled")
-        self.set_run_status(RunStatus.CANCELLED)
+        if not (
+            self.definition.compensate_on_cancel
+            and _compensation.begin(self, RunStatus.CANCELLED, None)
+        ):
+            self.set_run_status(RunStatus.CANCELLED)
 
     def complete(self) -> None:
         """End the run as ``completed``: nothing left scheduled, no error kept."""
@@ -275,7 +284,8 @@ class Draft:
         self.set_run_status(RunStatus.COMPLETED)
 
     def fail_run(self, failure: StepFailure) -> None:
-        """End the run as ``failed`` with ``failure`` as its error."""
+        """End the run as ``failed`` with ``failure`` as its error (compensating first)."""
         self.set_last_error(failure)
         self.cancel_scheduled("run_failed")
-        self.set_run_status(RunStatus.FAILED)
+        if not _compensation.begin(self, RunStatus.FAILED, failure):
+            self.set_run_status(RunStatus.FAILED)

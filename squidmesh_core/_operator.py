@@ -316,7 +316,7 @@ def _signal(
     problem = check_operator(event.by, actor_required=False)
     if problem is not None:
         return Failure(problem)
-    if run.status.terminal or run.status is RunStatus.CANCELLING:
+    if run.status.terminal or run.status in (RunStatus.CANCELLING, RunStatus.COMPENSATING):
         return Failure(RunNotActive(run_id=run.id, status=run.status.value))
     contract = definition.signal_contract(event.name) if isinstance(event.name, str) else None
     if contract is None:
@@ -396,7 +396,14 @@ def _cancel(
                         tuple(replace(j, due_at=now) if j.id == job.id else j for j in draft.jobs)
                     )
                     draft.commands.append(RescheduleJob(job_id=job.id, due_at=now))
-        case RunStatus.CANCELLING | RunStatus.FAILED | RunStatus.COMPLETED | RunStatus.CANCELLED:
+        case (
+            RunStatus.CANCELLING
+            | RunStatus.COMPENSATING
+            | RunStatus.FAILED
+            | RunStatus.COMPLETED
+            | RunStatus.CANCELLED
+            | RunStatus.COMPENSATION_FAILED
+        ):
             return Failure(
                 InvalidTransition(
                     run_id=run.id,

@@ -39,6 +39,8 @@ from squidmesh_core.state import (
     Job,
     Parked,
     ParkKind,
+    RecoveryRoute,
+    RecoveryStrategy,
     RunStatus,
     StepFailure,
     StepRunState,
@@ -207,6 +209,7 @@ def give_up(
         draft.fail_run(failure)
         return
     draft.set_last_error(None)
+    mark_recovery(draft, step_run.step, parked.error_target)
     _route(draft, parked.error_target, step_run.step, failure)
 
 
@@ -228,3 +231,19 @@ def _parked(step_run: StepRunState) -> Parked:
     if step_run.parked is None or step_run.status is not StepStatus.PARKED:
         raise InvariantViolatedError(f"step {step_run.step} is not parked")
     return step_run.parked
+
+
+def mark_recovery(draft: Draft, step: str, target: str) -> None:
+    """An error route marked ``recovery=`` is recorded on the failed step and reported."""
+    marker = draft.definition.recovery(step)
+    if marker is None:
+        return
+    strategy = RecoveryStrategy(marker)
+    route = RecoveryRoute(strategy=strategy, target=target, at=draft.now)
+    draft.put_step(replace(draft.step_run(step), recovery=route))
+    topic = (
+        Topic.STEP_COMPENSATION_ROUTED
+        if strategy is RecoveryStrategy.COMPENSATION
+        else Topic.STEP_UNDO_ROUTED
+    )
+    draft.emit(topic, step=step, attributes={"target": target})

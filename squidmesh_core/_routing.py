@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 from squidmesh_core._draft import Draft
 from squidmesh_core._failure import routed_to_fail
-from squidmesh_core._parking import go_to
+from squidmesh_core._parking import go_to, mark_recovery
 from squidmesh_core.definition import (
     COMPLETE,
     FAIL,
@@ -117,6 +117,8 @@ def route_give_up(draft: Draft, job: Job, failure: StepFailure) -> None:
         if definition.mode is WorkflowMode.TRANSITIONS
         else None
     )
+    if target is not None:
+        mark_recovery(draft, job.step, target)
     if target == COMPLETE:
         draft.complete()
     elif target == FAIL:

@@ -26,11 +26,14 @@ from squidmesh_core.state import (
     Attempt,
     AttemptStatus,
     AuditEntry,
+    Compensation,
     Job,
     JobStatus,
     OperatorCommand,
     Parked,
     ParkKind,
+    RecoveryRoute,
+    RecoveryStrategy,
     RunState,
     RunStatus,
     Signal,
@@ -114,6 +117,26 @@ def encode_parked(parked: Parked | None) -> JsonValue:
     }
 
 
+def encode_recovery(route: RecoveryRoute | None) -> JsonValue:
+    """Encode the marked error route a failed step took (or ``None``)."""
+    if route is None:
+        return None
+    return {"strategy": route.strategy.value, "target": route.target, "at": route.at.isoformat()}
+
+
+def encode_compensation(compensation: Compensation | None) -> JsonValue:
+    """Encode a run's compensation record (or ``None``)."""
+    if compensation is None:
+        return None
+    return {
+        "ends_as": compensation.ends_as.value,
+        "started_at": compensation.started_at.isoformat(),
+        "plan": list(compensation.plan),
+        "cause": encode_failure(compensation.cause),
+        "finished_at": _time(compensation.finished_at),
+    }
+
+
 def encode_audit(entries: tuple[AuditEntry, ...]) -> list[JsonValue]:
     """Encode a run's audit trail."""
     return [
@@ -153,6 +176,7 @@ def _encode_step(step: StepRunState) -> dict[str, JsonValue]:
         "error": encode_failure(step.error),
         "parked": encode_parked(step.parked),
         "replay_guard": step.replay_guard,
+        "recovery": encode_recovery(step.recovery),
         "attempts": [_encode_attempt(a) for a in step.attempts],
     }
 
@@ -177,6 +201,7 @@ def encode_run(run: RunState) -> dict[str, JsonValue]:
         "idempotency_key": run.idempotency_key,
         "audit": encode_audit(run.audit),
         "signals": encode_signals(run.signals),
+        "compensation": encode_compensation(run.compensation),
     }
 
 
@@ -324,6 +349,40 @@ def _parked(data: object, path: str) -> Parked:
     )
 
 
+def _recovery(data: object, path: str) -> RecoveryRoute:
+    r = _Reader(data, path)
+    return RecoveryRoute(
+        strategy=r.enum("strategy", RecoveryStrategy), target=r.str_("target"), at=r.time("at")
+    )
+
+
+def _plan(data: object, path: str) -> str:
+    if not isinstance(data, str):
+        raise _Bad(path, "expected a string")
+    return data
+
+
+def _compensation(data: object, path: str) -> Compensation:
+    r = _Reader(data, path)
+    return Compensation(
+        ends_as=r.enum("ends_as", RunStatus),
+        started_at=r.time("started_at"),
+        plan=r.items("plan", _plan),
+        cause=r.sub("cause", _failure),
+        finished_at=r.opt_time("finished_at"),
+    )
+
+
+def decode_recovery(data: object) -> Result[RecoveryRoute | None, UndecodableRecord]:
+    """Decode what :func:`encode_recovery` produced."""
+    return _decode(lambda d, p: _Reader({"r": d}, p).sub("r", _recovery), data)
+
+
+def decode_compensation(data: object) -> Result[Compensation | None, UndecodableRecord]:
+    """Decode what :func:`encode_compensation` produced."""
+    return _decode(lambda d, p: _Reader({"c": d}, p).sub("c", _compensation), data)
+
+
 def _audit_entry(data: object, path: str) -> AuditEntry:
     r = _Reader(data, path)
     return AuditEntry(
@@ -364,13 +423,14 @@ def _step(data: object, path: str) -> StepRunState:
         attempts=r.items("attempts", _attempt),
         parked=r.sub("parked", _parked),
         replay_guard=r.opt_str("replay_guard"),
+        recovery=r.sub("recovery", _recovery),
     )
 
 
 def _run(data: object, path: str) -> RunState:
     r = _Reader(data, path)
     version = r.int_("schema_version")
-    if version not in (1, SCHEMA_VERSION):  # version 1 had no parked steps, audit or signals
+    if version not in (1, 2, SCHEMA_VERSION):  # older records lack what later versions added
         raise _Bad(f"{path}.schema_version", f"unsupported schema version {version}")
     replayed = r.opt_str("replayed_from")
     key = r.opt_str("idempotency_key")
@@ -391,6 +451,7 @@ def _run(data: object, path: str) -> RunState:
         idempotency_key=None if key is None else IdempotencyKey(key),
         audit=r.opt_items("audit", _audit_entry),
         signals=r.opt_items("signals", _signal),
+        compensation=r.sub("compensation", _compensation),
     )
 
 

@@ -45,6 +45,10 @@ Rules:
     own) has a ``__deadline__`` job due then; delivered before the run
     finished, it fails the run with ``deadline_exceeded`` (attempts still
     running may report, for history only). A run that ends drops it.
+12. **A failed run undoes what it did.** Before ending ``failed`` (or
+    ``cancelled``, if the workflow opts in) a run whose completed steps declare
+    ``compensate`` is ``compensating``: their compensations run one at a time,
+    latest completion first, as durable jobs (``_compensation``).
 """
 
 from __future__ import annotations
@@ -61,6 +65,12 @@ from squidmesh_core._attempts import (
     past_timeout,
     stale,
     started_job,
+)
+from squidmesh_core._compensation import (
+    advance,
+    compensation_input,
+    late_success,
+    removed,
 )
 from squidmesh_core._creation import REPLAY_KEY_PREFIX, replay, replay_key, start_run
 from squidmesh_core._draft import Draft, ms
@@ -110,6 +120,7 @@ from squidmesh_core.state import (
     RunStatus,
     StepFailure,
     StepStatus,
+    compensated_step,
 )
 
 if TYPE_CHECKING:
@@ -127,6 +138,9 @@ __all__ = [
 ]
 
 
+_DELIVERABLE = frozenset({RunStatus.PENDING, RunStatus.RUNNING, RunStatus.RETRYING})
+
+
 def _deadline_passed(draft: Draft, job: Job) -> None:
     """Rule 11: the run's deadline timer fired before the run finished."""
     draft.drop_job(job)
@@ -140,6 +154,19 @@ def _deadline_passed(draft: Draft, job: Job) -> None:
             details={"deadline": job.due_at.isoformat()},
         )
     )
+
+
+def _deadline_or_cancel(draft: Draft, job: Job) -> None:
+    """A delivery to a cancelling run converges it; a deadline timer fires (rules 5, 11)."""
+    if job.step != DEADLINE:
+        draft.converge_cancel()
+    elif draft.status is RunStatus.CANCELLING:  # it is ending anyway: drop the timer
+        draft.drop_job(job)
+        draft.put_step(
+            replace(draft.step_run(DEADLINE), status=StepStatus.COMPLETED, updated_at=draft.now)
+        )
+    else:
+        _deadline_passed(draft, job)
 
 
 def _deliver(
@@ -157,25 +184,24 @@ def _deliver(
         return Failure(StaleDelivery(job_id=event.job_id, reason=reason))
     draft = Draft(definition, run, now)
     if run.status is RunStatus.CANCELLING or job.step == DEADLINE:
-        if job.step != DEADLINE:
-            draft.converge_cancel()
-        elif run.status is RunStatus.CANCELLING:  # it is ending anyway: drop the timer
-            draft.drop_job(job)
-            draft.put_step(
-                replace(draft.step_run(DEADLINE), status=StepStatus.COMPLETED, updated_at=now)
-            )
-        else:
-            _deadline_passed(draft, job)
+        _deadline_or_cancel(draft, job)
         return Success(draft.finish())
     step_run = run.step_run(job.step)
     if step_run is not None and step_run.status is StepStatus.PARKED:
         timed_out(draft, step_run)  # the only job a parked step has is its timeout
         return Success(draft.finish())
-    if run.status not in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.RETRYING):
+    undoes = compensated_step(job.step)
+    deliverable = (
+        run.status in _DELIVERABLE if undoes is None else run.status is RunStatus.COMPENSATING
+    )
+    if not deliverable:
         return Failure(StaleDelivery(job_id=event.job_id, reason=f"run is {run.status}"))
     spec = definition.step(job.step)
     if spec is None:
-        draft.fail_run(unknown_step(definition, job.step))
+        if undoes is not None:  # a redeploy removed the compensation
+            removed(draft, job, unknown_step(definition, job.step))
+        else:
+            draft.fail_run(unknown_step(definition, job.step))
         return Success(draft.finish())
     if spec.kind.parks:
         if step_run is not None and step_run.status is not StepStatus.SCHEDULED:
@@ -194,7 +220,11 @@ def _deliver(
     started = replace(job, status=JobStatus.STARTED, lease_token=event.lease_token)
     draft.set_jobs(tuple(started if j.id == job.id else j for j in run.jobs))
     current = draft.step_run(job.step)
-    given = step_input(definition, run, job.step)
+    given = (
+        step_input(definition, run, job.step)
+        if undoes is None
+        else compensation_input(run, job.step)
+    )
     draft.put_step(replace(current, status=StepStatus.RUNNING, input=given, updated_at=now))
     timeout_at = now + spec.timeout if spec.timeout is not None else None
     draft.put_attempt(
@@ -291,6 +321,11 @@ def _succeed(
         attributes={"duration_ms": ms(now - attempt.started_at)},
     )
     if run.status.terminal:
+        return Success(draft.finish())
+    if run.status is RunStatus.COMPENSATING:  # rule 12: a compensation, or a late success
+        if compensated_step(job.step) is None:
+            late_success(draft, job.step)
+        advance(draft)
         return Success(draft.finish())
     draft.set_context({**draft.context, **mapped})
     if run.status is RunStatus.CANCELLING:

@@ -17,14 +17,14 @@ Two shapes share one type (see ``mode``):
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import StrEnum
 
 from squidmesh_core.jsonvalue import DEFAULT_LIMITS, JsonLimits
 from squidmesh_core.payload import EMPTY_CONTRACT, FieldSpec, PayloadContract
 from squidmesh_core.retry import Retry
-from squidmesh_core.state import DEADLINE_STEP
+from squidmesh_core.state import DEADLINE_STEP, compensation_step
 
 COMPLETE = "complete"
 """The terminal pseudo-target of a transition: the run completes."""
@@ -142,6 +142,10 @@ class StepSpec:
     step gives up after waiting this long."""
     on_timeout: str | None = None
     """Where a timed-out signal wait goes (a step or ``complete``); ``None``: its error route."""
+    compensate: StepHandler | None = None
+    """Undoes the step's side effect if the run later fails (saga compensation)."""
+    compensate_retry: Retry | None = None
+    """Attempts and backoff of the compensation; ``None``: the step's own ``retry``."""
     option_problems: tuple[str, ...] = ()
     """Problems the DSL found while converting loose options (reported by validation)."""
 
@@ -153,6 +157,9 @@ class TransitionSpec:
     from_step: str
     on: Outcome
     to: str
+    recovery: str | None = None
+    """``compensation`` or ``undo``: labels an error route that recovers from the
+    failure (recorded on the failed step, and reported as an event)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,6 +184,11 @@ class WorkflowDefinition:
     """Action steps with a ``timeout`` (outcomes of other steps skip the timeout check)."""
     signal_contracts: Mapping[str, PayloadContract] = field(default_factory=dict)
     """Checked payload contract of each signal the workflow waits for, by signal name."""
+    compensations: Mapping[str, StepSpec] = field(default_factory=dict)
+    """The compensation of each step that declares one, as the action step
+    ``<step>:compensate`` (its handler, retry, timeout and bounds), by that name."""
+    compensate_on_cancel: bool = False
+    """Whether a cancelled run compensates its completed steps too."""
 
     @property
     def default_trigger(self) -> TriggerSpec:
@@ -192,8 +204,11 @@ class WorkflowDefinition:
         return self.contracts.get(trigger, EMPTY_CONTRACT)
 
     def step(self, name: str) -> StepSpec | None:
-        """The step called ``name``, if declared."""
-        return next((s for s in self.steps if s.name == name), None)
+        """The step called ``name``, if declared (or the compensation of that name)."""
+        for spec in self.steps:
+            if spec.name == name:
+                return spec
+        return self.compensations.get(name) if self.compensations else None
 
     def replay_guard(self, step: str) -> str | None:
         """The replay guard a completed ``step`` records (``None``: none)."""
@@ -216,6 +231,13 @@ class WorkflowDefinition:
         """Where ``outcome`` of ``step`` routes to, or ``None`` without such a route."""
         return next(
             (t.to for t in self.transitions if t.from_step == step and t.on is outcome), None
+        )
+
+    def recovery(self, step: str) -> str | None:
+        """The ``recovery=`` marker of ``step``'s error route, if it has one."""
+        return next(
+            (t.recovery for t in self.transitions if t.from_step == step and t.on is Outcome.ERROR),
+            None,
         )
 
     def dependents_ready(
@@ -241,3 +263,29 @@ class WorkflowDefinition:
             dep = self.step(name)
             frontier.extend(dep.after if dep else ())
         return tuple(n for n in self.step_names() if n in found)
+
+
+def compensation_specs(steps: tuple[StepSpec, ...]) -> Mapping[str, StepSpec]:
+    """The compensation of each step that has one, as an action step of its own.
+
+    ``<step>:compensate`` runs the ``compensate`` handler with the step's
+    ``compensate_retry`` (or its ``retry``), timeout and bounds; it has no
+    routes, no input or output mapping, and no markers of its own.
+    """
+    return {
+        compensation_step(s.name): replace(
+            s,
+            name=compensation_step(s.name),
+            handler=s.compensate,
+            retry=s.compensate_retry if s.compensate_retry is not None else s.retry,
+            input_keys=None,
+            output_key=None,
+            after=(),
+            irreversible=False,
+            compensatable=True,
+            compensate=None,
+            compensate_retry=None,
+        )
+        for s in steps
+        if s.compensate is not None
+    }

@@ -76,6 +76,8 @@ def step(  # noqa: PLR0913  # a step's options are its keyword arguments
     irreversible: bool = False,
     compensatable: bool = True,
     timeout: timedelta | None = None,
+    compensate: StepHandler | None = None,
+    compensate_retry: Retry | Mapping[str, object] | None = None,
 ) -> StepSpec:
     """A user step.
 
@@ -97,16 +99,14 @@ def step(  # noqa: PLR0913  # a step's options are its keyword arguments
             guarded like ``irreversible``.
         timeout: an attempt must end this long after it starts; one that does
             not is stopped and recorded as ``timed_out`` (retried per ``retry``).
+        compensate: undoes the step's effect when the run later fails (or is
+            cancelled, with ``workflow(compensate_on_cancel=True)``); called like a
+            step with ``{"step", "input", "output", "error"}`` as its input.
+        compensate_retry: attempts and backoff of ``compensate`` (default: ``retry``).
     """
     deps, problems = _after(after)
-    policy: Retry | None
-    if isinstance(retry, Mapping):
-        parsed = retry_from_options(retry)
-        policy = parsed.value_or(None)
-        if isinstance(parsed, Failure):
-            problems = (*problems, f"invalid retry options: {parsed.failure()}")
-    else:
-        policy = retry
+    policy, problems = _policy(retry, problems, "retry")
+    undo_policy, problems = _policy(compensate_retry, problems, "compensate_retry")
     if isinstance(input, str):
         problems = (*problems, "input must be a list of keys, not a string")
         keys: tuple[str, ...] | None = ()
@@ -125,8 +125,21 @@ def step(  # noqa: PLR0913  # a step's options are its keyword arguments
         irreversible=irreversible,
         compensatable=compensatable,
         timeout=timeout,
+        compensate=compensate,
+        compensate_retry=undo_policy,
         option_problems=problems,
     )
+
+
+def _policy(
+    retry: Retry | Mapping[str, object] | None, problems: tuple[str, ...], what: str
+) -> tuple[Retry | None, tuple[str, ...]]:
+    if not isinstance(retry, Mapping):
+        return retry, problems
+    parsed = retry_from_options(retry)
+    if isinstance(parsed, Failure):
+        return None, (*problems, f"invalid {what} options: {parsed.failure()}")
+    return parsed.unwrap(), problems
 
 
 def wait(name: str, duration: timedelta, *, after: Sequence[str] | str = ()) -> StepSpec:
@@ -209,9 +222,14 @@ def ok(from_step: str, to: str) -> TransitionSpec:
     return TransitionSpec(from_step=from_step, on=Outcome.OK, to=to)
 
 
-def error(from_step: str, to: str) -> TransitionSpec:
-    """Route a failed ``from_step`` (after its retries) to ``to`` (a step or ``COMPLETE``)."""
-    return TransitionSpec(from_step=from_step, on=Outcome.ERROR, to=to)
+def error(from_step: str, to: str, *, recovery: str | None = None) -> TransitionSpec:
+    """Route a step's failure (after its retries) to ``to``.
+
+    ``recovery="compensation"`` or ``"undo"`` labels the route as recovering from
+    the failure: the failed step records it and a ``step.compensation_routed``
+    or ``step.undo_routed`` event reports it.
+    """
+    return TransitionSpec(from_step=from_step, on=Outcome.ERROR, to=to, recovery=recovery)
 
 
 def chain(*names: str) -> tuple[TransitionSpec, ...]:
@@ -227,11 +245,14 @@ def workflow(
     transitions: Iterable[TransitionSpec | Iterable[TransitionSpec]] = (),
     limits: JsonLimits = DEFAULT_LIMITS,
     deadline: timedelta | None = None,
+    compensate_on_cancel: bool = False,
 ) -> WorkflowDefinition:
     """Declare and validate a workflow.
 
     ``deadline``: a run not finished this long after it starts fails with kind
     ``deadline_exceeded`` (``start_run(..., deadline=...)`` sets one per run).
+    ``compensate_on_cancel``: a cancelled run compensates its completed steps too
+    (a failed run always does).
 
     ``transitions`` may mix single transitions and groups (such as :func:`chain`).
     ``limits`` bounds payloads, initial contexts and step outputs (default 1 MiB,
@@ -253,6 +274,7 @@ def workflow(
         transitions=flat,
         limits=limits,
         deadline=deadline,
+        compensate_on_cancel=compensate_on_cancel,
     )
     if isinstance(result, Failure):
         raise result.failure().to_exception()

@@ -26,12 +26,35 @@ from squidmesh_core.jsonvalue import EMPTY_OBJECT, JsonObject, JsonValue
 DEADLINE_STEP = "__deadline__"
 """The step name of a run's deadline timer (reserved: no workflow may declare it)."""
 
-SCHEMA_VERSION = 2
+COMPENSATE_SUFFIX = ":compensate"
+"""A step's compensation runs as the pseudo-step ``<step>:compensate`` (no step
+name may hold a ``:``, so it never meets a declared step)."""
+
+SCHEMA_VERSION = 3
 """Version of the persisted shape of :class:`RunState` (see ``codec``).
 
-Version 2 added parked steps, the audit trail and the signal inbox; version 1
-records decode with none of them.
+Version 2 added parked steps, the audit trail and the signal inbox; version 3
+the compensation record and the recovery route of a step. Older records decode
+with none of them.
 """
+
+
+def compensation_step(step: str) -> str:
+    """The pseudo-step that runs ``step``'s compensation.
+
+    >>> compensation_step("charge")
+    'charge:compensate'
+    """
+    return step + COMPENSATE_SUFFIX
+
+
+def compensated_step(name: str) -> str | None:
+    """The step a compensation pseudo-step undoes, or ``None`` for any other name.
+
+    >>> compensated_step("charge:compensate"), compensated_step("charge")
+    ('charge', None)
+    """
+    return name[: -len(COMPENSATE_SUFFIX)] if name.endswith(COMPENSATE_SUFFIX) else None
 
 
 class RunStatus(StrEnum):
@@ -45,11 +68,20 @@ class RunStatus(StrEnum):
     COMPLETED = "completed"
     CANCELLING = "cancelling"
     CANCELLED = "cancelled"
+    COMPENSATING = "compensating"
+    """It failed (or was cancelled) and is undoing its completed steps."""
+    COMPENSATION_FAILED = "compensation_failed"
+    """It failed (or was cancelled) and a compensation gave up: a person must look."""
 
     @property
     def terminal(self) -> bool:
-        """True for ``failed``, ``completed`` and ``cancelled``."""
-        return self in (RunStatus.FAILED, RunStatus.COMPLETED, RunStatus.CANCELLED)
+        """True for ``failed``, ``completed``, ``cancelled`` and ``compensation_failed``."""
+        return self in _TERMINAL_RUNS
+
+
+_TERMINAL_RUNS = frozenset(
+    {RunStatus.FAILED, RunStatus.COMPLETED, RunStatus.CANCELLED, RunStatus.COMPENSATION_FAILED}
+)
 
 
 class StepStatus(StrEnum):
@@ -168,6 +200,41 @@ class Parked:
     """The timer job of the timeout, while it is live."""
 
 
+class RecoveryStrategy(StrEnum):
+    """How an ``error`` route that recovers from a failure is labelled."""
+
+    COMPENSATION = "compensation"
+    UNDO = "undo"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecoveryRoute:
+    """A failed step left along an error route marked ``recovery=``: which, and where to."""
+
+    strategy: RecoveryStrategy
+    target: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Compensation:
+    """A run undoing its completed steps, written when it starts compensating.
+
+    ``plan`` lists the steps whose compensation runs, latest completion first;
+    each runs as the pseudo-step ``<step>:compensate`` (its attempts are in the
+    history). The run ends ``ends_as`` when every one succeeded, or
+    ``compensation_failed`` when one gave up.
+    """
+
+    ends_as: RunStatus
+    """``failed`` or ``cancelled``: what the run ends as once compensated."""
+    started_at: datetime
+    plan: tuple[str, ...]
+    cause: StepFailure | None = None
+    """The failure that ended the run (``None`` for a cancelled one)."""
+    finished_at: datetime | None = None
+
+
 class OperatorCommand(StrEnum):
     """Operator commands, as the audit trail names them."""
 
@@ -255,6 +322,8 @@ class StepRunState:
     replay_guard: str | None = None
     """``irreversible`` or ``not_compensatable``: recorded when the step completed
     under such a marker; a replay that would run it again needs ``allow_irreversible``."""
+    recovery: RecoveryRoute | None = None
+    """The marked error route this failed step took, if its route carries ``recovery=``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -279,6 +348,8 @@ class RunState:
     """Accepted operator commands, oldest first."""
     signals: tuple[Signal, ...] = ()
     """Signals received, oldest first (consumed ones are kept as history)."""
+    compensation: Compensation | None = None
+    """Set once the run starts compensating (kept after it finished)."""
 
     def step_run(self, step: str) -> StepRunState | None:
         """The step run of ``step``, if the step has been scheduled in this run."""
@@ -295,7 +366,10 @@ class RunState:
 
     @property
     def current_steps(self) -> tuple[str, ...]:
-        """Steps that are scheduled, running, awaiting a retry or parked (not the deadline)."""
+        """Steps that are scheduled, running, awaiting a retry or parked (not the deadline).
+
+        A compensating run's current step is the compensation it runs.
+        """
         return tuple(
             s.step for s in self.steps if not s.status.terminal and s.step != DEADLINE_STEP
         )

@@ -33,12 +33,14 @@ from squidmesh_core.definition import (
     TriggerSpec,
     WorkflowDefinition,
     WorkflowMode,
+    compensation_specs,
 )
 from squidmesh_core.errors import DefinitionErrors, DefinitionProblem
 from squidmesh_core.ids import NAME_PATTERN
 from squidmesh_core.jsonvalue import DEFAULT_LIMITS, JsonLimits
 from squidmesh_core.payload import PayloadContract, describe_contract, merge_contract_fields
 from squidmesh_core.retry import MAX_DELAY, Exponential, Fixed, Linear, Retry
+from squidmesh_core.state import RecoveryStrategy, compensation_step
 
 WORKFLOW_NAME = re.compile(r"\A[A-Za-z][A-Za-z0-9_.:-]{0,199}\Z")
 MAX_ATTEMPTS_LIMIT = 1000
@@ -211,33 +213,34 @@ def _check_backoff(backoff: object) -> str | None:
             return "backoff must be Exponential, Linear or Fixed"
 
 
-def _check_retry(step: StepSpec, problems: _Problems) -> None:
-    retry: object = step.retry
+def _check_retry(step: StepSpec, problems: _Problems, *, compensation: bool = False) -> None:
+    retry: object = step.compensate_retry if compensation else step.retry
     if retry is None:
         return
+    name = compensation_step(step.name) if compensation else step.name
     if step.kind is not StepKind.ACTION:
-        problems.add("builtin_retry", f"built-in step {step.name!r} cannot declare a retry policy")
+        problems.add("builtin_retry", f"built-in step {name!r} cannot declare a retry policy")
         return
     if not isinstance(retry, Retry):
-        problems.add("retry", f"retry for {step.name!r} must be a Retry value")
+        problems.add("retry", f"retry for {name!r} must be a Retry value")
         return
     attempts: object = retry.max_attempts
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-        problems.add("retry", f"retry for {step.name!r} must define a positive max_attempts")
+        problems.add("retry", f"retry for {name!r} must define a positive max_attempts")
     elif attempts > MAX_ATTEMPTS_LIMIT:
         problems.add(
-            "retry", f"retry for {step.name!r} allows at most {MAX_ATTEMPTS_LIMIT} max_attempts"
+            "retry", f"retry for {name!r} allows at most {MAX_ATTEMPTS_LIMIT} max_attempts"
         )
     why = _check_backoff(retry.backoff)
     if why:
-        problems.add("backoff", f"retry for {step.name!r} defines an invalid backoff: {why}")
+        problems.add("backoff", f"retry for {name!r} defines an invalid backoff: {why}")
     for option in ("retry_on", "no_retry_on"):
         kinds: object = getattr(retry, option)
         if not isinstance(kinds, tuple) or not all(
             isinstance(k, type) and issubclass(k, BaseException) for k in kinds
         ):
             problems.add(
-                "retry", f"retry for {step.name!r}: {option} must be a tuple of exception types"
+                "retry", f"retry for {name!r}: {option} must be a tuple of exception types"
             )
 
 
@@ -300,6 +303,7 @@ def _check_step(step: StepSpec, problems: _Problems) -> None:
             "reserved_key", f"{label} writes its output to 'schedule', which cron runs reserve"
         )
     _check_retry(step, problems)
+    _check_compensation(step, label, problems)
     for marker in ("irreversible", "compensatable"):
         if not isinstance(getattr(step, marker), bool):
             problems.add("recovery_marker", f"{label}: {marker} must be True or False")
@@ -311,6 +315,18 @@ def _check_step(step: StepSpec, problems: _Problems) -> None:
         problems.add(
             "max_lost", f"{label}: max_lost must be an integer from 0 to {MAX_ATTEMPTS_LIMIT}"
         )
+
+
+def _check_compensation(step: StepSpec, label: str, problems: _Problems) -> None:
+    if step.compensate is None:
+        if step.compensate_retry is not None:
+            problems.add("compensate", f"{label} sets compensate_retry but no compensate handler")
+        return
+    if step.kind is not StepKind.ACTION or not callable(step.compensate):
+        problems.add("compensate", f"{label}: compensate must be a callable of an action step")
+    elif step.compensatable is False:
+        problems.add("compensate", f"{label} is compensatable=False but has a compensate handler")
+    _check_retry(step, problems, compensation=True)
 
 
 def _check_signal_step(step: StepSpec, problems: _Problems) -> None:
@@ -404,6 +420,15 @@ def _check_transitions(
                 "unknown_transition_source",
                 f"transition references unknown step: {transition.from_step!r}",
             )
+        recovery: object = transition.recovery
+        if recovery is not None and (
+            recovery not in set(RecoveryStrategy) or transition.on is not Outcome.ERROR
+        ):
+            problems.add(
+                "recovery_route",
+                f"transition from {transition.from_step!r}: recovery={recovery!r} needs "
+                "'compensation' or 'undo' on an error route",
+            )
         if transition.to not in ENDS and transition.to not in names:
             problems.add(
                 "unknown_transition_target",
@@ -452,6 +477,7 @@ def build_workflow(
     transitions: Sequence[TransitionSpec] = (),
     limits: JsonLimits = DEFAULT_LIMITS,
     deadline: timedelta | None = None,
+    compensate_on_cancel: bool = False,
 ) -> Result[WorkflowDefinition, DefinitionErrors]:
     """Validate a declared workflow.
 
@@ -478,6 +504,9 @@ def build_workflow(
     why = None if deadline is None else _duration_problem(deadline, "the deadline")
     if why:
         problems.add("deadline", why)
+    on_cancel: object = compensate_on_cancel
+    if not isinstance(on_cancel, bool):
+        problems.add("compensate_on_cancel", "compensate_on_cancel must be True or False")
     dups = _duplicates([s.name for s in steps])
     if dups:
         problems.add("duplicate_steps", f"duplicate step names: {_names(dups)}")
@@ -529,7 +558,12 @@ def build_workflow(
             signal_contracts=signal_contracts,
             deadline=deadline,
             timed_steps=frozenset(
-                s.name for s in steps if s.kind is StepKind.ACTION and s.timeout is not None
+                name
+                for s in steps
+                if s.kind is StepKind.ACTION and s.timeout is not None
+                for name in (s.name, compensation_step(s.name))
             ),
+            compensations=compensation_specs(steps),
+            compensate_on_cancel=compensate_on_cancel,
         )
     )

@@ -32,11 +32,12 @@ from squidmesh_backends.postgres._rows import (
     as_json,
     as_json_list,
     changed_rows,
+    encoded_json,
     job_row,
     run_row,
 )
 from squidmesh_backends.postgres._sql import Statements
-from squidmesh_core.codec import encode_audit, encode_signals
+from squidmesh_core.codec import encode_audit, encode_compensation, encode_signals
 from squidmesh_core.commands import Decision
 from squidmesh_core.ids import JobId
 from squidmesh_core.jobwrites import JobStart, job_writes
@@ -170,6 +171,8 @@ def _run_changes(state: RunState, base: RunState | None, commit_id: str) -> dict
         changes["audit"] = as_json_list(encode_audit(state.audit))
     if base is None or base.signals != state.signals:
         changes["signals"] = as_json_list(encode_signals(state.signals))
+    if base is None or base.compensation != state.compensation:
+        changes["compensation"] = encoded_json(encode_compensation(state.compensation))
     return changes
 
 

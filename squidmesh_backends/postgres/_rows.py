@@ -25,8 +25,10 @@ from squidmesh_backends.errors import BackendError
 from squidmesh_core.codec import (
     decode_run,
     encode_audit,
+    encode_compensation,
     encode_failure,
     encode_parked,
+    encode_recovery,
     encode_signals,
 )
 from squidmesh_core.ids import RunId
@@ -52,6 +54,7 @@ STEP_FIELDS: Final = (
     ("error", "s.error"),
     ("parked", "s.parked"),
     ("replay_guard", "s.replay_guard"),
+    ("recovery", "s.recovery"),
 )
 """Codec field of a step, and the ``squidmesh_step_runs s`` column it is read from."""
 STEP_ATTEMPTS: Final = "attempts"
@@ -84,7 +87,7 @@ A job's ``lease_token`` in the run is the token its attempt *started* under
 RUN_FIELDS: Final = (
     "schema_version", "id", "workflow", "trigger", "status", "payload", "context",
     "created_at", "updated_at", "version", "steps", "jobs", "last_error", "replayed_from",
-    "idempotency_key", "audit", "signals",
+    "idempotency_key", "audit", "signals", "compensation",
 )  # fmt: skip
 """The run-level codec fields :func:`decode_run_row` fills."""
 
@@ -128,7 +131,13 @@ def run_row(state: RunState) -> Sequence[object]:
         state.idempotency_key,
         as_json_list(encode_audit(state.audit)),
         as_json_list(encode_signals(state.signals)),
+        encoded_json(encode_compensation(state.compensation)),
     )
+
+
+def encoded_json(encoded: JsonValue) -> Json | None:
+    """An encoded record as a JSON parameter (``None`` stays SQL ``NULL``)."""
+    return None if encoded is None else Json(encoded, dumps=_dump)
 
 
 def step_row(run_id: RunId, position: int, step: StepRunState) -> Sequence[object]:
@@ -143,14 +152,10 @@ def step_row(run_id: RunId, position: int, step: StepRunState) -> Sequence[objec
         as_json(step.input),
         as_json(step.output),
         as_json(step.error),
-        _parked_json(step),
+        encoded_json(encode_parked(step.parked)),
         step.replay_guard,
+        encoded_json(encode_recovery(step.recovery)),
     )
-
-
-def _parked_json(step: StepRunState) -> Json | None:
-    encoded = encode_parked(step.parked)
-    return None if encoded is None else Json(encoded, dumps=_dump)
 
 
 def attempt_row(run_id: RunId, step: str, attempt: Attempt) -> Sequence[object]:
@@ -215,6 +220,7 @@ def changed_rows(state: RunState, base: RunState | None) -> Rows:
             or old.error != step.error
             or old.parked != step.parked
             or old.replay_guard != step.replay_guard
+            or old.recovery != step.recovery
         ):
             rows.changed_steps.append(step_row(state.id, position, step))
         previous = {} if old is None else {a.number: a for a in old.attempts}
@@ -237,7 +243,8 @@ def decode_run_row(row: Sequence[Any]) -> RunState:
         BackendError: the stored run does not decode.
     """
     (run_id, workflow, trigger, status, version, payload, context, created_at, updated_at,
-     last_error, replayed_from, key, audit, signals, steps, jobs) = row  # fmt: skip
+     last_error, replayed_from, key, audit, signals, compensation, steps,
+     jobs) = row  # fmt: skip
     values = (
         SCHEMA_VERSION,
         str(run_id),
@@ -256,6 +263,7 @@ def decode_run_row(row: Sequence[Any]) -> RunState:
         key,
         audit,
         signals,
+        compensation,
     )
     data = dict(zip(RUN_FIELDS, values, strict=True))
     decoded = decode_run(data)

@@ -57,7 +57,7 @@ class Statements:
         run_select = f"""
             SELECT r.id, r.workflow, r.trigger, r.status, r.version, r.payload, r.context,
                    r.created_at, r.updated_at, r.last_error, r.replayed_from, r.idempotency_key,
-                   r.audit, r.signals,
+                   r.audit, r.signals, r.compensation,
                    COALESCE((SELECT json_agg({STEP_JSON} ORDER BY s.position)
                              FROM {s}.squidmesh_step_runs s WHERE s.run_id = r.id), '[]'::json),
                    COALESCE((SELECT json_agg({JOB_JSON} ORDER BY j.seq)
@@ -86,11 +86,11 @@ class Statements:
         # The writes of a commit. Each is one statement with positional
         # parameters that also works as a data-modifying CTE (see ``_plan.Plan``);
         # ``{values}`` stands for one or more row groups.
-        self.run_values = "(" + ", ".join(["%s"] * 15) + ")"
+        self.run_values = "(" + ", ".join(["%s"] * 16) + ")"
         self.insert_run = (
             f"INSERT INTO {s}.squidmesh_runs (id, workflow, trigger, status, version, payload,"
             " context, created_at, updated_at, last_error, replayed_from, idempotency_key,"
-            " audit, signals, last_commit) VALUES {values}"
+            " audit, signals, compensation, last_commit) VALUES {values}"
         )
         self.last_commit = f"SELECT version, last_commit FROM {s}.squidmesh_runs WHERE id = %s"
         self.fence = (
@@ -105,21 +105,22 @@ class Statements:
         self.fenced_delete = (
             f"DELETE FROM {s}.squidmesh_jobs WHERE id = %s AND lease_token = %s RETURNING 1"
         )
-        self.step_values = "(" + ", ".join(["%s"] * 11) + ")"
+        self.step_values = "(" + ", ".join(["%s"] * 12) + ")"
         self.insert_step = (
             f"INSERT INTO {s}.squidmesh_step_runs (run_id, step, position, status, scheduled_at,"
-            " updated_at, input, output, error, parked, replay_guard) VALUES {values}"
+            " updated_at, input, output, error, parked, replay_guard, recovery) VALUES {values}"
         )
         self.update_step = (
             f"UPDATE {s}.squidmesh_step_runs SET status = %s, scheduled_at = %s,"
             " updated_at = %s, input = %s, output = %s, error = %s, parked = %s,"
-            " replay_guard = %s WHERE run_id = %s AND step = %s"
+            " replay_guard = %s, recovery = %s WHERE run_id = %s AND step = %s"
         )
         self.upsert_step = (
             self.insert_step + " ON CONFLICT (run_id, step) DO UPDATE SET status = excluded.status,"
             " scheduled_at = excluded.scheduled_at, updated_at = excluded.updated_at,"
             " input = excluded.input, output = excluded.output, error = excluded.error,"
-            " parked = excluded.parked, replay_guard = excluded.replay_guard"
+            " parked = excluded.parked, replay_guard = excluded.replay_guard,"
+            " recovery = excluded.recovery"
         )
         self.attempt_values = "(" + ", ".join(["%s"] * 10) + ")"
         self.insert_attempt = (

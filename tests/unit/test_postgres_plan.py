@@ -110,7 +110,8 @@ def test_a_row_shaped_like_the_read_decodes_to_the_run() -> None:
         state.id, state.workflow, state.trigger, state.status.value, state.version,
         dict(state.payload), dict(state.context), state.created_at, state.updated_at,
         encode_failure(state.last_error), state.replayed_from, state.idempotency_key,
-        encoded["audit"] or None, encoded["signals"] or None, encoded["steps"], encoded["jobs"],
+        encoded["audit"] or None, encoded["signals"] or None, encoded["compensation"],
+        encoded["steps"], encoded["jobs"],
     )  # fmt: skip
     assert decode_run_row(row) == state
 
