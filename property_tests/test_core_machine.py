@@ -145,6 +145,8 @@ class CoreMachine(RuleBasedStateMachine):
                     assert decision.state.status == before.status
                     assert not any(isinstance(c, ScheduleJob) for c in decision.commands)
                 self.state = decision.state
+                if decision.state.compensation is not None:
+                    event(f"compensation ends {decision.state.status}")
                 return decision
             case Failure(_):
                 assert deciding() == result  # refusals are deterministic too
@@ -564,6 +566,40 @@ class CoreMachine(RuleBasedStateMachine):
             assert len(failed) <= limit  # deferrals and lost attempts never count
 
     @invariant()
+    def compensations_run_once_each_latest_completion_first(self) -> None:
+        undoing = [s for s in self.state.steps if s.step.endswith(":compensate")]
+        for step_run in undoing:
+            succeeded = [a for a in step_run.attempts if a.status is AttemptStatus.SUCCEEDED]
+            assert len(succeeded) <= 1
+        live = [j for j in self.state.jobs if j.step.endswith(":compensate")]
+        assert len(live) <= 1
+        if live or undoing:
+            assert self.state.compensation is not None
+        compensation = self.state.compensation
+        if compensation is None:
+            return
+        assert {s.step.removesuffix(":compensate") for s in undoing} <= set(compensation.plan)
+        done_at = [
+            max(
+                a.finished_at or BASE_TIME
+                for a in s.attempts
+                if a.status is AttemptStatus.SUCCEEDED
+            )
+            for p in compensation.plan
+            if (s := self.state.step_run(p)) is not None and s.status is StepStatus.COMPLETED
+        ]
+        assert done_at == sorted(done_at, reverse=True)  # latest completion first
+        if compensation.finished_at is not None:  # each planned compensation ran to an end
+            for p in compensation.plan:
+                ended = self.state.step_run(p + ":compensate")
+                assert ended is not None and ended.status.terminal
+        if self.state.status is RunStatus.COMPENSATING:
+            assert not any(
+                j.status is JobStatus.SCHEDULED and not j.step.endswith(":compensate")
+                for j in self.state.jobs
+            )
+
+    @invariant()
     def every_key_has_one_audit_entry(self) -> None:
         keys = [e.idempotency_key for e in self.state.audit if e.idempotency_key is not None]
         assert len(keys) == len(set(keys))
@@ -601,6 +637,7 @@ class CoreMachine(RuleBasedStateMachine):
         self.active_runs_have_a_live_job()
         self.a_parked_run_holds_no_lease_and_no_job_but_its_timeout()
         self.every_key_has_one_audit_entry()
+        self.compensations_run_once_each_latest_completion_first()
         self.a_timed_out_attempt_never_commits_an_outcome()
         self.a_deferral_never_consumes_a_retry()
 
@@ -619,6 +656,13 @@ class CoreMachine(RuleBasedStateMachine):
             self.now = max(self.now, job.due_at)
             if job.status is JobStatus.SCHEDULED:
                 self._deliver(job.id)
+            elif turn % 7 == 3:  # a step that fails for good: the run may compensate
+                token = self._token_of(job.id)
+                fatal = StepFailure(kind="step_failed", message="drained", retryable=False)
+                self.apply(StepFailed(job_id=job.id, lease_token=token, failure=fatal))
+                self.model.fail(
+                    self.run, job.id, token, retryable=False, retry_after=None, now=self.now
+                )
             elif turn % 3 == 2:
                 token = self._token_of(job.id)
                 self.apply(LeaseExpired(job_id=job.id, lease_token=token))

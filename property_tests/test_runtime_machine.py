@@ -80,7 +80,11 @@ def scripted(definition: WorkflowDefinition, script: Script) -> WorkflowDefiniti
     # Step timeouts run on real time in the worker, not on the machine's fake clock:
     # the core machine and tests/runtime/test_step_timeouts.py cover them.
     steps = [
-        replace(s, handler=script, timeout=None) if s.kind is StepKind.ACTION else s
+        replace(
+            s, handler=script, timeout=None, compensate=None if s.compensate is None else script
+        )
+        if s.kind is StepKind.ACTION
+        else s
         for s in definition.steps
     ]
     return build_workflow(
@@ -88,6 +92,7 @@ def scripted(definition: WorkflowDefinition, script: Script) -> WorkflowDefiniti
         triggers=definition.triggers,
         steps=steps,
         transitions=definition.transitions,
+        compensate_on_cancel=definition.compensate_on_cancel,
     ).unwrap()
 
 

@@ -31,6 +31,8 @@ IdempotencyKey = NewType("IdempotencyKey", str)
 
 _UUID = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 NAME_PATTERN = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,99}\Z")
+_JOB_STEP = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,99}(?::compensate)?\Z")
+"""A job's step: a step name, or the compensation pseudo-step ``<step>:compensate``."""
 """Step and trigger names: identifiers of at most 100 characters."""
 
 LEASE_TOKEN_PATTERN = re.compile(r"\A[A-Za-z0-9_.:-]{1,128}\Z")
@@ -80,7 +82,7 @@ def parse_job_id(value: object) -> Result[JobKey, InvalidJobId]:
     run_part, step, attempt = parts
     if (
         not _UUID.match(run_part)
-        or not NAME_PATTERN.match(step)
+        or not _JOB_STEP.match(step)
         or not attempt.isdigit()
         or not attempt.isascii()
         or len(attempt) > _MAX_ATTEMPT_DIGITS

@@ -18,7 +18,8 @@ from squidmesh_core.definition import (
 )
 from squidmesh_core.retry import Exponential, Fixed, Linear
 
-TERMINAL = ("failed", "completed", "cancelled")
+TERMINAL = ("failed", "completed", "cancelled", "compensation_failed")
+UNDO = ":compensate"
 TERMINAL_STEPS = ("failed", "completed", "cancelled")
 
 
@@ -52,6 +53,10 @@ class ReferenceRun:
     """Accepted commands: command and idempotency key."""
     failed_once: set[str] = field(default_factory=set)
     """Steps with a failed or lost attempt."""
+    plan: list[str] = field(default_factory=list)
+    """Steps to compensate, latest completion first (a compensating run)."""
+    ends_as: str | None = None
+    """What a compensating run ends as once every compensation ran."""
 
 
 class ReferenceModel:
@@ -79,6 +84,16 @@ class ReferenceModel:
         self._guarded = {s.name for s in definition.steps if s.irreversible or not s.compensatable}
         self.parks = {s.name: s.kind.value for s in definition.steps if s.kind.parks}
         self.timeout = {s.name: s.timeout for s in definition.steps}
+        self.undoes = {s.name for s in definition.steps if s.compensate is not None}
+        self.undo_on_cancel = definition.compensate_on_cancel
+        for s in definition.steps:  # a compensation is an action step of its own
+            if s.compensate is not None:
+                name = s.name + UNDO
+                self.retry[name] = s.compensate_retry or s.retry
+                self.max_lost[name] = s.max_lost
+                self.max_rechecks[name] = s.max_rechecks
+                self.timeout[name] = s.timeout
+                self.output_key[name] = None
         for s in definition.steps:
             if s.on_timeout is not None:
                 self.err_of_timeout[s.name] = s.on_timeout
@@ -105,6 +120,8 @@ class ReferenceModel:
                 run.steps[job.step] = "cancelled"
 
     def _settle_active(self, run: ReferenceRun) -> None:
+        if run.status == "compensating":
+            return
         if "parked" in run.steps.values():
             run.status = "paused"
         elif all(s == "scheduled" and not run.attempts[n] for n, s in run.steps.items()):
@@ -113,6 +130,46 @@ class ReferenceModel:
             run.status = "retrying"
         else:
             run.status = "running"
+
+    # ---------------------------------------------------------------- compensation
+
+    def _end(self, run: ReferenceRun, status: str, now: datetime) -> None:
+        """End the run ``status`` (``failed``/``cancelled``), compensating first if it must."""
+        self._cancel_waiting_jobs(run)
+        if status == "failed":
+            run.last_error = "failed"
+        if run.status == "compensating":
+            return
+        if status == "cancelled" and not self.undo_on_cancel:
+            run.status = status
+            return
+        order = list(run.steps)
+        done = [
+            s
+            for s in order
+            if s in self.undoes and run.steps[s] == "completed" and "succeeded" in run.attempts[s]
+        ]
+        running = any(run.steps[s] == "running" for s in self.undoes if s in run.steps)
+        if not done and not running:
+            run.status = status
+            return
+        run.status, run.ends_as = "compensating", status
+        run.plan = sorted(done, key=lambda s: (run.finished[s], order.index(s)), reverse=True)
+        self._next_undo(run, now)
+
+    def _next_undo(self, run: ReferenceRun, now: datetime) -> None:
+        if any(j.step.endswith(UNDO) for j in run.jobs.values()):
+            return
+        for step in run.plan:
+            if step + UNDO not in run.steps:
+                self._schedule(run, step + UNDO, 1, now)
+                return
+        if any(st == "running" for s, st in run.steps.items() if not s.endswith(UNDO)):
+            return
+        if any(run.steps[s + UNDO] == "failed" for s in run.plan):
+            run.status, run.last_error = "compensation_failed", "compensation_failed"
+        else:
+            run.status = run.ends_as or "failed"
 
     # ---------------------------------------------------------------- parking
 
@@ -170,9 +227,7 @@ class ReferenceModel:
         target = self.err_of_timeout.get(step) if self.parks[step] == "signal" else None
         target = target or self.err.get(step)
         if target is None:
-            self._cancel_waiting_jobs(run)
-            run.status = "failed"
-            run.last_error = "failed"
+            self._end(run, "failed", now)
             return
         run.last_error = None
         self._route(run, target, now)
@@ -183,9 +238,7 @@ class ReferenceModel:
             run.status = "completed"
             run.last_error = None
         elif target == "fail":
-            self._cancel_waiting_jobs(run)
-            run.status = "failed"
-            run.last_error = "failed"
+            self._end(run, "failed", now)
         else:
             self._go(run, target, now, now)
 
@@ -199,7 +252,7 @@ class ReferenceModel:
         now: datetime,
     ) -> bool:
         """Apply signal ``go``; whether it was accepted."""
-        if run.status in (*TERMINAL, "cancelling") or payload is None:
+        if run.status in (*TERMINAL, "cancelling", "compensating") or payload is None:
             return False
         waits = parked is not None and self.parks[parked] == "signal"
         timer = None if parked is None else run.timers.get(parked)
@@ -327,18 +380,18 @@ class ReferenceModel:
             del run.jobs[job_id]
             run.steps[job.step] = "completed"
             if run.status != "cancelling":  # a cancelling run is ending anyway
-                self._cancel_waiting_jobs(run)
-                run.status = "failed"
-                run.last_error = "failed"
+                self._end(run, "failed", now)
             return True
         if run.status == "cancelling":
-            self._cancel_waiting_jobs(run)
-            run.status = "cancelled"
+            self._end(run, "cancelled", now)
             return True
         if run.steps.get(job.step) == "parked":  # the timeout timer
             self._give_up(run, job.step, {}, now)
             return True
-        if run.status not in ("pending", "running", "retrying"):
+        undo = job.step.endswith(UNDO)
+        if (run.status == "compensating") != undo or run.status in TERMINAL:
+            return False
+        if run.status not in ("pending", "running", "retrying", "compensating"):
             return False
         if job.step in self.parks:
             del run.jobs[job_id]
@@ -368,10 +421,14 @@ class ReferenceModel:
         run.outputs[job.step] = {key: output} if key else output
         if run.status in TERMINAL:
             return True
+        if run.status == "compensating":
+            if job.step in self.undoes and job.step not in run.plan:
+                run.plan.insert(0, job.step)  # it completed last: undone first
+            self._next_undo(run, now)
+            return True
         run.context.update({key: output} if key else output)
         if run.status == "cancelling":
-            self._cancel_waiting_jobs(run)
-            run.status = "cancelled"
+            self._end(run, "cancelled", now)
             return True
         if not any(
             other != job.step and run.steps[other] in ("retry_scheduled", "running")
@@ -431,8 +488,12 @@ class ReferenceModel:
             return True
         if run.status == "cancelling":
             run.steps[job.step] = "failed"
-            self._cancel_waiting_jobs(run)
-            run.status = "cancelled"
+            self._end(run, "cancelled", now)
+            return True
+        undo = job.step.endswith(UNDO)
+        if run.status == "compensating" and not undo:
+            run.steps[job.step] = "failed"
+            self._next_undo(run, now)
             return True
         policy = self.retry[job.step]
         max_attempts = 1 if policy is None else policy.max_attempts
@@ -450,11 +511,15 @@ class ReferenceModel:
             )
         if again:
             run.steps[job.step] = "retry_scheduled"
-            run.last_error = "retrying"
+            if not undo:
+                run.last_error = "retrying"
             self._schedule(run, job.step, job.attempt + 1, now + max(delay, timedelta(0)))
             self._settle_active(run)
             return True
         run.steps[job.step] = "failed"
+        if undo:  # every compensation is tried: the next one runs
+            self._next_undo(run, now)
+            return True
         target = None if self.dependency_mode else self.err.get(job.step)
         if target in ("complete", "fail"):
             self._route(run, target, now)
@@ -462,9 +527,7 @@ class ReferenceModel:
             run.last_error = None
             self._go(run, target, now, now)
         else:
-            self._cancel_waiting_jobs(run)
-            run.status = "failed"
-            run.last_error = "failed"
+            self._end(run, "failed", now)
         return True
 
     def defer(
@@ -480,11 +543,13 @@ class ReferenceModel:
             return self.fail(run, job_id, token, retryable=False, retry_after=None, now=now)
         del run.jobs[job_id]
         run.attempts[job.step][-1] = "deferred"
-        if run.status in TERMINAL or run.status == "cancelling":
+        forward_while_undoing = run.status == "compensating" and not job.step.endswith(UNDO)
+        if run.status in (*TERMINAL, "cancelling") or forward_while_undoing:
             run.steps[job.step] = "failed"
             if run.status == "cancelling":
-                self._cancel_waiting_jobs(run)
-                run.status = "cancelled"
+                self._end(run, "cancelled", now)
+            elif forward_while_undoing:
+                self._next_undo(run, now)
             return True
         run.steps[job.step] = "scheduled"
         self._schedule(run, job.step, job.attempt + 1, now + delay)
@@ -497,8 +562,7 @@ class ReferenceModel:
 
     def cancel(self, run: ReferenceRun, now: datetime) -> bool:
         if run.status in ("pending", "paused"):
-            self._cancel_waiting_jobs(run)
-            run.status = "cancelled"
+            self._end(run, "cancelled", now)
             return True
         if run.status in ("running", "retrying"):
             run.status = "cancelling"

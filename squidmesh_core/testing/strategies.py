@@ -178,6 +178,7 @@ def _step_specs(
         else:
             output = draw(st.none() | st.sampled_from(["result", "out"]))
             marker = draw(st.sampled_from(["none", "none", "none", "irreversible", "final"]))
+            undo = marker != "final" and draw(st.booleans())
             specs.append(
                 step(
                     name,
@@ -187,6 +188,8 @@ def _step_specs(
                     irreversible=marker == "irreversible",
                     compensatable=marker != "final",
                     timeout=draw(st.none() | st.none() | whole_ms),
+                    compensate=sample_handler if undo else None,
+                    compensate_retry=draw(retries(jitter=jitter)) if undo else None,
                 )
             )
     return specs
@@ -211,13 +214,15 @@ def transition_workflows(
     for index, name in enumerate(names):
         if draw(st.booleans()) and (last is not None or index < len(names) - 1):
             ends = (*names[index + 1 :], COMPLETE, FAIL)
-            routes.append(error(name, draw(st.sampled_from(ends))))
+            marker = draw(st.sampled_from([None, None, "compensation", "undo"]))
+            routes.append(error(name, draw(st.sampled_from(ends)), recovery=marker))
     return workflow(
         "sample.transitions",
         triggers=[manual("start", payload=SamplePayload)],
         steps=specs,
         transitions=routes,
         deadline=draw(st.none() | st.none() | whole_ms),
+        compensate_on_cancel=draw(st.booleans()),
     )
 
 
@@ -238,6 +243,7 @@ def dependency_workflows(draw: st.DrawFn, *, jitter: bool = True) -> WorkflowDef
         triggers=[manual("start", payload=SamplePayload)],
         steps=specs,
         deadline=draw(st.none() | st.none() | whole_ms),
+        compensate_on_cancel=draw(st.booleans()),
     )
 
 

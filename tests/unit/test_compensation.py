@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from returns.result import Failure
 
 from squidmesh_core import (
     COMPLETE,
@@ -33,7 +34,7 @@ from squidmesh_core.protocol import (
     Topic,
     decide,
 )
-from tests.unit.helpers import Driver, handler
+from tests.unit.helpers import RUN, Driver, handler
 
 FATAL = StepFailure(kind="declined", message="no", retryable=False)
 
@@ -338,3 +339,13 @@ def test_validation_refuses_a_recovery_marker_off_an_error_route() -> None:
             steps=[step("a", handler), step("b", handler)],
             transitions=[ok("a", "b"), error("a", "b", recovery="maybe")],
         )
+
+
+def test_regression_a_compensation_job_id_parses_like_any_job_id() -> None:
+    """Found by the core machine: a reclaimed compensation job's id did not parse."""
+    from squidmesh_core.protocol import parse_job_id
+
+    d = failed_at_ship()
+    key = parse_job_id(d.job("charge:compensate")).unwrap()
+    assert (key.step, key.attempt) == ("charge:compensate", 1)
+    assert isinstance(parse_job_id(f"{RUN}/charge:undo/1"), Failure)
