@@ -85,5 +85,13 @@ def actions_for(run_id: str, *names: str, signal: str | None = None) -> tuple[Ne
             action="wait_for_cancellation",
             description="wait: the running attempt ends, then the run is cancelled",
         ),
+        "wait_for_compensation": NextAction(
+            action="wait_for_compensation",
+            description="wait: the compensations run one at a time, then the run ends",
+        ),
+        "repair_by_hand": NextAction(
+            action="repair_by_hand",
+            description="undo by hand what the failed compensations left (see last_error)",
+        ),
     }
     return tuple(catalogue[n] for n in names)

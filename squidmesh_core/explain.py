@@ -16,6 +16,8 @@ deadline
 failed                ``retry_exhausted`` (the step had         replay
                       retries and used them all), else
                       ``step_failed``
+compensation gave up  ``compensation_failed``                   repair by hand, replay
+compensating          ``compensating``                          wait for the compensations
 cancelling            ``cancelling``                            wait for the running attempt
 paused, workflow      ``paused_with_unavailable_workflow``      cancel
 unknown here
@@ -59,6 +61,8 @@ from squidmesh_core.state import (
     RunStatus,
     StepRunState,
     StepStatus,
+    compensated_step,
+    compensation_step,
 )
 
 
@@ -71,6 +75,8 @@ class Reason(StrEnum):
     DEADLINE_EXCEEDED = "deadline_exceeded"
     RETRY_EXHAUSTED = "retry_exhausted"
     CANCELLING = "cancelling"
+    COMPENSATING = "compensating"
+    COMPENSATION_FAILED = "compensation_failed"
     PAUSED_WITH_UNAVAILABLE_WORKFLOW = "paused_with_unavailable_workflow"
     PAUSED_WITH_INVALID_RESUME_TARGET = "paused_with_invalid_resume_target"
     PAUSED_FOR_APPROVAL = "paused_for_approval"
@@ -249,9 +255,54 @@ class _Builder:
         }
         return {"replay": blocked}, ("replay_run_allowing_irreversible",)
 
+    def _compensation(self) -> dict[str, JsonValue]:
+        """Where the run's compensation stands: the plan, and each one's status."""
+        undo = self.run.compensation
+        if undo is None:
+            return {}
+        states: dict[str, JsonValue] = {}
+        for name in undo.plan:
+            done = self.run.step_run(compensation_step(name))
+            states[name] = "pending" if done is None else done.status.value
+        return {"compensation": {"ends_as": undo.ends_as.value, "steps": states}}
+
+    def compensating(self) -> Explanation:
+        info = self._compensation()
+        job = next((j for j in self.run.jobs if compensated_step(j.step) is not None), None)
+        if job is None:
+            return self.make(
+                Reason.COMPENSATING,
+                "the run is compensating; it ends once the attempt still running reports",
+                details=info,
+                actions=("wait_for_compensation",),
+            )
+        when = (
+            "is running"
+            if job.status is JobStatus.STARTED
+            else f"is due {_when(job.due_at, self.now)}"
+        )
+        return self.make(
+            Reason.COMPENSATING,
+            f"the run failed and is undoing its steps: the compensation of "
+            f"{compensated_step(job.step)!r} {when}",
+            step=job.step,
+            details={**info, "attempt": job.attempt, "due_at": job.due_at.isoformat()},
+            actions=("wait_for_compensation",),
+        )
+
     def finished(self) -> Explanation:
         run = self.run
         info, replay = self._replay()
+        info.update(self._compensation())
+        if run.status is RunStatus.COMPENSATION_FAILED:
+            error = run.last_error
+            return self.make(
+                Reason.COMPENSATION_FAILED,
+                "the run ended and a compensation gave up"
+                + ("" if error is None else f": {error.message}"),
+                details={"last_error": encode_failure(error), **info},
+                actions=("repair_by_hand", *replay),
+            )
         if run.status is RunStatus.COMPLETED:
             return self.make(Reason.COMPLETED, "the run completed", details=info, actions=replay)
         if run.status is RunStatus.CANCELLED:
@@ -502,8 +553,15 @@ def explain(
     """Explain ``run`` at ``now`` (see the module's decision table)."""
     builder = _Builder(definition, run, now, leases or {})
     match run.status:
-        case RunStatus.COMPLETED | RunStatus.CANCELLED | RunStatus.FAILED:
+        case (
+            RunStatus.COMPLETED
+            | RunStatus.CANCELLED
+            | RunStatus.FAILED
+            | RunStatus.COMPENSATION_FAILED
+        ):
             return builder.finished()
+        case RunStatus.COMPENSATING:
+            return builder.compensating()
         case RunStatus.CANCELLING:
             running = next((j for j in run.jobs if j.status is JobStatus.STARTED), None)
             return builder.make(
