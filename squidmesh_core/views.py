@@ -15,6 +15,7 @@ from squidmesh_core.ids import IdempotencyKey, JobId, RunId
 from squidmesh_core.jsonvalue import JsonObject
 from squidmesh_core.state import (
     AuditEntry,
+    Compensation,
     JobStatus,
     RunState,
     RunStatus,
@@ -22,6 +23,7 @@ from squidmesh_core.state import (
     StepFailure,
     StepRunState,
     StepStatus,
+    compensated_step,
 )
 
 
@@ -36,7 +38,7 @@ class ScheduledJob:
     status: JobStatus
     purpose: str
     """``step`` (a first attempt or the step after a wait), ``retry``, ``timeout``
-    (a signal wait's) or ``deadline`` (the run's)."""
+    (a signal wait's), ``deadline`` (the run's) or ``compensation``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,11 +85,15 @@ class Run:
     """Signals received (taken and waiting); ``None`` unless history is requested."""
     receipt: Receipt | None = None
     """For the run an operator command returns: what the command did."""
+    compensation: Compensation | None = None
+    """For a run that compensated (or is compensating): why, the plan, when it ended."""
 
 
 def _purpose(state: RunState, step: str, attempt: int) -> str:
     if step == DEADLINE:
         return "deadline"
+    if compensated_step(step) is not None:
+        return "compensation"
     step_run = state.step_run(step)
     if step_run is not None and step_run.status is StepStatus.PARKED:
         return "timeout"
@@ -95,9 +101,15 @@ def _purpose(state: RunState, step: str, attempt: int) -> str:
 
 
 def _failed_step(state: RunState) -> str | None:
-    if state.status is not RunStatus.FAILED:
+    if state.status not in (
+        RunStatus.FAILED,
+        RunStatus.COMPENSATING,
+        RunStatus.COMPENSATION_FAILED,
+    ):
         return None
-    failed = [s for s in state.steps if s.status is StepStatus.FAILED]
+    failed = [
+        s for s in state.steps if s.status is StepStatus.FAILED and compensated_step(s.step) is None
+    ]
     return max(failed, key=lambda s: s.updated_at).step if failed else None
 
 
@@ -142,4 +154,5 @@ def run_view(
         audit=state.audit if include_history else None,
         signals=state.signals if include_history else None,
         receipt=receipt,
+        compensation=state.compensation,
     )

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from squidmesh_core.codec import encode_audit, encode_failure, encode_parked, encode_signals
+from squidmesh_core.codec import (
+    encode_audit,
+    encode_compensation,
+    encode_failure,
+    encode_parked,
+    encode_recovery,
+    encode_signals,
+)
 from squidmesh_core.explain import Explanation, describe_due
 from squidmesh_core.jsonvalue import JsonValue
 from squidmesh_core.state import AuditEntry, ParkKind, StepRunState, StepStatus
@@ -24,6 +31,7 @@ def step_json(step: StepRunState) -> dict[str, JsonValue]:
         "output": None if step.output is None else dict(step.output),
         "error": encode_failure(step.error),
         "parked": encode_parked(step.parked),
+        "recovery": encode_recovery(step.recovery),
         "attempts": [
             {
                 "number": a.number,
@@ -71,6 +79,7 @@ def run_json(run: Run) -> dict[str, JsonValue]:
         "audit": None if run.audit is None else encode_audit(run.audit),
         "signals": None if run.signals is None else encode_signals(run.signals),
         "receipt": None if run.receipt is None else receipt_json(run.receipt),
+        "compensation": encode_compensation(run.compensation),
     }
 
 
@@ -121,6 +130,8 @@ def summary(run: Run, *, now: datetime | None = None) -> str:
         lines.append(f"  next      {label} due at {due}")
     if run.failed_step:
         lines.append(f"  failed at {run.failed_step}")
+    if run.compensation is not None:
+        lines.append(_compensation_line(run))
     if run.replayed_from:
         lines.append(f"  replay of {run.replayed_from}")
     if run.last_error is not None:
@@ -128,6 +139,18 @@ def summary(run: Run, *, now: datetime | None = None) -> str:
     if run.receipt is not None:
         lines.append(receipt_line(run.receipt))
     return "\n".join(lines)
+
+
+def _compensation_line(run: Run) -> str:
+    undo = run.compensation
+    assert undo is not None
+    done = {s.step: s.status.value for s in run.history or ()}
+    steps = ", ".join(f"{name} {done.get(name + ':compensate', 'pending')}" for name in undo.plan)
+    state = "finished" if undo.finished_at is not None else "compensating"
+    return (
+        f"  undo      {steps or 'waiting for a running step'}"
+        f" ({state}; the run ends {undo.ends_as.value})"
+    )
 
 
 _WAITING = {

@@ -1,4 +1,4 @@
-"""``squidmesh smoke``: the example payment recovery and an approval, end to end, with checks."""
+"""``squidmesh smoke``: a payment recovery, an approval and a saga, end to end, with checks."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from squidmesh_backends.cli.smoke_app import SETTINGS
 from squidmesh_backends.cli.worker import READY
 from squidmesh_backends.errors import ConfigurationError
 from squidmesh_backends.examples.order_approval import ORDER_APPROVAL
+from squidmesh_backends.examples.order_saga import ORDER_SAGA
 from squidmesh_backends.examples.payment_recovery import payment_recovery
 from squidmesh_backends.postgres import migrate
 from squidmesh_backends.runtime import Runtime, compose
@@ -104,7 +105,7 @@ async def run_smoke(
         _worker_process(store, broker, out) as worker,
     ):
         runtime = compose(
-            workflows=[payment_recovery, ORDER_APPROVAL],
+            workflows=[payment_recovery, ORDER_APPROVAL, ORDER_SAGA],
             store=store,
             settings=SETTINGS,
             sinks=[PrintingSink(out)] if verbose else [],
@@ -127,6 +128,7 @@ async def run_smoke(
                 await runtime.wait_for(started.unwrap().id, timeout=timedelta(seconds=60))
             ).unwrap()
             approved = await _approval_scenario(runtime, out)
+            undone = await _saga_scenario(runtime, out)
     if worker is not None:
         print(f"worker process {worker.pid} stopped with exit code {worker.returncode}", file=out)
     print(summary(done), file=out)
@@ -135,6 +137,9 @@ async def run_smoke(
     print(summary(approved), file=out)
     print(timeline(approved), file=out)
     problems += check_approval(approved)
+    print(summary(undone), file=out)
+    print(timeline(undone), file=out)
+    problems += check_saga(undone)
     if worker is not None and worker.returncode != 0:
         problems.append(f"the worker process exited with {worker.returncode} on SIGTERM")
     for problem in problems:
@@ -181,6 +186,33 @@ def check_approval(run: Run) -> list[str]:
         problems.append(f"the review decision is missing from the context: {review!r}")
     if run.context.get("notified") != {"order_id": "ord-9", "tracking": "T-1"}:
         problems.append(f"unexpected notification: {run.context.get('notified')!r}")
+    return problems
+
+
+async def _saga_scenario(runtime: Runtime, out: TextIO) -> Run:
+    """An order no courier can take: it fails, refunding the charge and releasing the stock."""
+    started = (
+        await runtime.start_run(ORDER_SAGA, {"order_id": "ord-13", "amount": 80, "courier": "none"})
+    ).unwrap()
+    print(f"saga run {started.id} started (no courier will take it)", file=out, flush=True)
+    return (await runtime.wait_for(started.id, timeout=timedelta(seconds=60))).unwrap()
+
+
+def check_saga(run: Run) -> list[str]:
+    """What must be true of the saga run: failed, compensated latest first, each once."""
+    problems: list[str] = []
+    if run.status is not RunStatus.FAILED:
+        problems.append(f"the saga run is {run.status.value}, expected failed")
+    if run.last_error is None or run.last_error.details.get("code") != "no_courier":
+        problems.append(f"unexpected saga error: {run.last_error!r}")
+    undone = [s for s in run.history or () if s.step.endswith(":compensate")]
+    if [(s.step, s.status.value, len(s.attempts)) for s in undone] != [
+        ("charge_card:compensate", "completed", 1),
+        ("reserve_stock:compensate", "completed", 1),
+    ]:
+        problems.append(f"unexpected compensations: {[(s.step, s.status) for s in undone]}")
+    if run.compensation is None or run.compensation.finished_at is None:
+        problems.append("the saga run's compensation did not finish")
     return problems
 
 

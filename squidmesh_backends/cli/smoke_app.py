@@ -11,6 +11,7 @@ import os
 from datetime import timedelta
 
 from squidmesh_backends.examples.order_approval import ORDER_APPROVAL
+from squidmesh_backends.examples.order_saga import ORDER_SAGA
 from squidmesh_backends.examples.payment_recovery import payment_recovery
 from squidmesh_backends.runtime import Runtime, RuntimeSettings, compose
 from squidmesh_backends.taskiq import redis_stream_broker
@@ -28,7 +29,7 @@ def runtime() -> Runtime:
     queue = os.environ.get("SQUIDMESH_SMOKE_QUEUE", "squidmesh_smoke")
     broker = redis_stream_broker(url, lease=SETTINGS.lease, queue=queue)
     return compose(
-        workflows=[payment_recovery, ORDER_APPROVAL],
+        workflows=[payment_recovery, ORDER_APPROVAL, ORDER_SAGA],
         store=os.environ["SQUIDMESH_SMOKE_STORE"],
         broker=broker,
         settings=SETTINGS,
