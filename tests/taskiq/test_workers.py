@@ -16,7 +16,7 @@ import redis.asyncio as aredis
 from squidmesh_backends.postgres import PostgresRunStore
 from squidmesh_core import AttemptStatus, RunStatus
 from tests.taskiq.conftest import OwnRedis, Workers, producer, wait_all
-from tests.taskiq.worker_app import crashable, five_steps
+from tests.taskiq.worker_app import crashable, five_steps, saga_crash
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -74,6 +74,40 @@ async def test_a_killed_worker_is_replaced_after_its_lease_expires(
     survivors = [w for w in workers.procs if w.pid != victim]
     assert [w.terminate() for w in survivors] == [0]
     print(f"reclaimed {reclaim_delay:.2f}s after kill -9 (lease {lease}s, poll 0.25s)")
+
+
+async def test_a_compensation_killed_with_its_worker_resumes_on_another(
+    workers: Workers, pg_dsn: str, pg_schema: str
+) -> None:
+    lease = 2.0
+    workers.start(2, SQUIDMESH_TEST_APP_LEASE=str(lease))
+    store, api = await producer(pg_dsn, pg_schema)
+    try:
+        run_id = (await api.start_run(saga_crash, {})).unwrap().id
+        deadline = time.monotonic() + 30
+        while not any(
+            w == "start" and st == "book:compensate" for w, _, _, st, _ in workers.lines()
+        ):
+            assert time.monotonic() < deadline, "the compensation never started"
+            await asyncio.sleep(0.05)
+        victim = next(pid for w, pid, _, st, _ in workers.lines() if st == "book:compensate")
+        middle = await store.load(run_id)
+        assert middle is not None and middle.status is RunStatus.COMPENSATING
+        os.kill(victim, signal.SIGKILL)
+        (run,) = await wait_all(store, [run_id], timeout=30)
+    finally:
+        await store.close()
+    assert run.status is RunStatus.FAILED
+    assert run.last_error is not None and run.last_error.details.get("code") == "no_courier"
+    undo = run.step_run("book:compensate")
+    assert undo is not None
+    assert [a.status for a in undo.attempts] == [AttemptStatus.LOST, AttemptStatus.SUCCEEDED]
+    assert [s.step for s in run.steps][-2:] == ["charge:compensate", "book:compensate"]
+    ran = workers.ran()
+    assert ran[(run_id, "charge:compensate", 1)] == 1  # undone once, before the crash
+    assert ran[(run_id, "book:compensate", 2)] == 1 and ran[(run_id, "book:compensate", 1)] == 0
+    survivors = [w for w in workers.procs if w.pid != victim]
+    assert [w.terminate() for w in survivors] == [0]
 
 
 async def test_duplicated_messages_change_nothing(

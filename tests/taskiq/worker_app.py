@@ -32,6 +32,7 @@ from squidmesh_backends.runtime.bootstrap import split_schema
 from squidmesh_backends.taskiq import SquidMeshStreamBroker, TaskiqExecutor, redis_stream_broker
 from squidmesh_core import (
     COMPLETE,
+    NonRetryableError,
     Retry,
     StepContext,
     WorkflowDefinition,
@@ -91,6 +92,23 @@ hangs_once = workflow(
         step("after", quick),
     ],
     transitions=chain("slow", "after", COMPLETE),
+)
+
+
+async def never_ships(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
+    _record(ctx, "ran")
+    raise NonRetryableError("no courier", code="no_courier")
+
+
+saga_crash = workflow(
+    "workers.saga_crash",
+    triggers=[manual()],
+    steps=[
+        step("book", quick, compensate=slow_first_attempt),
+        step("charge", quick, compensate=quick),
+        step("ship", never_ships),
+    ],
+    transitions=chain("book", "charge", "ship"),
 )
 
 
@@ -170,7 +188,7 @@ def runtime() -> Runtime:
         built.owns_store = True
         return built
     return compose(
-        workflows=[five_steps, crashable, hangs_once, every_minute, *orders()],
+        workflows=[five_steps, crashable, hangs_once, saga_crash, every_minute, *orders()],
         store=os.environ["SQUIDMESH_TEST_APP_STORE"],
         broker=broker(chosen),
         settings=chosen,
