@@ -99,6 +99,10 @@ class StepContext:
     """The run's payload, read-only all the way down, whatever ``input=`` keeps."""
     context: Mapping[str, object] = field(default_factory=lambda: _NOTHING)
     """The run's context as this attempt started (earlier steps' outputs), read-only."""
+    transaction: object = None
+    """For a ``transaction=True`` step: the store's open database transaction (a
+    ``psycopg.AsyncConnection`` on PostgreSQL, a ``sqlite3.Connection`` on SQLite);
+    its writes commit with the step's outcome, or not at all. ``None`` otherwise."""
 
 
 @dataclass(frozen=True, slots=True)

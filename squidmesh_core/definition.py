@@ -146,6 +146,8 @@ class StepSpec:
     """Undoes the step's side effect if the run later fails (saga compensation)."""
     compensate_retry: Retry | None = None
     """Attempts and backoff of the compensation; ``None``: the step's own ``retry``."""
+    transaction: bool = False
+    """The step gets a database transaction that commits with its outcome (SQL stores)."""
     option_problems: tuple[str, ...] = ()
     """Problems the DSL found while converting loose options (reported by validation)."""
 

@@ -78,6 +78,7 @@ def step(  # noqa: PLR0913  # a step's options are its keyword arguments
     timeout: timedelta | None = None,
     compensate: StepHandler | None = None,
     compensate_retry: Retry | Mapping[str, object] | None = None,
+    transaction: bool = False,
 ) -> StepSpec:
     """A user step.
 
@@ -103,6 +104,9 @@ def step(  # noqa: PLR0913  # a step's options are its keyword arguments
             cancelled, with ``workflow(compensate_on_cancel=True)``); called like a
             step with ``{"step", "input", "output", "error"}`` as its input.
         compensate_retry: attempts and backoff of ``compensate`` (default: ``retry``).
+        transaction: hand the step a transaction of the store's database
+            (``ctx.transaction``) whose writes commit in the same transaction as
+            the step's outcome, or not at all (PostgreSQL and SQLite stores).
     """
     deps, problems = _after(after)
     policy, problems = _policy(retry, problems, "retry")
@@ -127,6 +131,7 @@ def step(  # noqa: PLR0913  # a step's options are its keyword arguments
         timeout=timeout,
         compensate=compensate,
         compensate_retry=undo_policy,
+        transaction=transaction,
         option_problems=problems,
     )
 

@@ -8,6 +8,7 @@ definition. Each docstring states the promise the contract suite checks.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -16,7 +17,7 @@ from typing import Protocol
 from returns.result import Result
 
 from squidmesh_core.commands import Decision, Emit
-from squidmesh_core.errors import CommitError
+from squidmesh_core.errors import CommitError, NotFound, Rejected
 from squidmesh_core.explain import LeaseInfo
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
 from squidmesh_core.state import RunState, RunStatus
@@ -77,6 +78,41 @@ class Claim:
     run_id: RunId
     lease_token: LeaseToken
     lease_expires_at: datetime
+
+
+class StepTransaction(Protocol):
+    """An open transaction of the store's database, held for one transactional step.
+
+    The step writes through ``connection``; ``commit_outcome`` then decides the
+    step's outcome on the run as stored *inside this transaction* (its row
+    locked, so nothing can change it meanwhile), writes the decision fenced by
+    the lease, and commits the step's writes and the outcome together. Leaving
+    the ``step_transaction`` block without a committed outcome rolls every
+    write back.
+    """
+
+    @property
+    def connection(self) -> object:
+        """The driver's connection the step writes through (in the transaction)."""
+        ...
+
+    async def commit_outcome(
+        self,
+        run_id: RunId,
+        decide_on: Callable[[RunState], Result[Decision, Rejected]],
+        *,
+        fence: Fence,
+    ) -> Result[Decision, Rejected | CommitError | NotFound]:
+        """Decide on the locked run, write the decision and commit (or roll back and refuse)."""
+        ...
+
+
+class TransactionalStore(Protocol):
+    """A store that can hand a step a transaction (PostgreSQL, SQLite)."""
+
+    def step_transaction(self) -> AbstractAsyncContextManager[StepTransaction]:
+        """Open a connection and begin a transaction for one step attempt."""
+        ...
 
 
 class RunStore(Protocol):

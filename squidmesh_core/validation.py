@@ -307,6 +307,9 @@ def _check_step(step: StepSpec, problems: _Problems) -> None:
     for marker in ("irreversible", "compensatable"):
         if not isinstance(getattr(step, marker), bool):
             problems.add("recovery_marker", f"{label}: {marker} must be True or False")
+    in_transaction: object = step.transaction
+    if not isinstance(in_transaction, bool):
+        problems.add("transaction", f"{label}: transaction must be True or False")
     rechecks: object = step.max_rechecks
     if isinstance(rechecks, bool) or not isinstance(rechecks, int) or rechecks < 0:
         problems.add("max_rechecks", f"{label}: max_rechecks must be a non-negative integer")

@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import psycopg
+
 from squidmesh_backends.postgres._rows import (
     as_json,
     as_json_list,
@@ -37,8 +39,10 @@ from squidmesh_backends.postgres._rows import (
     run_row,
 )
 from squidmesh_backends.postgres._sql import Statements
+from squidmesh_backends.postgres.edge import translate
 from squidmesh_core.codec import encode_audit, encode_compensation, encode_signals
 from squidmesh_core.commands import Decision
+from squidmesh_core.errors import CommitError, StaleLease, VersionConflict
 from squidmesh_core.ids import JobId
 from squidmesh_core.jobwrites import JobStart, job_writes
 from squidmesh_core.ports import Fence
@@ -327,3 +331,17 @@ def _add_step_rows(plan: Plan, sql: Statements, state: RunState, base: RunState 
         plan.add(sql.update_attempt, [(*r[3:], *r[:3])])
     if rows.new_attempts:
         plan.add(sql.insert_attempt, rows.new_attempts, values=sql.attempt_values)
+
+
+GUARD_STATE = "SQM01"
+"""The SQLSTATE a plan's guards raise (their message names the refusal)."""
+
+
+def guard_error(exc: psycopg.Error, decision: Decision, fence: Fence | None) -> CommitError:
+    """The refusal a guard of ``decision``'s plan raised (anything else is a fault)."""
+    code = exc.diag.message_primary
+    if code == "stale_lease" and fence is not None:
+        return StaleLease(job_id=fence.job_id)
+    if code == "version_conflict":
+        return VersionConflict(run_id=decision.state.id, expected=decision.expected_version)
+    raise translate(exc, "committing a decision") from exc

@@ -44,14 +44,15 @@ from returns.result import Failure, Result, Success
 from squidmesh_backends._aio import LoopLock
 from squidmesh_backends.errors import BackendError, BackendUnavailableError, ConfigurationError
 from squidmesh_backends.logs import get_logger
-from squidmesh_backends.postgres._plan import Plan, plan_commit
+from squidmesh_backends.postgres._plan import GUARD_STATE, Plan, guard_error, plan_commit
 from squidmesh_backends.postgres._rows import as_datetime, decode_run_row
 from squidmesh_backends.postgres._sql import Statements, notify_channel
-from squidmesh_backends.postgres.edge import guarded, is_contention, is_disconnect, translate
+from squidmesh_backends.postgres._transaction import PostgresStepTransaction, step_transaction
+from squidmesh_backends.postgres.edge import guarded, is_contention, is_disconnect
 from squidmesh_backends.postgres.migrations import check_schema, quoted_schema
 from squidmesh_backends.probe import COMMITS, LAST_COMMIT, NO_PROBE, STATEMENTS, Probe
 from squidmesh_core.commands import Decision
-from squidmesh_core.errors import CommitError, DuplicateRun, StaleLease, VersionConflict
+from squidmesh_core.errors import CommitError, DuplicateRun, VersionConflict
 from squidmesh_core.explain import LeaseInfo
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId, parse_run_id
 from squidmesh_core.ports import Claim, Fence
@@ -60,7 +61,6 @@ from squidmesh_core.state import RunState, RunStatus
 LOG = get_logger("squidmesh.postgres")
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[TupleRow]
-GUARD_STATE = "SQM01"
 
 
 def _quiet_aborted_pipelines(record: logging.LogRecord) -> bool:
@@ -344,6 +344,10 @@ class PostgresRunStore:
         self._count_ended_jobs(plan.ended_jobs)
         return committed
 
+    def step_transaction(self) -> contextlib.AbstractAsyncContextManager[PostgresStepTransaction]:
+        """A transaction for one ``transaction=True`` step (see ``_transaction``)."""
+        return step_transaction(self)
+
     def _remember(self, state: RunState) -> None:
         """Keep ``state`` as the base of the run's next commit (least recently used go).
 
@@ -429,7 +433,7 @@ class PostgresRunStore:
                 return Failure(await self._duplicate(conn, decision.state, exc))
             except psycopg.Error as exc:
                 if exc.sqlstate == GUARD_STATE:
-                    return Failure(_guard_error(exc, decision, fence))
+                    return Failure(guard_error(exc, decision, fence))
                 if is_contention(exc):
                     LOG.info("commit of run %s hit %s; retrying", decision.state.id, exc)
                     continue
@@ -586,15 +590,6 @@ class PostgresRunStore:
                 )
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
-
-
-def _guard_error(exc: psycopg.Error, decision: Decision, fence: Fence | None) -> CommitError:
-    code = exc.diag.message_primary
-    if code == "stale_lease" and fence is not None:
-        return StaleLease(job_id=fence.job_id)
-    if code == "version_conflict":
-        return VersionConflict(run_id=decision.state.id, expected=decision.expected_version)
-    raise translate(exc, "committing a decision") from exc
 
 
 __all__ = ["PostgresRunStore", "is_disconnect", "notify_channel"]

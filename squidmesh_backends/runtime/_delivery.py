@@ -34,9 +34,10 @@ from squidmesh_backends.logs import add_log_fields, get_logger, log_context
 from squidmesh_backends.outage import Outage, log_failure
 from squidmesh_backends.probe import INLINE_STEPS, NO_PROBE, Probe
 from squidmesh_backends.runtime._refusals import Refusals
+from squidmesh_backends.runtime._transactional import run_in_transaction, timed_out
 from squidmesh_backends.runtime.client import Client
 from squidmesh_backends.runtime.steps import StepOutcome, run_step
-from squidmesh_core.commands import Lease, StartedAttempt
+from squidmesh_core.commands import Decision, Lease, StartedAttempt
 from squidmesh_core.context import ReadOnlyObject, Recheck, StepContext, step_idempotency_key
 from squidmesh_core.definition import WorkflowDefinition
 from squidmesh_core.errors import NotFound, Rejected, StaleDelivery
@@ -226,9 +227,36 @@ class Delivery:
         )
         logger = run_logger(state, attempt.step, attempt.attempt)
         jid, token = attempt.job_id, attempt.lease_token
+        fence = Fence(job_id=jid, lease_token=token)
+        lease = self._next_lease() if inline else None
         beat = asyncio.create_task(self._heartbeat(jid, token)) if heartbeat else None
+
+        def attempt_in(given: StepContext) -> Awaitable[StepOutcome]:
+            return self._bounded(run_step(spec, attempt.input, given, logger), attempt)
+
         try:
-            result = await self._bounded(run_step(spec, attempt.input, ctx, logger), attempt)
+            if not spec.transaction:
+                result = await attempt_in(ctx)
+            else:
+                held = await run_in_transaction(
+                    self.store,
+                    ctx,
+                    attempt_in,
+                    lambda current, output: decide_outcome(
+                        definition,
+                        current,
+                        StepSucceeded(job_id=jid, lease_token=token, output=output),
+                        now=self.client.clock.now(),
+                        next_lease=lease,
+                    ),
+                    fence=fence,
+                )
+                result = held.result
+                if held.decision is not None:  # the step's writes committed with it
+                    return self._recorded(definition, held.decision, JobOutcome.SUCCEEDED)
+                if held.refused is not None and not timed_out(held.refused):
+                    logger.warning("outcome and writes discarded: %s", held.refused)
+                    return JobOutcome.LEASE_LOST, None
         finally:
             if beat is not None:
                 beat.cancel()
@@ -247,20 +275,26 @@ class Delivery:
             StepFailed: JobOutcome.FAILED,
             StepDeferred: JobOutcome.DEFERRED,
         }[type(event)]
-        lease = self._next_lease() if inline and isinstance(event, StepSucceeded) else None
+        if not isinstance(event, StepSucceeded):
+            lease = None
         recorded = await self.ledger.apply(
             state.id,
             lambda current, now: decide_outcome(
                 definition, current, event, now=now, next_lease=lease
             ),
-            fence=Fence(job_id=jid, lease_token=token),
+            fence=fence,
             state=state,
             reload_on_refusal=lease is not None,
         )
         if isinstance(recorded, Failure):
             logger.warning("outcome discarded: %s", recorded.failure())
             return JobOutcome.LEASE_LOST, None
-        decision = recorded.unwrap()
+        return self._recorded(definition, recorded.unwrap(), done)
+
+    def _recorded(
+        self, definition: WorkflowDefinition, decision: Decision, done: JobOutcome
+    ) -> tuple[JobOutcome, _Running | None]:
+        """After a committed outcome: the next attempt it started on this worker, if any."""
         if decision.started is None:
             return done, None
         return done, _Running(definition, decision.state, decision.started)

@@ -19,10 +19,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import TYPE_CHECKING, Self, TypeVar
 
 from returns.result import Failure, Result, Success
 
@@ -38,6 +38,9 @@ from squidmesh_core.jobwrites import job_writes
 from squidmesh_core.jsonvalue import dump_json
 from squidmesh_core.ports import Claim, Fence
 from squidmesh_core.state import RunState, RunStatus
+
+if TYPE_CHECKING:
+    from squidmesh_backends.sqlite._transaction import SqliteStepTransaction
 
 SCHEMA_VERSION = 2
 T = TypeVar("T")
@@ -226,6 +229,12 @@ class SqliteRunStore:
         if isinstance(decoded, Failure):
             raise BackendError(f"stored run {run_id} does not decode: {decoded.failure()}")
         return decoded.unwrap()
+
+    def step_transaction(self) -> AbstractAsyncContextManager[SqliteStepTransaction]:
+        """A transaction for one ``transaction=True`` step (see ``_transaction``)."""
+        from squidmesh_backends.sqlite._transaction import step_transaction  # noqa: PLC0415
+
+        return step_transaction(self)
 
     # ---------------------------------------------------------------- RunStore
 
