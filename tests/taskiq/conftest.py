@@ -14,7 +14,7 @@ from squidmesh_backends.postgres import PostgresRunStore
 from squidmesh_backends.runtime import Runtime, RuntimeSettings
 from squidmesh_core.state import RunState
 from tests.taskiq.processes import OwnRedis, WorkerProcess
-from tests.taskiq.worker_app import crashable, five_steps, saga_crash
+from tests.taskiq.worker_app import crashable, effects, five_steps, saga_crash
 
 __all__ = ["OwnRedis", "Workers", "producer", "wait_all"]
 
@@ -74,7 +74,9 @@ async def producer(dsn: str, schema: str) -> tuple[PostgresRunStore, Runtime]:
     store = PostgresRunStore(dsn, schema=schema, max_size=2)
     await store.open()
     return store, Runtime(
-        store=store, workflows=[five_steps, crashable, saga_crash], settings=RuntimeSettings()
+        store=store,
+        workflows=[five_steps, crashable, saga_crash, effects],
+        settings=RuntimeSettings(),
     )
 
 

@@ -26,7 +26,7 @@ from taskiq import AsyncBroker
 from taskiq.message import BrokerMessage
 
 from squidmesh_backends.examples.order_approval import order_approval
-from squidmesh_backends.postgres import PostgresRunStore
+from squidmesh_backends.postgres import PostgresRunStore, step_connection
 from squidmesh_backends.runtime import Runtime, RuntimeSettings, compose
 from squidmesh_backends.runtime.bootstrap import split_schema
 from squidmesh_backends.taskiq import SquidMeshStreamBroker, TaskiqExecutor, redis_stream_broker
@@ -112,6 +112,31 @@ saga_crash = workflow(
 )
 
 
+async def effect(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
+    """Writes one effect row through the step's transaction, slowly enough to be killed."""
+    _record(ctx, "start")
+    schema = split_schema(os.environ["SQUIDMESH_TEST_APP_STORE"])[1]
+    conn = step_connection(ctx)
+    await conn.execute(
+        f"INSERT INTO {schema}.effects (run_id, step, attempt, pid) VALUES (%s, %s, %s, %s)",
+        (ctx.run_id, ctx.step, ctx.attempt, os.getpid()),
+    )
+    await asyncio.sleep(0.05 + (hash((ctx.run_id, ctx.step)) % 150) / 1000)
+    _record(ctx, "ran")
+    return {ctx.step: ctx.attempt}
+
+
+EFFECT_STEPS = ("debit", "credit", "receipt")
+effects = workflow(
+    "workers.effects",
+    triggers=[manual()],
+    steps=[
+        step(name, effect, transaction=True, retry=Retry(max_attempts=3)) for name in EFFECT_STEPS
+    ],
+    transitions=chain(*EFFECT_STEPS),
+)
+
+
 every_minute = workflow(
     "workers.every_minute",
     triggers=[cron("minutely", "* * * * *")],
@@ -188,7 +213,15 @@ def runtime() -> Runtime:
         built.owns_store = True
         return built
     return compose(
-        workflows=[five_steps, crashable, hangs_once, saga_crash, every_minute, *orders()],
+        workflows=[
+            five_steps,
+            crashable,
+            hangs_once,
+            saga_crash,
+            effects,
+            every_minute,
+            *orders(),
+        ],
         store=os.environ["SQUIDMESH_TEST_APP_STORE"],
         broker=broker(chosen),
         settings=chosen,
