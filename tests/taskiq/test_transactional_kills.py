@@ -25,8 +25,7 @@ async def test_killed_workers_never_commit_an_effect_twice_or_lose_one(
 ) -> None:
     async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
         await conn.execute(
-            f"CREATE TABLE {pg_schema}.effects"  # type: ignore[arg-type]
-            " (run_id uuid, step text, attempt int, pid int)"
+            f"CREATE TABLE {pg_schema}.effects (run_id uuid, step text, attempt int, pid int)"
         )
     workers.start(3, SQUIDMESH_TEST_APP_LEASE="2")
     store, api = await producer(pg_dsn, pg_schema)
@@ -47,9 +46,7 @@ async def test_killed_workers_never_commit_an_effect_twice_or_lose_one(
         await store.close()
     assert all(r.status is RunStatus.COMPLETED for r in runs)
     async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
-        cursor = await conn.execute(
-            f"SELECT run_id::text, step, attempt FROM {pg_schema}.effects"  # type: ignore[arg-type]
-        )
+        cursor = await conn.execute(f"SELECT run_id::text, step, attempt FROM {pg_schema}.effects")
         rows = await cursor.fetchall()
     per_step = Counter((run_id, step) for run_id, step, _ in rows)
     completed = {(r.id, s.step): s for r in runs for s in r.steps if s.step in EFFECT_STEPS}
