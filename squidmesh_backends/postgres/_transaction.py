@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from returns.result import Failure, Result, Success
 
-from squidmesh_backends.errors import BackendError, ConfigurationError
+from squidmesh_backends._step_transaction import transaction_of
+from squidmesh_backends.errors import BackendError
 from squidmesh_backends.postgres._plan import GUARD_STATE, guard_error, plan_commit
 from squidmesh_backends.postgres._rows import decode_run_row
 from squidmesh_backends.postgres.edge import translate
@@ -132,10 +133,4 @@ def step_connection(ctx: StepContext) -> Conn:
     Raises:
         ConfigurationError: the step is not transactional, or its store is not PostgreSQL.
     """
-    conn = ctx.transaction
-    if not isinstance(conn, psycopg.AsyncConnection):
-        raise ConfigurationError(
-            f"step {ctx.step!r} has no PostgreSQL transaction: declare it with "
-            "transaction=True and run it on the PostgreSQL store"
-        )
-    return conn
+    return transaction_of(ctx, psycopg.AsyncConnection, "PostgreSQL")

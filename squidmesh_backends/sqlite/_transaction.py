@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable
 
 from returns.result import Failure, Result, Success
 
+from squidmesh_backends._step_transaction import transaction_of
 from squidmesh_backends.errors import ConfigurationError
 from squidmesh_backends.sqlite.store import SqliteRunStore, _query
 from squidmesh_core.codec import encode_run
@@ -120,10 +121,4 @@ def step_connection(ctx: StepContext) -> sqlite3.Connection:
     Raises:
         ConfigurationError: the step is not transactional, or its store is not SQLite.
     """
-    conn = ctx.transaction
-    if not isinstance(conn, sqlite3.Connection):
-        raise ConfigurationError(
-            f"step {ctx.step!r} has no SQLite transaction: declare it with "
-            "transaction=True and run it on the SQLite store"
-        )
-    return conn
+    return transaction_of(ctx, sqlite3.Connection, "SQLite")
