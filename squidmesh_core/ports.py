@@ -96,6 +96,11 @@ class StepTransaction(Protocol):
         """The driver's connection the step writes through (in the transaction)."""
         ...
 
+    @property
+    def aborted(self) -> bool:
+        """Whether an error the step caught left the transaction able only to roll back."""
+        ...
+
     async def commit_outcome(
         self,
         run_id: RunId,

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg import pq
 from returns.result import Failure, Result, Success
 
 from squidmesh_backends._step_transaction import transaction_of
@@ -57,6 +58,12 @@ class PostgresStepTransaction:
     def connection(self) -> Conn:
         """The connection the step writes through, inside the transaction."""
         return self._conn
+
+    @property
+    def aborted(self) -> bool:
+        """A statement of the step failed (PostgreSQL will only roll back), or it ended the
+        transaction itself."""
+        return self._conn.info.transaction_status is not pq.TransactionStatus.INTRANS
 
     async def commit_outcome(
         self,

@@ -15,6 +15,10 @@ Rules (the store side is in each store's ``_transaction`` module):
    that no longer has the attempt, rolls everything back (``refused``).
 4. **Stores that cannot** (the memory store, an in-memory SQLite database)
    make the attempt fail once, as ``invalid_step``: no retry can help.
+5. **A transaction the step broke fails the attempt.** A success whose
+   transaction can no longer commit (PostgreSQL after an error the step caught;
+   SQLite after the step ended the transaction itself) is recorded as a
+   ``transaction_aborted`` failure, retried per the step's policy.
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ async def run_in_transaction(
             result = await run(replace(ctx, transaction=txn.connection))
             if not isinstance(result, Success) or isinstance(result.unwrap(), Recheck):
                 return InTransaction(result)  # rule 1: rolled back on the way out
+            if txn.aborted:  # rule 5
+                return InTransaction(_aborted(ctx))
             return await _commit(txn, ctx, result, decide_success, fence)
     except ConfigurationError as exc:  # rule 4
         return InTransaction(_cannot(str(exc)))
@@ -93,6 +99,17 @@ async def _commit(
     if isinstance(committed, Failure):
         return InTransaction(result, refused=committed.failure())
     return InTransaction(result, decision=committed.unwrap())
+
+
+def _aborted(ctx: StepContext) -> StepOutcome:
+    return Failure(
+        StepFailure(
+            kind="transaction_aborted",
+            message=f"step {ctx.step!r} succeeded, but a database error it caught (or a "
+            "COMMIT or ROLLBACK it sent) ended its transaction; its writes were rolled back",
+            retryable=True,
+        )
+    )
 
 
 def _cannot(why: str) -> StepOutcome:

@@ -50,6 +50,11 @@ class SqliteStepTransaction:
         """The connection the step writes through, inside the transaction."""
         return self._conn
 
+    @property
+    def aborted(self) -> bool:
+        """SQLite keeps a transaction usable after a failed statement; only its end counts."""
+        return not self._conn.in_transaction
+
     async def commit_outcome(
         self,
         run_id: RunId,

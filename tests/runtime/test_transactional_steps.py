@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -174,6 +175,38 @@ async def test_a_recheck_and_a_timeout_write_nothing(db: Database) -> None:
     assert [a.status for a in slow_run.attempts] == [AttemptStatus.FAILED, AttemptStatus.SUCCEEDED]
     first = slow_run.attempts[0].error
     assert first is not None and first.kind == "timed_out"
+
+
+async def test_a_step_that_broke_its_transaction_fails_and_its_retry_commits_once(
+    db: Database,
+) -> None:
+    async def careless(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
+        if ctx.attempt == 1:
+            await db.insert(ctx, "lost")
+            if db.kind == "sqlite":
+                sqlite_connection(ctx).execute("ROLLBACK")  # ends the step's transaction
+            else:
+                # caught, but PostgreSQL will only roll this transaction back
+                with contextlib.suppress(psycopg.Error):
+                    await pg_connection(ctx).execute("SELECT * FROM no_such_table")
+            return {"careless": True}
+        await db.insert(ctx, "kept")
+        return {"careless": False}
+
+    flow = workflow(
+        "tx.careless",
+        triggers=[manual()],
+        steps=[step("careless", careless, transaction=True, retry=Retry(max_attempts=2))],
+    )
+    runtime = compose(workflows=[flow], store=db.store, settings=FAST)
+    async with runtime:
+        run = (await runtime.start_run(flow, {})).unwrap()
+        done = (await runtime.wait_for(run.id, timeout=timedelta(seconds=30))).unwrap()
+    assert done.status is RunStatus.COMPLETED and done.context == {"careless": False}
+    assert done.history is not None
+    first = done.history[0].attempts[0].error
+    assert first is not None and first.kind == "transaction_aborted"
+    assert await db.effects() == [("careless", 2, "kept")]
 
 
 @pytest.mark.postgres
