@@ -39,7 +39,13 @@ from squidmesh_core.ids import IdempotencyKey, RunId, parse_run_id
 from squidmesh_core.jsonvalue import JsonObject, JsonValue, check_json_object
 from squidmesh_core.payload import validate_payload
 from squidmesh_core.retry import clamp_delay
-from squidmesh_core.state import OperatorCommand, RunState, RunStatus, StepStatus
+from squidmesh_core.state import (
+    OperatorCommand,
+    RunState,
+    RunStatus,
+    StepStatus,
+    compensation_step,
+)
 
 if TYPE_CHECKING:
     from dataclasses import replace  # type-checked copies
@@ -177,7 +183,7 @@ def _reused(
         return Success(frozenset())
     if definition.mode is not WorkflowMode.TRANSITIONS:
         return Failure(InvalidOption(option="from_step", reason="is for transition workflows only"))
-    if definition.step(from_step) is None:
+    if from_step not in definition.step_names():  # a declared step (not a compensation)
         return Failure(UnknownStep(workflow=definition.name, step=from_step))
     order = [s.step for s in source.steps]
     if from_step not in order:
@@ -185,6 +191,20 @@ def _reused(
             InvalidOption(option="from_step", reason=f"{from_step!r} never ran in the source run")
         )
     before = order[: order.index(from_step)]
+    undone = [
+        name
+        for name in before
+        if (undo := source.step_run(compensation_step(name))) is not None
+        and undo.status is StepStatus.COMPLETED
+    ]
+    if undone:
+        return Failure(
+            InvalidOption(
+                option="from_step",
+                reason=f"the source run compensated {', '.join(repr(n) for n in undone)} (its "
+                "effect was undone), so a replay cannot reuse it; replay from the start",
+            )
+        )
     return Success(
         frozenset(
             s.step

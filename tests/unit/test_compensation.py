@@ -349,3 +349,19 @@ def test_regression_a_compensation_job_id_parses_like_any_job_id() -> None:
     key = parse_job_id(d.job("charge:compensate")).unwrap()
     assert (key.step, key.attempt) == ("charge:compensate", 1)
     assert isinstance(parse_job_id(f"{RUN}/charge:undo/1"), Failure)
+
+
+def test_a_replay_from_a_step_cannot_reuse_a_compensated_step() -> None:
+    d = failed_at_ship()
+    d.run_step("charge:compensate")
+    d.run_step("reserve:compensate")
+    new_id = RunId("1b0e6c1e-2f2e-4c1a-9d55-7b1d2f0e9a10")
+    refused = decide(
+        ORDER, d.state, ReplayRequested(new_run_id=new_id, from_step="ship"), now=d.now
+    )
+    assert isinstance(refused, Failure) and refused.failure().code == "invalid_option"
+    assert "compensated 'reserve', 'charge'" in refused.failure().describe()
+    pseudo = decide(
+        ORDER, d.state, ReplayRequested(new_run_id=new_id, from_step="charge:compensate"), now=d.now
+    )
+    assert isinstance(pseudo, Failure) and pseudo.failure().code == "unknown_step"
