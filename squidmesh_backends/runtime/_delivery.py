@@ -228,7 +228,6 @@ class Delivery:
         logger = run_logger(state, attempt.step, attempt.attempt)
         jid, token = attempt.job_id, attempt.lease_token
         fence = Fence(job_id=jid, lease_token=token)
-        lease = self._next_lease() if inline else None
         beat = asyncio.create_task(self._heartbeat(jid, token)) if heartbeat else None
 
         def attempt_in(given: StepContext) -> Awaitable[StepOutcome]:
@@ -247,12 +246,13 @@ class Delivery:
                         current,
                         StepSucceeded(job_id=jid, lease_token=token, output=output),
                         now=self.client.clock.now(),
-                        next_lease=lease,
+                        next_lease=self._next_lease() if inline else None,  # from now on
                     ),
                     fence=fence,
                 )
                 result = held.result
                 if held.decision is not None:  # the step's writes committed with it
+                    self.ledger.committed(held.decision)
                     return self._recorded(definition, held.decision, JobOutcome.SUCCEEDED)
                 if held.refused is not None and not timed_out(held.refused):
                     logger.warning("outcome and writes discarded: %s", held.refused)
@@ -275,8 +275,8 @@ class Delivery:
             StepFailed: JobOutcome.FAILED,
             StepDeferred: JobOutcome.DEFERRED,
         }[type(event)]
-        if not isinstance(event, StepSucceeded):
-            lease = None
+        # The lease for a step handed on at once starts now, after this step ran.
+        lease = self._next_lease() if inline and isinstance(event, StepSucceeded) else None
         recorded = await self.ledger.apply(
             state.id,
             lambda current, now: decide_outcome(

@@ -31,6 +31,7 @@ from squidmesh_core import (
     step,
     workflow,
 )
+from squidmesh_core.commands import Emit
 from squidmesh_core.ports import RunStore
 
 FAST = RuntimeSettings(
@@ -296,3 +297,23 @@ def test_the_connection_accessors_say_what_is_wrong() -> None:
         sqlite_connection(ctx)
     with pytest.raises(ConfigurationError, match="PostgreSQL transaction"):
         pg_connection(ctx)
+
+
+async def test_regression_a_transactional_success_publishes_its_events(db: Database) -> None:
+    """Review of issue 16: the committed outcome's events never reached the sinks."""
+    seen: list[str] = []
+
+    class Sink:
+        def publish(self, event: Emit) -> None:
+            seen.append(f"{event.topic.value} {event.step}")
+
+    async def book(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
+        await db.insert(ctx, "booked")
+        return {}
+
+    flow = workflow("tx.events", triggers=[manual()], steps=[step("book", book, transaction=True)])
+    runtime = compose(workflows=[flow], store=db.store, settings=FAST, sinks=[Sink()])
+    async with runtime:
+        run = (await runtime.start_run(flow, {})).unwrap()
+        (await runtime.wait_for(run.id, timeout=timedelta(seconds=30))).unwrap()
+    assert "step.completed book" in seen and "run.transition None" in seen

@@ -17,6 +17,7 @@ from squidmesh_core import (
     RunStatus,
     StepContext,
     StepFailure,
+    chain,
     manual,
     step,
     workflow,
@@ -159,3 +160,38 @@ def test_compose_refuses_an_executor_class_and_string_trigger_kinds() -> None:
     stringly = TriggerSpec(name="t", kind="cron", expression="* * * * *")  # type: ignore[arg-type]
     with pytest.raises(InvalidWorkflowError, match="give its kind as TriggerKind"):
         workflow("regress.kind", triggers=[stringly], steps=[step("a", handler)])
+
+
+async def test_regression_a_step_handed_on_inline_gets_a_lease_from_when_it_starts(
+    tmp_path: object,
+) -> None:
+    """Review of issue 16: the next step's lease was taken before the previous step ran."""
+    calls: list[int] = []
+
+    async def slow(data: dict[str, object]) -> dict[str, object]:
+        await asyncio.sleep(1.3)  # longer than the lease; heartbeats keep its own
+        return {}
+
+    async def then(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
+        calls.append(ctx.attempt)
+        await asyncio.sleep(0.5)
+        return {}
+
+    flow = workflow(
+        "regress.inline_lease",
+        triggers=[manual()],
+        steps=[step("a", slow), step("b", then)],
+        transitions=chain("a", "b"),
+    )
+    settings = RuntimeSettings(
+        poll_interval=timedelta(milliseconds=50),
+        lease=timedelta(seconds=1),
+        heartbeat_every=timedelta(milliseconds=300),
+        shutdown_timeout=timedelta(seconds=2),
+    )
+    rt = compose(workflows=[flow], store=f"sqlite:{tmp_path}/lease.db", settings=settings)
+    async with rt:
+        run = (await rt.start_run(flow, {})).unwrap()
+        done = (await rt.wait_for(run.id, timeout=timedelta(seconds=20))).unwrap()
+    assert done.status is RunStatus.COMPLETED
+    assert calls == [1]  # b ran once, on the lease it was handed
