@@ -61,8 +61,7 @@ class PostgresStepTransaction:
 
     @property
     def aborted(self) -> bool:
-        """A statement of the step failed (PostgreSQL will only roll back), or it ended the
-        transaction itself."""
+        """Whether a failed statement (only a rollback is left) or the step ended it."""
         return self._conn.info.transaction_status is not pq.TransactionStatus.INTRANS
 
     async def commit_outcome(
