@@ -101,6 +101,10 @@ class StepTransaction(Protocol):
         """Whether an error the step caught left the transaction able only to roll back."""
         ...
 
+    def abandon(self) -> None:
+        """The step was stopped but may still run: never let its connection write again."""
+        ...
+
     async def commit_outcome(
         self,
         run_id: RunId,

@@ -10,8 +10,11 @@ Theory of operation (``step_transaction``):
    in the same transaction, then commits. Locked, the run cannot conflict; a
    lease another worker took makes the fence refuse, and everything, the
    step's writes included, is rolled back.
-3. Leaving the block any other way (the step failed, deferred, timed out, was
-   cancelled, or the connection broke) rolls back. Nothing is retried here: a
+3. Leaving the block any other way (the step failed, deferred, or the
+   connection broke) rolls back. A step stopped while it may still run (timed
+   out, or the worker stopping) is *abandoned*: its connection is closed, so
+   the server rolls back and nothing it does later can write or reach another
+   borrower of the pool. Nothing is retried here: a
    lost connection mid-transaction is a lost outcome, and the job's lease
    expiry re-runs the step (ADR 0007), which is why the step's writes must be
    in this transaction to be exactly once.
@@ -53,6 +56,7 @@ class PostgresStepTransaction:
         self._store = store
         self._conn = conn
         self.committed = False
+        self.abandoned = False
 
     @property
     def connection(self) -> Conn:
@@ -63,6 +67,10 @@ class PostgresStepTransaction:
     def aborted(self) -> bool:
         """Whether a failed statement (only a rollback is left) or the step ended it."""
         return self._conn.info.transaction_status is not pq.TransactionStatus.INTRANS
+
+    def abandon(self) -> None:
+        """Rule 3: the connection is closed, not rolled back and handed to the pool again."""
+        self.abandoned = True
 
     async def commit_outcome(
         self,
@@ -125,7 +133,9 @@ async def step_transaction(store: PostgresRunStore) -> AsyncIterator[PostgresSte
         try:
             yield held
         finally:
-            if not held.committed:
+            if held.abandoned:  # the stopped step may still hold it: nobody gets it again
+                await conn.close()  # the server rolls back; the pool discards it
+            elif not held.committed:
                 try:
                     await conn.execute("ROLLBACK")
                 except psycopg.Error as exc:  # the pool discards a broken connection

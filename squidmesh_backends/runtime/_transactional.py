@@ -19,6 +19,9 @@ Rules (the store side is in each store's ``_transaction`` module):
    transaction can no longer commit (PostgreSQL after an error the step caught;
    SQLite after the step ended the transaction itself) is recorded as a
    ``transaction_aborted`` failure, retried per the step's policy.
+6. **A stopped step cannot write afterwards.** A step that timed out (or was
+   cancelled by a stopping worker) may still be running; its transaction is
+   *abandoned*: the store makes sure nothing it does later is written.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from squidmesh_core.commands import Decision
 from squidmesh_core.context import Recheck, StepContext
 from squidmesh_core.errors import CommitError, NotFound, Rejected, StaleDelivery
 from squidmesh_core.ports import Fence, RunStore, StepTransaction, TransactionalStore
-from squidmesh_core.state import AttemptStatus, RunState, StepFailure
+from squidmesh_core.state import TIMED_OUT, AttemptStatus, RunState, StepFailure
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +73,14 @@ async def run_in_transaction(
     transactional: TransactionalStore = store  # type: ignore[assignment]  # it has the method
     try:
         async with transactional.step_transaction() as txn:
-            result = await run(replace(ctx, transaction=txn.connection))
+            try:
+                result = await run(replace(ctx, transaction=txn.connection))
+            except BaseException:  # the worker is stopping: the step may run on
+                txn.abandon()
+                raise
+            if isinstance(result, Failure) and result.failure().kind == TIMED_OUT:
+                txn.abandon()  # rule 6: stopped, but it may still run
+                return InTransaction(result)
             if not isinstance(result, Success) or isinstance(result.unwrap(), Recheck):
                 return InTransaction(result)  # rule 1: rolled back on the way out
             if txn.aborted:  # rule 5

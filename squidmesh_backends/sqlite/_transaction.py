@@ -13,6 +13,10 @@ Theory of operation (``step_transaction``):
    commits. A refused fence (another worker holds the job) rolls everything
    back, the step's writes included.
 4. Leaving the block any other way rolls back; the connection is then closed.
+   A step stopped while it may still run (timed out, or the worker stopping)
+   is *abandoned*: its statement is interrupted, the connection made read-only
+   and rolled back, and left to the step (closing it under a running thread
+   would crash the process); nothing it does later can write.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class SqliteStepTransaction:
         self._store = store
         self._conn = conn
         self.committed = False
+        self.abandoned = False
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -54,6 +59,11 @@ class SqliteStepTransaction:
     def aborted(self) -> bool:
         """SQLite keeps a transaction usable after a failed statement; only its end counts."""
         return not self._conn.in_transaction
+
+    def abandon(self) -> None:
+        """Rule 4: the stopped step keeps its connection, made read-only and rolled back."""
+        self.abandoned = True
+        self._conn.interrupt()  # stops a statement it is running now (safe from any thread)
 
     async def commit_outcome(
         self,
@@ -117,7 +127,14 @@ async def step_transaction(store: SqliteRunStore) -> AsyncIterator[SqliteStepTra
             finally:
                 conn.close()
 
-        await asyncio.to_thread(end)
+        def disarm() -> None:
+            # Closing a connection another thread may be using crashes the process: the
+            # stopped step keeps it (closed when it lets go), but can never write again.
+            for statement in ("PRAGMA query_only = 1", "ROLLBACK"):
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute(statement)
+
+        await asyncio.to_thread(disarm if held.abandoned else end)
 
 
 def step_connection(ctx: StepContext) -> sqlite3.Connection:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -317,3 +318,78 @@ async def test_regression_a_transactional_success_publishes_its_events(db: Datab
         run = (await runtime.start_run(flow, {})).unwrap()
         (await runtime.wait_for(run.id, timeout=timedelta(seconds=30))).unwrap()
     assert "step.completed book" in seen and "run.transition None" in seen
+
+
+async def test_regression_a_stopped_step_writes_nothing_afterwards(db: Database) -> None:
+    """Review of issue 16: a timed-out step's late write committed (PG) or crashed (SQLite)."""
+
+    async def stubborn(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
+        await db.insert(ctx, "body")
+        try:
+            if ctx.attempt == 1:
+                await asyncio.sleep(2)
+        finally:
+            if ctx.attempt == 1:  # a cleanup write after the cancel
+                with contextlib.suppress(Exception):
+                    await db.insert(ctx, "finally")
+        return {"ok": ctx.attempt}
+
+    flow = workflow(
+        "tx.stopped",
+        triggers=[manual()],
+        steps=[
+            step(
+                "s",
+                stubborn,
+                transaction=True,
+                timeout=timedelta(milliseconds=300),
+                retry=Retry(max_attempts=2),
+            )
+        ],
+    )
+    await finish(db, flow)
+    await asyncio.sleep(0.5)
+    assert await db.effects() == [("s", 2, "body")]
+
+
+async def test_regression_a_stopped_plain_function_cannot_write_or_crash_sqlite(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE effects (run_id TEXT, step TEXT, attempt INT, what TEXT)")
+    db = Database("sqlite", f"sqlite:{path}", path=path)
+    refused: list[str] = []
+
+    def writes_on(data: dict[str, object], ctx: StepContext) -> dict[str, object]:
+        conn = sqlite_connection(ctx)
+        end = time.monotonic() + (1.0 if ctx.attempt == 1 else 0)
+        while True:  # a thread keeps writing past its timeout
+            try:
+                conn.execute(
+                    "INSERT INTO effects VALUES (?, ?, ?, 'w')", (ctx.run_id, ctx.step, ctx.attempt)
+                )
+            except sqlite3.Error as exc:
+                refused.append(type(exc).__name__)
+                break
+            if time.monotonic() >= end:
+                break
+        return {"ok": ctx.attempt}
+
+    flow = workflow(
+        "tx.thread",
+        triggers=[manual()],
+        steps=[
+            step(
+                "w",
+                writes_on,
+                transaction=True,
+                timeout=timedelta(milliseconds=300),
+                retry=Retry(max_attempts=2),
+            )
+        ],
+    )
+    await finish(db, flow)
+    await asyncio.sleep(1.2)  # the stopped thread has run out
+    assert await db.effects() == [("w", 2, "w")]
+    assert refused  # its late writes were refused
