@@ -16,7 +16,8 @@ Rules:
 3. **A compensating run runs nothing forward.** Its scheduled jobs were
    cancelled when it started compensating. An attempt still running may report:
    a success of a step with a compensation joins the front of the plan (it
-   completed last); any other outcome is history.
+   completed last); any other outcome is history. While an attempt of a step
+   with a compensation runs, no compensation starts, so the order stays exact.
 4. **Every compensation is tried.** One that gives up is recorded, and the next
    one runs: undoing the other effects still matters.
 5. **How it ends.** Once no compensation is left and no forward attempt runs, the
@@ -147,6 +148,12 @@ def removed(draft: Draft, job: Job, failure: StepFailure) -> None:
     """A compensation job whose compensation a redeploy removed: it gives up at once."""
     draft.drop_job(job)
     draft.put_step(replace(draft.step_run(job.step), status=StepStatus.FAILED, error=failure))
+    draft.emit(
+        Topic.STEP_FAILED,
+        step=job.step,
+        attempt=job.attempt,
+        attributes={"error": failure_attributes(failure), "duration_ms": 0},
+    )
     gave_up(draft, job, failure)
 
 
@@ -157,6 +164,8 @@ def advance(draft: Draft) -> None:
         return
     if any(compensated_step(j.step) is not None for j in draft.jobs):
         return  # one is running or due
+    if _undoable_running(draft):
+        return  # it may complete, and then it is the first to undo (rule 3)
     for step in current.plan:
         if draft.find_step(compensation_step(step)) is None:
             draft.schedule(compensation_step(step), 1, draft.now)

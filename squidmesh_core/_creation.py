@@ -44,7 +44,6 @@ from squidmesh_core.state import (
     RunState,
     RunStatus,
     StepStatus,
-    compensation_step,
 )
 
 if TYPE_CHECKING:
@@ -191,18 +190,14 @@ def _reused(
             InvalidOption(option="from_step", reason=f"{from_step!r} never ran in the source run")
         )
     before = order[: order.index(from_step)]
-    undone = [
-        name
-        for name in before
-        if (undo := source.step_run(compensation_step(name))) is not None
-        and undo.status is StepStatus.COMPLETED
-    ]
-    if undone:
+    planned = () if source.compensation is None else source.compensation.plan
+    undone = [name for name in before if name in planned]
+    if undone:  # undone, being undone, or partly undone: nothing a replay can build on
         return Failure(
             InvalidOption(
                 option="from_step",
-                reason=f"the source run compensated {', '.join(repr(n) for n in undone)} (its "
-                "effect was undone), so a replay cannot reuse it; replay from the start",
+                reason=f"the source run compensates {', '.join(repr(n) for n in undone)} (its "
+                "effect is undone), so a replay cannot reuse it; replay from the start",
             )
         )
     return Success(

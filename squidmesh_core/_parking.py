@@ -236,8 +236,8 @@ def _parked(step_run: StepRunState) -> Parked:
 def mark_recovery(draft: Draft, step: str, target: str) -> None:
     """An error route marked ``recovery=`` is recorded on the failed step and reported."""
     marker = draft.definition.recovery(step)
-    if marker is None:
-        return
+    if marker is None or draft.definition.target(step, Outcome.ERROR) != target:
+        return  # no label, or not its error route (a signal's on_timeout route)
     strategy = RecoveryStrategy(marker)
     route = RecoveryRoute(strategy=strategy, target=target, at=draft.now)
     draft.put_step(replace(draft.step_run(step), recovery=route))

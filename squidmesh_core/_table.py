@@ -34,9 +34,9 @@ RUN_TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
 }
 
 STEP_TRANSITIONS: Mapping[StepStatus, frozenset[StepStatus]] = {
-    S.SCHEDULED: frozenset({S.RUNNING, S.PARKED, S.COMPLETED, S.CANCELLED}),
+    S.SCHEDULED: frozenset({S.RUNNING, S.PARKED, S.COMPLETED, S.FAILED, S.CANCELLED}),
     S.RUNNING: frozenset({S.SCHEDULED, S.COMPLETED, S.FAILED, S.RETRY_SCHEDULED, S.CANCELLED}),
-    S.RETRY_SCHEDULED: frozenset({S.RUNNING, S.CANCELLED}),
+    S.RETRY_SCHEDULED: frozenset({S.RUNNING, S.FAILED, S.CANCELLED}),
     S.PARKED: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED}),
     S.COMPLETED: frozenset(),
     S.FAILED: frozenset(),

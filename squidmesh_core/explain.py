@@ -276,6 +276,8 @@ class _Builder:
                 details=info,
                 actions=("wait_for_compensation",),
             )
+        undo = self.run.compensation
+        ended = "was cancelled" if undo and undo.ends_as is RunStatus.CANCELLED else "failed"
         when = (
             "is running"
             if job.status is JobStatus.STARTED
@@ -283,7 +285,7 @@ class _Builder:
         )
         return self.make(
             Reason.COMPENSATING,
-            f"the run failed and is undoing its steps: the compensation of "
+            f"the run {ended} and is undoing its steps: the compensation of "
             f"{compensated_step(job.step)!r} {when}",
             step=job.step,
             details={**info, "attempt": job.attempt, "due_at": job.due_at.isoformat()},

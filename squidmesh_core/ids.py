@@ -31,9 +31,9 @@ IdempotencyKey = NewType("IdempotencyKey", str)
 
 _UUID = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 NAME_PATTERN = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,99}\Z")
+"""Step and trigger names: identifiers of at most 100 characters."""
 _JOB_STEP = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,99}(?::compensate)?\Z")
 """A job's step: a step name, or the compensation pseudo-step ``<step>:compensate``."""
-"""Step and trigger names: identifiers of at most 100 characters."""
 
 LEASE_TOKEN_PATTERN = re.compile(r"\A[A-Za-z0-9_.:-]{1,128}\Z")
 """What an ``IdSource`` may mint as a lease token."""

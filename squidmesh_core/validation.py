@@ -425,7 +425,9 @@ def _check_transitions(
             )
         recovery: object = transition.recovery
         if recovery is not None and (
-            recovery not in set(RecoveryStrategy) or transition.on is not Outcome.ERROR
+            not isinstance(recovery, str)
+            or recovery not in {r.value for r in RecoveryStrategy}
+            or transition.on is not Outcome.ERROR
         ):
             problems.add(
                 "recovery_route",

@@ -144,8 +144,13 @@ def summary(run: Run, *, now: datetime | None = None) -> str:
 def _compensation_line(run: Run) -> str:
     undo = run.compensation
     assert undo is not None
-    done = {s.step: s.status.value for s in run.history or ()}
-    steps = ", ".join(f"{name} {done.get(name + ':compensate', 'pending')}" for name in undo.plan)
+    if run.history is None:  # a command's receipt: the plan without the statuses
+        steps = ", ".join(undo.plan)
+    else:
+        done = {s.step: s.status.value for s in run.history}
+        steps = ", ".join(
+            f"{name} {done.get(name + ':compensate', 'pending')}" for name in undo.plan
+        )
     state = "finished" if undo.finished_at is not None else "compensating"
     return (
         f"  undo      {steps or 'waiting for a running step'}"

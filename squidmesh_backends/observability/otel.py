@@ -172,8 +172,8 @@ class OpenTelemetrySink:
         )
         for name, attrs, at in events:
             span.add_event(name, attributes=attrs, timestamp=at)
-        if target == "failed":
-            span.set_status(Status(StatusCode.ERROR, "the run failed"))
+        if target in ("failed", "compensation_failed"):
+            span.set_status(Status(StatusCode.ERROR, f"the run ended {target}"))
         span.end()
 
     def _run_event(self, event: Emit, name: str) -> None:

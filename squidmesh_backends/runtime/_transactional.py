@@ -22,16 +22,21 @@ Rules (the store side is in each store's ``_transaction`` module):
 6. **A stopped step cannot write afterwards.** A step that timed out (or was
    cancelled by a stopping worker) may still be running; its transaction is
    *abandoned*: the store makes sure nothing it does later is written.
+7. **No transaction, no attempt.** When none can be begun (SQLite's write lock
+   held past its busy timeout by another transactional step, PostgreSQL out of
+   connections), the attempt fails as ``transaction_unavailable``, retried per
+   the step's policy, before the step runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from returns.result import Failure, Result, Success
 
-from squidmesh_backends.errors import ConfigurationError
+from squidmesh_backends.errors import BackendError, ConfigurationError
 from squidmesh_backends.runtime.steps import StepOutcome
 from squidmesh_core.commands import Decision
 from squidmesh_core.context import Recheck, StepContext
@@ -72,7 +77,11 @@ async def run_in_transaction(
         return InTransaction(_cannot(f"the {type(store).__name__} cannot hold a transaction"))
     transactional: TransactionalStore = store  # type: ignore[assignment]  # it has the method
     try:
-        async with transactional.step_transaction() as txn:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                txn = await stack.enter_async_context(transactional.step_transaction())
+            except BackendError as exc:  # rule 7: e.g. SQLite's write lock stayed taken
+                return InTransaction(_unavailable(exc))
             try:
                 result = await run(replace(ctx, transaction=txn.connection))
             except BaseException:  # the worker is stopping: the step may run on
@@ -111,12 +120,23 @@ async def _commit(
     return InTransaction(result, decision=committed.unwrap())
 
 
+def _unavailable(exc: BackendError) -> StepOutcome:
+    return Failure(
+        StepFailure(
+            kind="transaction_unavailable",
+            message=f"no transaction could be begun for the step: {exc}",
+            retryable=True,
+        )
+    )
+
+
 def _aborted(ctx: StepContext) -> StepOutcome:
     return Failure(
         StepFailure(
             kind="transaction_aborted",
             message=f"step {ctx.step!r} succeeded, but a database error it caught (or a "
-            "COMMIT or ROLLBACK it sent) ended its transaction; its writes were rolled back",
+            "COMMIT or ROLLBACK it sent) ended its transaction; its outcome was not committed "
+            "with its writes (rolled back, unless it committed them itself)",
             retryable=True,
         )
     )

@@ -160,6 +160,8 @@ class ReferenceModel:
     def _next_undo(self, run: ReferenceRun, now: datetime) -> None:
         if any(j.step.endswith(UNDO) for j in run.jobs.values()):
             return
+        if any(run.steps.get(s) == "running" for s in self.undoes):
+            return  # it may complete and must be undone first
         for step in run.plan:
             if step + UNDO not in run.steps:
                 self._schedule(run, step + UNDO, 1, now)

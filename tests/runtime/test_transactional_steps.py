@@ -8,11 +8,12 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
+from returns.result import Failure, Success
 
 from squidmesh_backends import TimeSkippingRuntime
 from squidmesh_backends.errors import ConfigurationError
@@ -33,6 +34,7 @@ from squidmesh_core import (
     workflow,
 )
 from squidmesh_core.commands import Emit
+from squidmesh_core.errors import StaleDelivery
 from squidmesh_core.ports import RunStore
 
 FAST = RuntimeSettings(
@@ -393,3 +395,44 @@ async def test_regression_a_stopped_plain_function_cannot_write_or_crash_sqlite(
     await asyncio.sleep(1.2)  # the stopped thread has run out
     assert await db.effects() == [("w", 2, "w")]
     assert refused  # its late writes were refused
+
+
+async def test_no_transaction_fails_the_attempt_as_retryable_before_the_step_runs() -> None:
+    from squidmesh_backends.errors import BackendUnavailableError
+    from squidmesh_backends.runtime._transactional import run_in_transaction
+    from squidmesh_core import RunId
+    from squidmesh_core.ports import Fence
+    from squidmesh_core.protocol import JobId, LeaseToken
+
+    class Busy:
+        @contextlib.asynccontextmanager
+        async def step_transaction(self) -> AsyncIterator[object]:
+            if self:  # always: begin fails, as on a database locked past its busy timeout
+                raise BackendUnavailableError("SQLite store unavailable: database is locked")
+            yield self
+
+    ran: list[StepContext] = []
+
+    async def run(ctx: StepContext) -> Success[dict[str, object]]:
+        ran.append(ctx)
+        return Success({})
+
+    ctx = StepContext(
+        run_id=RunId("r"),
+        workflow="w",
+        step="book",
+        attempt=1,
+        idempotency_key="k",
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    held = await run_in_transaction(
+        Busy(),  # type: ignore[arg-type]
+        ctx,
+        run,
+        lambda state, output: Failure(StaleDelivery(job_id=JobId("j"), reason="unused")),
+        fence=Fence(job_id=JobId("j"), lease_token=LeaseToken("t")),
+    )
+    assert ran == []
+    failure = held.result.failure()
+    assert failure.kind == "transaction_unavailable" and failure.retryable
+    assert "database is locked" in failure.message

@@ -266,11 +266,12 @@ def test_the_run_waits_for_a_running_forward_attempt_before_it_ends() -> None:
     d.deliver("d")
     d.fail("d", FATAL)
     assert d.status() is RunStatus.COMPENSATING
-    d.run_step("a:compensate")
-    assert d.status() is RunStatus.COMPENSATING  # b is still running
+    running = [j.step for j in d.state.jobs]
+    assert running == ["b"]  # no compensation starts while b may still complete
     d.succeed("b")
     assert d.state.compensation is not None and d.state.compensation.plan == ("b", "a")
-    d.run_step("b:compensate")
+    d.run_step("b:compensate")  # b completed last: undone first
+    d.run_step("a:compensate")
     assert d.status() is RunStatus.FAILED
 
 
@@ -360,8 +361,60 @@ def test_a_replay_from_a_step_cannot_reuse_a_compensated_step() -> None:
         ORDER, d.state, ReplayRequested(new_run_id=new_id, from_step="ship"), now=d.now
     )
     assert isinstance(refused, Failure) and refused.failure().code == "invalid_option"
-    assert "compensated 'reserve', 'charge'" in refused.failure().describe()
+    assert "compensates 'reserve', 'charge'" in refused.failure().describe()
     pseudo = decide(
         ORDER, d.state, ReplayRequested(new_run_id=new_id, from_step="charge:compensate"), now=d.now
     )
     assert isinstance(pseudo, Failure) and pseudo.failure().code == "unknown_step"
+
+
+def test_regression_a_redeploy_that_removes_a_compensation_ends_compensation_failed() -> None:
+    """Review of issue 16: the removed compensation's step could not move to failed."""
+    d = failed_at_ship()
+    redeployed = workflow(
+        "saga.order",
+        triggers=[manual()],
+        steps=[
+            step("reserve", handler, compensate=undo),
+            step("note", handler),
+            step("charge", handler),  # its compensation is gone
+            step("ship", handler),
+        ],
+        transitions=chain("reserve", "note", "charge", "ship"),
+    )
+    d.definition = redeployed
+    d.deliver("charge:compensate")
+    gone = d.state.step_run("charge:compensate")
+    assert gone is not None and gone.status is StepStatus.FAILED
+    assert gone.error is not None and gone.error.kind == "unknown_step"
+    d.run_step("reserve:compensate")
+    assert d.status() is RunStatus.COMPENSATION_FAILED
+
+
+def test_regression_a_deadline_during_a_running_step_undoes_in_completion_order() -> None:
+    """Review of issue 16: earlier steps were undone while a later one still ran."""
+    d = Driver(order_flow(deadline=timedelta(minutes=5)))
+    d.run_step("reserve")
+    d.run_step("note")
+    d.deliver("charge")
+    d.advance(timedelta(minutes=6))
+    d.deliver("__deadline__")
+    assert d.status() is RunStatus.COMPENSATING
+    assert [j.step for j in d.state.jobs] == ["charge"]  # waits for the charge
+    d.succeed("charge")
+    assert [j.step for j in d.state.jobs] == ["charge:compensate"]
+    d.run_step("charge:compensate")
+    d.run_step("reserve:compensate")
+    assert d.status() is RunStatus.FAILED
+    assert [s.step for s in d.state.steps][-2:] == ["charge:compensate", "reserve:compensate"]
+
+
+def test_regression_a_replay_from_a_step_of_a_compensating_run_is_refused() -> None:
+    """Review of issue 16: it reused steps the source was about to undo."""
+    d = failed_at_ship()
+    assert d.status() is RunStatus.COMPENSATING
+    new_id = RunId("1b0e6c1e-2f2e-4c1a-9d55-7b1d2f0e9a10")
+    refused = decide(
+        ORDER, d.state, ReplayRequested(new_run_id=new_id, from_step="ship"), now=d.now
+    )
+    assert isinstance(refused, Failure) and refused.failure().code == "invalid_option"
