@@ -120,36 +120,27 @@ async def _commit(
     return InTransaction(result, decision=committed.unwrap())
 
 
+def _failed(kind: str, message: str, *, retryable: bool) -> StepOutcome:
+    return Failure(StepFailure(kind=kind, message=message, retryable=retryable))
+
+
 def _unavailable(exc: BackendError) -> StepOutcome:
-    return Failure(
-        StepFailure(
-            kind="transaction_unavailable",
-            message=f"no transaction could be begun for the step: {exc}",
-            retryable=True,
-        )
-    )
+    why = f"no transaction could be begun for the step: {exc}"
+    return _failed("transaction_unavailable", why, retryable=True)
 
 
 def _aborted(ctx: StepContext) -> StepOutcome:
-    return Failure(
-        StepFailure(
-            kind="transaction_aborted",
-            message=f"step {ctx.step!r} succeeded, but a database error it caught (or a "
-            "COMMIT or ROLLBACK it sent) ended its transaction; its outcome was not committed "
-            "with its writes (rolled back, unless it committed them itself)",
-            retryable=True,
-        )
+    why = (
+        f"step {ctx.step!r} succeeded, but a database error it caught (or a COMMIT or "
+        "ROLLBACK it sent) ended its transaction; its outcome was not committed with its "
+        "writes (rolled back, unless it committed them itself)"
     )
+    return _failed("transaction_aborted", why, retryable=True)
 
 
 def _cannot(why: str) -> StepOutcome:
-    return Failure(
-        StepFailure(
-            kind="invalid_step",
-            message=f"a transactional step needs the SQLite or PostgreSQL store: {why}",
-            retryable=False,
-        )
-    )
+    why = f"a transactional step needs the SQLite or PostgreSQL store: {why}"
+    return _failed("invalid_step", why, retryable=False)
 
 
 def timed_out(refused: object) -> bool:

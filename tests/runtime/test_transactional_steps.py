@@ -322,6 +322,23 @@ async def test_regression_a_transactional_success_publishes_its_events(db: Datab
     assert "step.completed book" in seen and "run.transition None" in seen
 
 
+def stopped_at_first_attempt(name: str, step_name: str, handler: object) -> WorkflowDefinition:
+    """One transactional step with a 300 ms timeout and a second attempt."""
+    return workflow(
+        name,
+        triggers=[manual()],
+        steps=[
+            step(
+                step_name,
+                handler,  # type: ignore[arg-type]
+                transaction=True,
+                timeout=timedelta(milliseconds=300),
+                retry=Retry(max_attempts=2),
+            )
+        ],
+    )
+
+
 async def test_regression_a_stopped_step_writes_nothing_afterwards(db: Database) -> None:
     """Review of issue 16: a timed-out step's late write committed (PG) or crashed (SQLite)."""
 
@@ -336,19 +353,7 @@ async def test_regression_a_stopped_step_writes_nothing_afterwards(db: Database)
                     await db.insert(ctx, "finally")
         return {"ok": ctx.attempt}
 
-    flow = workflow(
-        "tx.stopped",
-        triggers=[manual()],
-        steps=[
-            step(
-                "s",
-                stubborn,
-                transaction=True,
-                timeout=timedelta(milliseconds=300),
-                retry=Retry(max_attempts=2),
-            )
-        ],
-    )
+    flow = stopped_at_first_attempt("tx.stopped", "s", stubborn)
     await finish(db, flow)
     await asyncio.sleep(0.5)
     assert await db.effects() == [("s", 2, "body")]
@@ -378,19 +383,7 @@ async def test_regression_a_stopped_plain_function_cannot_write_or_crash_sqlite(
                 break
         return {"ok": ctx.attempt}
 
-    flow = workflow(
-        "tx.thread",
-        triggers=[manual()],
-        steps=[
-            step(
-                "w",
-                writes_on,
-                transaction=True,
-                timeout=timedelta(milliseconds=300),
-                retry=Retry(max_attempts=2),
-            )
-        ],
-    )
+    flow = stopped_at_first_attempt("tx.thread", "w", writes_on)
     await finish(db, flow)
     await asyncio.sleep(1.2)  # the stopped thread has run out
     assert await db.effects() == [("w", 2, "w")]
