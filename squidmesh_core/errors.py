@@ -80,6 +80,10 @@ class DefinitionErrors:
         """Return the exception the friendly constructor raises."""
         return InvalidWorkflowError(self.workflow, self.problems)
 
+    def describe(self) -> str:
+        """One sentence for people."""
+        return str(self.to_exception())
+
 
 # ---------------------------------------------------------------- ids and lookups
 
@@ -103,6 +107,10 @@ class InvalidJobId:
     code: ClassVar[str] = "invalid_job_id"
     value: str
 
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"{shown(self.value)} is not a job id (run/step/attempt)"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InvalidLeaseToken:
@@ -110,6 +118,10 @@ class InvalidLeaseToken:
 
     code: ClassVar[str] = "invalid_lease_token"
     value: str
+
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"{shown(self.value)} is not a lease token"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,6 +143,10 @@ class UnknownWorkflow:
     code: ClassVar[str] = "unknown_workflow"
     workflow: str
 
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"no workflow {shown(self.workflow)} is registered here"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UnknownTrigger:
@@ -139,6 +155,10 @@ class UnknownTrigger:
     code: ClassVar[str] = "unknown_trigger"
     workflow: str
     trigger: str
+
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"workflow {self.workflow} declares no trigger {shown(self.trigger)}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -227,6 +247,10 @@ class StaleDelivery:
     code: ClassVar[str] = "stale_delivery"
     job_id: str
     reason: str
+
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"job {self.job_id} changed nothing: {self.reason}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -404,6 +428,10 @@ class RepeatedCommand:
     run_id: str
     entry: object
 
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"run {self.run_id} already took this command with this idempotency key"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UndecodableRecord:
@@ -412,6 +440,10 @@ class UndecodableRecord:
     code: ClassVar[str] = "undecodable_record"
     path: str
     reason: str
+
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"the stored record does not decode at {self.path}: {self.reason}"
 
 
 CommandRefused: TypeAlias = (
@@ -453,6 +485,10 @@ class VersionConflict:
     run_id: str
     expected: int
 
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"run {self.run_id} changed since version {self.expected} was read"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DuplicateRun:
@@ -462,6 +498,10 @@ class DuplicateRun:
     run_id: str
     existing_run_id: str
 
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"run {self.existing_run_id} already has this id or idempotency key"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StaleLease:
@@ -469,6 +509,10 @@ class StaleLease:
 
     code: ClassVar[str] = "stale_lease"
     job_id: str
+
+    def describe(self) -> str:
+        """One sentence for people."""
+        return f"job {self.job_id} is leased to another worker now"
 
 
 CommitError: TypeAlias = VersionConflict | DuplicateRun | StaleLease

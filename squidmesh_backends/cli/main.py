@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import importlib.metadata
 import json
 import logging
 import os
@@ -43,6 +45,7 @@ from returns.result import Failure, Result
 
 from squidmesh_backends.errors import BackendError, ConfigurationError
 from squidmesh_backends.runtime.runtime import Runtime
+from squidmesh_core.errors import UnknownWorkflow
 from squidmesh_core.jsonvalue import JsonValue
 from squidmesh_core.state import RunStatus
 from squidmesh_core.views import Run
@@ -93,11 +96,30 @@ def _smoke(args: argparse.Namespace) -> int:
     return asyncio.run(run_smoke(verbose=args.verbose, store=args.store, broker=args.broker))
 
 
-def _describe_error(error: object) -> str:
-    code = getattr(error, "code", "error")
+def _version() -> str:
+    try:
+        return importlib.metadata.version("squidmesh")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        return "unknown (not installed)"
+
+
+def _sentence(error: object) -> str:
     describe = getattr(error, "describe", None)
-    text = describe() if callable(describe) else repr(error)
-    return f"{code}: {text}"
+    return str(describe()) if callable(describe) else str(error)
+
+
+def _describe_error(error: object) -> str:
+    return f"{getattr(error, 'code', 'error')}: {_sentence(error)}"
+
+
+def _error_json(error: object) -> dict[str, object]:
+    """``code``, ``message`` and the refusal's own fields, for scripts."""
+    details = dataclasses.asdict(error) if dataclasses.is_dataclass(error) else {}  # type: ignore[arg-type]
+    return {
+        "code": getattr(error, "code", "error"),
+        "message": _sentence(error),
+        "details": details,
+    }
 
 
 def _emit(result: Result[object, object], args: argparse.Namespace) -> int:
@@ -114,8 +136,7 @@ def _emit(result: Result[object, object], args: argparse.Namespace) -> int:
     if isinstance(result, Failure):
         error = result.failure()
         if args.json:
-            code = getattr(error, "code", "error")
-            print(json.dumps({"error": {"code": code, "message": _describe_error(error)}}))
+            print(json.dumps({"error": _error_json(error)}, default=str, sort_keys=True))
         else:
             print(f"error: {_describe_error(error)}", file=sys.stderr)
         return 1
@@ -210,12 +231,13 @@ async def _run_action(runtime: Runtime, args: argparse.Namespace) -> int:
         case "show":
             return _emit(await runtime.inspect_run(args.run_id, include_history=True), args)
         case "list":
-            return _emit(
-                await runtime.list_runs(
-                    workflow=args.workflow, status=args.status, limit=args.limit
-                ),
-                args,
+            listed = await runtime.list_runs(
+                workflow=args.workflow, status=args.status, limit=args.limit
             )
+            unknown = args.workflow is not None and args.workflow not in runtime.client.workflows
+            if unknown and not listed.value_or(()):  # a typo, not an empty list
+                return _emit(Failure(UnknownWorkflow(workflow=args.workflow)), args)
+            return _emit(listed, args)
         case "cancel":
             return _emit(
                 await runtime.cancel_run(
@@ -292,6 +314,7 @@ def _graph(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="squidmesh", description="Durable workflows in code.")
+    parser.add_argument("--version", action="version", version=f"squidmesh {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     smoke = commands.add_parser(

@@ -93,6 +93,29 @@ def test_unknown_workflow_and_runs() -> None:
     assert bad.returncode == 1 and "error: invalid_run_id" in bad.stderr
 
 
+def test_refusals_are_sentences_and_json_gives_code_message_and_details() -> None:
+    unknown = squidmesh("run", "start", "--app", APP, "nope", "{}")
+    assert (
+        unknown.stderr.strip() == "error: unknown_workflow: no workflow 'nope' is registered here"
+    )
+    listed = squidmesh("run", "list", "--app", APP, "--workflow", "nope", "--json")
+    assert listed.returncode == 1  # a typo, not an empty list
+    assert json.loads(listed.stdout) == {
+        "error": {
+            "code": "unknown_workflow",
+            "message": "no workflow 'nope' is registered here",
+            "details": {"workflow": "nope"},
+        }
+    }
+    bad = squidmesh("run", "show", "--app", APP, "not-a-uuid", "--json")
+    assert json.loads(bad.stdout)["error"]["details"] == {"value": "not-a-uuid"}
+
+
+def test_version() -> None:
+    shown = squidmesh("--version")
+    assert shown.returncode == 0 and shown.stdout.startswith("squidmesh ")
+
+
 def test_list_with_bad_status_is_refused() -> None:
     result = squidmesh("run", "list", "--app", APP, "--status", "asleep")
     assert result.returncode == 1

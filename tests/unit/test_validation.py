@@ -541,3 +541,18 @@ class TestDependencies:
         ).unwrap()  # type: ignore[attr-defined]
         assert definition.ancestors("d") == ("a", "b", "c")
         assert definition.ancestors("a") == ()
+
+
+def test_every_error_value_describes_itself_in_a_sentence() -> None:
+    import dataclasses
+    import inspect
+
+    from squidmesh_core import errors
+
+    values = [
+        c
+        for _, c in inspect.getmembers(errors, inspect.isclass)
+        if isinstance(getattr(c, "code", None), str) and dataclasses.is_dataclass(c)
+    ]
+    assert len(values) > 20
+    assert [c.__name__ for c in values if not callable(getattr(c, "describe", None))] == []
