@@ -58,6 +58,7 @@ from squidmesh_core.errors import (
 from squidmesh_core.explain import Explanation, Reason
 from squidmesh_core.ids import IdempotencyKey, RunId
 from squidmesh_core.jsonvalue import JsonLimits, JsonObject, JsonValue
+from squidmesh_core.operations import ExpiredLease, PruneReport, RunCount, StoreStatus, WorkerSeen
 from squidmesh_core.payload import Now, Today
 from squidmesh_core.retry import Exponential, Fixed, Linear, Retry
 from squidmesh_core.state import (
@@ -85,6 +86,7 @@ __all__ = [
     "Compensation",
     "DefinitionErrors",
     "DefinitionProblem",
+    "ExpiredLease",
     "Explanation",
     "Exponential",
     "FieldProblem",
@@ -111,6 +113,7 @@ __all__ = [
     "Now",
     "OperatorCommand",
     "ParkKind",
+    "PruneReport",
     "Reason",
     "Receipt",
     "Recheck",
@@ -118,6 +121,7 @@ __all__ = [
     "RecoveryStrategy",
     "Retry",
     "Run",
+    "RunCount",
     "RunId",
     "RunNotActive",
     "RunStatus",
@@ -128,12 +132,14 @@ __all__ = [
     "StepContext",
     "StepFailure",
     "StepStatus",
+    "StoreStatus",
     "Today",
     "UnknownSignal",
     "UnknownStep",
     "UnknownTrigger",
     "UnknownWorkflow",
     "UnsafeReplay",
+    "WorkerSeen",
     "WorkflowDefinition",
     "approval",
     "build_workflow",

@@ -98,6 +98,7 @@ def _encode_attempt(attempt: Attempt) -> dict[str, JsonValue]:
         "finished_at": _time(attempt.finished_at),
         "error": encode_failure(attempt.error),
         "timeout_at": _time(attempt.timeout_at),
+        "worker": attempt.worker,
     }
 
 
@@ -331,6 +332,7 @@ def _attempt(data: object, path: str) -> Attempt:
         finished_at=r.opt_time("finished_at"),
         error=r.sub("error", _failure),
         timeout_at=r.opt_time("timeout_at"),
+        worker=r.opt_str("worker"),
     )
 
 
@@ -430,7 +432,7 @@ def _step(data: object, path: str) -> StepRunState:
 def _run(data: object, path: str) -> RunState:
     r = _Reader(data, path)
     version = r.int_("schema_version")
-    if version not in (1, 2, SCHEMA_VERSION):  # older records lack what later versions added
+    if version not in (1, 2, 3, SCHEMA_VERSION):  # older records lack what later versions added
         raise _Bad(f"{path}.schema_version", f"unsupported schema version {version}")
     replayed = r.opt_str("replayed_from")
     key = r.opt_str("idempotency_key")

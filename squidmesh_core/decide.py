@@ -236,6 +236,7 @@ def _deliver(
             lease_token=event.lease_token,
             started_at=now,
             timeout_at=timeout_at,
+            worker=event.worker,
         ),
     )
     draft.emit(

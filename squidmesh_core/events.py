@@ -38,6 +38,8 @@ class JobDelivered:
 
     job_id: JobId
     lease_token: LeaseToken
+    worker: str | None = None
+    """The worker's name (its ``RuntimeSettings.owner``), recorded on the attempt."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,7 +23,8 @@ Rules:
 5. **An outcome may hand the next step to the same worker.** Given a ``Lease``,
    an outcome that makes a job due at once also starts that job's attempt in the
    same decision, one version later than the run it was decided on: its
-   ``ScheduleJob`` carries the lease, ``Decision.started`` names the attempt, and
+   ``ScheduleJob`` carries the lease, ``Decision.started`` names the attempt
+   (run by the lease's ``owner``, which the attempt records as its worker), and
    the store inserts the job already leased, so the transition costs one commit.
    Other jobs due at once are left to the dispatchers.
 """
@@ -58,8 +59,11 @@ def decide_delivery(
     lease_token: LeaseToken,
     now: datetime,
     next_lease: Lease | None = None,
+    worker: str | None = None,
 ) -> Result[Decision, Rejected]:
     """Decide what a claimed job reaching a worker under ``lease_token`` does (rules 1-4).
+
+    ``worker`` names the worker the job reached; a started attempt records it.
 
     Returns:
         ``Success(Decision)`` that starts the attempt (``started``), reclaims a
@@ -81,7 +85,8 @@ def decide_delivery(
         return lost.map(
             lambda d: replace(_hand_off(definition, d, now, next_lease), reclaimed=True)
         )
-    return decide(definition, state, JobDelivered(job_id=job_id, lease_token=lease_token), now=now)
+    delivered = JobDelivered(job_id=job_id, lease_token=lease_token, worker=worker)
+    return decide(definition, state, delivered, now=now)
 
 
 def decide_outcome(
@@ -111,9 +116,8 @@ def _hand_off(
     due = first.due_now(now) if lease is not None else ()
     if lease is None or not due:
         return first
-    second = decide(
-        definition, first.state, JobDelivered(job_id=due[0].id, lease_token=lease.token), now=now
-    )
+    delivered = JobDelivered(job_id=due[0].id, lease_token=lease.token, worker=lease.owner)
+    second = decide(definition, first.state, delivered, now=now)
     if isinstance(second, Failure) or second.unwrap().started is None:
         return first
     return combine(first, second.unwrap(), lease=lease)

@@ -7,7 +7,7 @@ definition. Each docstring states the promise the contract suite checks.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +20,8 @@ from squidmesh_core.commands import Decision, Emit
 from squidmesh_core.errors import CommitError, NotFound, Rejected
 from squidmesh_core.explain import LeaseInfo
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
+from squidmesh_core.jsonvalue import JsonObject
+from squidmesh_core.operations import StoreStatus
 from squidmesh_core.state import RunState, RunStatus
 
 
@@ -149,6 +151,10 @@ class RunStore(Protocol):
       a ``ScheduleJob`` with a lease inserts its job already leased.
     * ``open`` may be called again after ``close``; ``watch`` returns at once when
       nothing outside this process can make jobs due.
+    * ``list_runs`` pages newest first: ``before`` is a keyset cursor, the
+      ``(created_at, id)`` of the last run of the previous page.
+    * ``prune_runs`` deletes whole runs (every row keyed by the run goes with it)
+      and never one that still has jobs; a later ``load`` gives ``None``.
     * Faults (database gone) raise ``BackendError`` subclasses; nothing else escapes.
     """
 
@@ -237,9 +243,60 @@ class RunStore(Protocol):
         ...
 
     async def list_runs(
-        self, *, workflow: str | None, status: RunStatus | None, limit: int
+        self,
+        *,
+        workflow: str | None,
+        status: RunStatus | None,
+        limit: int,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        before: tuple[datetime, RunId] | None = None,
     ) -> Sequence[RunState]:
-        """Runs matching the filters, newest first (creation time, then id)."""
+        """Runs matching the filters, newest first (creation time, then id).
+
+        ``created_after`` and ``created_before`` bound the creation time (at or
+        after the one, strictly before the other); ``before`` keeps only runs
+        strictly older than ``(created_at, id)`` in that order (the next page).
+        """
+        ...
+
+    async def record_worker(
+        self, name: str, *, at: datetime, details: JsonObject, stopped: bool = False
+    ) -> None:
+        """Record that worker ``name`` was alive at ``at`` (or, with ``stopped``, stopped then).
+
+        An upsert: the first sighting is kept, ``last_seen`` becomes ``at``,
+        ``details`` are replaced, ``stopped_at`` is ``at`` when ``stopped`` and
+        cleared otherwise. Workers not seen for 7 days before ``at`` are deleted.
+        """
+        ...
+
+    async def operations_status(
+        self, *, now: datetime, expiring_within: timedelta, workers_since: datetime
+    ) -> StoreStatus:
+        """A snapshot of runs, jobs, leases and workers as of ``now`` (see ``StoreStatus``).
+
+        A store that compares due times with its own clock (PostgreSQL with
+        ``clock="database"``) uses that clock for the job counts, as its claims do.
+        """
+        ...
+
+    async def prune_runs(
+        self,
+        *,
+        finished_before: datetime,
+        statuses: Collection[RunStatus],
+        keep: Collection[tuple[str, str]],
+        limit: int | None,
+        dry_run: bool,
+    ) -> int:
+        """Delete (with ``dry_run``, only count) runs in ``statuses`` last updated before a time.
+
+        For each ``(workflow, trigger)`` in ``keep``, that pair's newest run
+        (creation time, then id) is never deleted; nor is a run with jobs. With
+        ``limit``, at most that many runs go, oldest first (creation time, then
+        id). One transaction. Returns how many runs were (or would be) deleted.
+        """
         ...
 
 

@@ -30,12 +30,12 @@ COMPENSATE_SUFFIX = ":compensate"
 """A step's compensation runs as the pseudo-step ``<step>:compensate`` (no step
 name may hold a ``:``, so it never meets a declared step)."""
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version of the persisted shape of :class:`RunState` (see ``codec``).
 
 Version 2 added parked steps, the audit trail and the signal inbox; version 3
-the compensation record and the recovery route of a step. Older records decode
-with none of them.
+the compensation record and the recovery route of a step; version 4 the worker
+of an attempt. Older records decode with none of them.
 """
 
 
@@ -300,6 +300,8 @@ class Attempt:
     error: StepFailure | None = None
     timeout_at: datetime | None = None
     """When the attempt times out (its step's ``timeout`` after it started)."""
+    worker: str | None = None
+    """The worker that ran it (its ``RuntimeSettings.owner``); ``None`` when unknown."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

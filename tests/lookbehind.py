@@ -34,7 +34,7 @@ async def job_rows(store: RunStore) -> JobRows:
 
 
 def _sqlite_rows(path: str) -> JobRows:
-    from squidmesh_backends.sqlite.store import _time
+    from squidmesh_backends.sqlite._db import _time
 
     conn = sqlite3.connect(path)
     try:

@@ -8,7 +8,7 @@ event loop each call is atomic.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,11 +20,21 @@ from squidmesh_core.codec import decode_run, encode_run
 from squidmesh_core.commands import Decision
 from squidmesh_core.errors import CommitError, DuplicateRun, StaleLease, VersionConflict
 from squidmesh_core.explain import LeaseInfo
-from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
+from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId, parse_job_id
 from squidmesh_core.jobwrites import job_writes
-from squidmesh_core.jsonvalue import JsonValue
+from squidmesh_core.jsonvalue import JsonObject, JsonValue
+from squidmesh_core.operations import (
+    EXPIRED_LEASES_SHOWN,
+    ExpiredLease,
+    RunCount,
+    StoreStatus,
+    WorkerSeen,
+)
 from squidmesh_core.ports import Claim, Fence
 from squidmesh_core.state import RunState, RunStatus
+
+WORKERS_KEPT = timedelta(days=7)
+"""Workers not seen for this long are forgotten when another one reports."""
 
 
 @dataclass(slots=True)
@@ -57,6 +67,8 @@ class _RunRow:
     version: int
     created_at: datetime
     run_id: RunId
+    trigger: str
+    updated_at: datetime
 
 
 class MemoryRunStore:
@@ -66,6 +78,7 @@ class MemoryRunStore:
         self._runs: dict[RunId, _RunRow] = {}
         self._jobs: dict[JobId, _JobRow] = {}
         self._keys: dict[tuple[str, IdempotencyKey], RunId] = {}
+        self._workers: dict[str, WorkerSeen] = {}
         self._probe = probe
 
     async def __aenter__(self) -> MemoryRunStore:
@@ -136,6 +149,8 @@ class MemoryRunStore:
             version=state.version,
             created_at=state.created_at,
             run_id=state.id,
+            trigger=state.trigger,
+            updated_at=state.updated_at,
         )
         if expected == 0 and state.idempotency_key is not None:
             self._keys[(state.workflow, state.idempotency_key)] = state.id
@@ -237,13 +252,119 @@ class MemoryRunStore:
         return min((r.claimable_at() for r in self._jobs.values()), default=None)
 
     async def list_runs(
-        self, *, workflow: str | None, status: RunStatus | None, limit: int
+        self,
+        *,
+        workflow: str | None,
+        status: RunStatus | None,
+        limit: int,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        before: tuple[datetime, RunId] | None = None,
     ) -> Sequence[RunState]:
         rows = [
             r
             for r in self._runs.values()
             if (workflow is None or r.workflow == workflow)
             and (status is None or r.status == status)
+            and (created_after is None or r.created_at >= created_after)
+            and (created_before is None or r.created_at < created_before)
+            and (before is None or (r.created_at, r.run_id) < before)
         ]
         rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return [self._decode(r) for r in rows[: max(limit, 0)]]
+
+    # ---------------------------------------------------------------- operations
+
+    async def record_worker(
+        self, name: str, *, at: datetime, details: JsonObject, stopped: bool = False
+    ) -> None:
+        seen = self._workers.get(name)
+        self._workers[name] = WorkerSeen(
+            name=name,
+            first_seen=at if seen is None else seen.first_seen,
+            last_seen=at,
+            stopped_at=at if stopped else None,
+            details=dict(details),
+        )
+        for old in [w for w in self._workers.values() if w.last_seen < at - WORKERS_KEPT]:
+            del self._workers[old.name]
+
+    async def operations_status(
+        self, *, now: datetime, expiring_within: timedelta, workers_since: datetime
+    ) -> StoreStatus:
+        counts: dict[tuple[str, RunStatus], int] = {}
+        for row in self._runs.values():
+            counts[row.workflow, row.status] = counts.get((row.workflow, row.status), 0) + 1
+        jobs = self._jobs.values()
+        due = [j.due_at for j in jobs if j.claimable_at() <= now]
+        ends = [(j.lease_expires_at, j) for j in jobs if j.lease_expires_at is not None]
+        live = [end for end, _ in ends if end > now]
+        expired = sorted(((end, j.job_id), j) for end, j in ends if end <= now)
+        workers = sorted(
+            (w for w in self._workers.values() if w.last_seen >= workers_since),
+            key=lambda w: (w.last_seen, w.name),
+            reverse=True,
+        )
+        return StoreStatus(
+            runs=tuple(
+                RunCount(workflow=w, status=s, count=n) for (w, s), n in sorted(counts.items())
+            ),
+            due_jobs=len(due),
+            oldest_due_at=min(due, default=None),
+            leased_jobs=len(live),
+            leases_expiring=sum(1 for end in live if end <= now + expiring_within),
+            leases_expired=len(expired),
+            expired_leases=tuple(_expired(j) for _, j in expired[:EXPIRED_LEASES_SHOWN]),
+            workers=tuple(workers),
+            schema_version=None,
+            schema_expected=None,
+        )
+
+    async def prune_runs(
+        self,
+        *,
+        finished_before: datetime,
+        statuses: Collection[RunStatus],
+        keep: Collection[tuple[str, str]],
+        limit: int | None,
+        dry_run: bool,
+    ) -> int:
+        pairs = set(keep)
+        newest: dict[tuple[str, str], tuple[datetime, RunId]] = {}
+        for row in self._runs.values():
+            pair, order = (row.workflow, row.trigger), (row.created_at, row.run_id)
+            if pair in pairs:
+                newest[pair] = max(newest.get(pair, order), order)
+        kept = {run for _, run in newest.values()}
+        busy = {j.run_id for j in self._jobs.values()}
+        doomed = sorted(
+            (
+                r
+                for r in self._runs.values()
+                if r.status in statuses
+                and r.updated_at < finished_before
+                and r.run_id not in busy | kept
+            ),
+            key=lambda r: (r.created_at, r.run_id),
+        )
+        if limit is not None:
+            doomed = doomed[: max(limit, 0)]
+        if not dry_run:
+            for row in doomed:
+                del self._runs[row.run_id]
+            gone = {r.run_id for r in doomed}
+            for key in [k for k, run in self._keys.items() if run in gone]:
+                del self._keys[key]
+        return len(doomed)
+
+
+def _expired(row: _JobRow) -> ExpiredLease:
+    assert row.lease_expires_at is not None
+    key = parse_job_id(row.job_id).value_or(None)
+    return ExpiredLease(
+        job_id=row.job_id,
+        run_id=row.run_id,
+        step="" if key is None else key.step,
+        owner=row.owner,
+        expired_at=row.lease_expires_at,
+    )

@@ -68,6 +68,7 @@ ATTEMPT_FIELDS: Final = (
     ("finished_at", "a.finished_at"),
     ("error", "a.error"),
     ("timeout_at", "a.timeout_at"),
+    ("worker", "a.worker"),
 )
 """Codec field of an attempt, and the ``squidmesh_attempts a`` column it is read from."""
 JOB_FIELDS: Final = (
@@ -171,6 +172,7 @@ def attempt_row(run_id: RunId, step: str, attempt: Attempt) -> Sequence[object]:
         attempt.finished_at,
         as_json(attempt.error),
         attempt.timeout_at,
+        attempt.worker,
     )
 
 

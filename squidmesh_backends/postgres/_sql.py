@@ -64,13 +64,10 @@ class Statements:
                              FROM {s}.squidmesh_jobs j WHERE j.run_id = r.id), '[]'::json)
             FROM {s}.squidmesh_runs r"""
         run_select = run_select.replace("{s}", s)
+        self.run_select = run_select
+        """Every column of a run as the codec reads it (add the ``WHERE`` and order)."""
         self.load = f"{run_select} WHERE r.id = %s"
         self.by_key = f"{run_select} WHERE r.workflow = %s AND r.idempotency_key = %s"
-        self.listing = (
-            f"{run_select} WHERE (%(workflow)s::text IS NULL OR r.workflow = %(workflow)s)"
-            " AND (%(status)s::text IS NULL OR r.status = %(status)s)"
-            " ORDER BY r.created_at DESC, r.id DESC LIMIT %(limit)s"
-        )
         self.latest_key = (
             f"SELECT idempotency_key FROM {s}.squidmesh_runs WHERE workflow = %(workflow)s"
             ' AND idempotency_key IS NOT NULL AND (idempotency_key COLLATE "C") >= %(prefix)s'
@@ -122,14 +119,14 @@ class Statements:
             " parked = excluded.parked, replay_guard = excluded.replay_guard,"
             " recovery = excluded.recovery"
         )
-        self.attempt_values = "(" + ", ".join(["%s"] * 10) + ")"
+        self.attempt_values = "(" + ", ".join(["%s"] * 11) + ")"
         self.insert_attempt = (
             f"INSERT INTO {s}.squidmesh_attempts (run_id, step, number, status, job_id,"
-            " lease_token, started_at, finished_at, error, timeout_at) VALUES {values}"
+            " lease_token, started_at, finished_at, error, timeout_at, worker) VALUES {values}"
         )
         self.update_attempt = (
             f"UPDATE {s}.squidmesh_attempts SET status = %s, job_id = %s, lease_token = %s,"
-            " started_at = %s, finished_at = %s, error = %s, timeout_at = %s"
+            " started_at = %s, finished_at = %s, error = %s, timeout_at = %s, worker = %s"
             " WHERE run_id = %s AND step = %s AND number = %s"
         )
         self.upsert_attempt = (
@@ -137,7 +134,7 @@ class Statements:
             " status = excluded.status, job_id = excluded.job_id,"
             " lease_token = excluded.lease_token, started_at = excluded.started_at,"
             " finished_at = excluded.finished_at, error = excluded.error,"
-            " timeout_at = excluded.timeout_at"
+            " timeout_at = excluded.timeout_at, worker = excluded.worker"
         )
         # The lease columns are NULL but for a job inserted with a lease (its
         # ``ScheduleJob`` carries one: the committing worker runs it next, at once).

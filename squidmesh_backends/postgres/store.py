@@ -20,8 +20,10 @@ Claims lease due jobs with ``FOR UPDATE SKIP LOCKED``. With ``clock="database"``
 ``clock="caller"`` uses the times the runtime passes in (tests with a fake or
 time-skipping clock).
 
-Every database call goes through :func:`squidmesh_backends.postgres.edge.guarded`,
-the single place psycopg errors are retried or translated.
+Operator queries (paged listings, the status snapshot, pruning, workers) are in
+the ``_operations`` mixin. Every database call goes through
+:func:`squidmesh_backends.postgres.edge.guarded`, the single place psycopg errors
+are retried or translated.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from returns.result import Failure, Result, Success
 from squidmesh_backends._aio import LoopLock
 from squidmesh_backends.errors import BackendError, BackendUnavailableError, ConfigurationError
 from squidmesh_backends.logs import get_logger
+from squidmesh_backends.postgres._operations import PostgresOperations
 from squidmesh_backends.postgres._plan import GUARD_STATE, Plan, guard_error, plan_commit
 from squidmesh_backends.postgres._rows import as_datetime, decode_run_row
 from squidmesh_backends.postgres._sql import Statements, notify_channel
@@ -56,7 +59,7 @@ from squidmesh_core.errors import CommitError, DuplicateRun, VersionConflict
 from squidmesh_core.explain import LeaseInfo
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId, parse_run_id
 from squidmesh_core.ports import Claim, Fence
-from squidmesh_core.state import RunState, RunStatus
+from squidmesh_core.state import RunState
 
 LOG = get_logger("squidmesh.postgres")
 T = TypeVar("T")
@@ -81,7 +84,7 @@ def _quiet_aborted_pipelines(record: logging.LogRecord) -> bool:
 logging.getLogger("psycopg").addFilter(_quiet_aborted_pipelines)
 
 
-class PostgresRunStore:
+class PostgresRunStore(PostgresOperations):
     """A RunStore on PostgreSQL. It passes ``RunStoreContract``.
 
     Args:
@@ -277,22 +280,6 @@ class PostgresRunStore:
             return None if row is None else IdempotencyKey(str(row[0]))
 
         return await self._do("reading the latest idempotency key", work)
-
-    async def list_runs(
-        self, *, workflow: str | None, status: RunStatus | None, limit: int
-    ) -> Sequence[RunState]:
-        async def work(conn: Conn) -> list[RunState]:
-            cursor = await conn.execute(
-                self._sql.listing,
-                {
-                    "workflow": workflow,
-                    "status": None if status is None else status.value,
-                    "limit": max(limit, 0),
-                },
-            )
-            return [decode_run_row(row) for row in await cursor.fetchall()]
-
-        return await self._do("listing runs", work)
 
     # ---------------------------------------------------------------- commit
 

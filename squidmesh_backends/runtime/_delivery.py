@@ -189,7 +189,13 @@ class Delivery:
         delivered = await self.ledger.apply(
             state.id,
             lambda current, now: decide_delivery(
-                definition, current, job_id=jid, lease_token=token, now=now, next_lease=retry
+                definition,
+                current,
+                job_id=jid,
+                lease_token=token,
+                now=now,
+                next_lease=retry,
+                worker=self.settings.owner,
             ),
             fence=Fence(job_id=jid, lease_token=token),
             renew_until=self.client.clock.now() + self.settings.lease,

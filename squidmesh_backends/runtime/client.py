@@ -10,8 +10,8 @@ refusals are values; infrastructure faults raise ``BackendError``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from collections.abc import Callable, Collection, Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import TypeAlias
 
 from returns.result import Failure, Result, Success
@@ -19,6 +19,7 @@ from returns.result import Failure, Result, Success
 from squidmesh_backends.errors import ContentionError
 from squidmesh_backends.runtime._doorbell import Doorbell
 from squidmesh_backends.runtime._ledger import Ledger, Publisher
+from squidmesh_backends.runtime._maintenance import listing, prune_runs, store_status
 from squidmesh_backends.runtime._registry import Registry
 from squidmesh_backends.runtime.clock import SystemClock
 from squidmesh_backends.runtime.ids import RandomIds
@@ -54,6 +55,7 @@ from squidmesh_core.events import (
 from squidmesh_core.explain import Explanation, explain
 from squidmesh_core.ids import IdempotencyKey, RunId, parse_run_id
 from squidmesh_core.jsonvalue import EMPTY_OBJECT, JsonObject, storable_text_problem
+from squidmesh_core.operations import PruneReport, StoreStatus
 from squidmesh_core.ports import Clock, EventSink, IdSource, RunStore
 from squidmesh_core.state import AuditEntry, RunState, RunStatus
 from squidmesh_core.views import Receipt, Run, run_view
@@ -269,34 +271,78 @@ class Client:
         workflow: str | WorkflowDefinition | None = None,
         status: RunStatus | str | None = None,
         limit: int = 50,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        after: str | None = None,
     ) -> Result[tuple[Run, ...], ListError]:
-        """Runs, newest first, filtered by workflow and status (``InvalidOption``)."""
-        if (
-            isinstance(limit, bool)
-            or not isinstance(limit, int)
-            or not 1 <= limit <= MAX_LIST_LIMIT
-        ):
-            return Failure(
-                InvalidOption(
-                    option="limit", reason=f"must be an integer from 1 to {MAX_LIST_LIMIT}"
-                )
-            )
-        wanted: RunStatus | None = None
-        if status is not None:
-            try:
-                wanted = RunStatus(status)
-            except ValueError:
-                return Failure(
-                    InvalidOption(
-                        option="status",
-                        reason=f"must be one of {', '.join(s.value for s in RunStatus)}",
-                    )
-                )
+        """Runs, newest first, filtered by workflow, status and creation time (``InvalidOption``).
+
+        ``created_after`` and ``created_before`` (timezone-aware) keep runs created
+        at or after the one and strictly before the other. ``after`` pages:
+        pass the id of the last run of the previous page to get the runs after it
+        in this order (strictly older), until a page comes back short.
+        """
         name = workflow.name if isinstance(workflow, WorkflowDefinition) else workflow
         if name is not None and not _clean_name(name):
             return Failure(InvalidOption(option="workflow", reason="must be a workflow name"))
-        states = await self.store.list_runs(workflow=name, status=wanted, limit=limit)
+        query = await listing(
+            self.store,
+            limit=limit,
+            max_limit=MAX_LIST_LIMIT,
+            status=status,
+            created_after=created_after,
+            created_before=created_before,
+            after=after,
+        )
+        if isinstance(query, Failure):
+            return query
+        states = await self.store.list_runs(workflow=name, **query.unwrap())
         return Success(tuple(run_view(s) for s in states))
+
+    async def store_status(
+        self,
+        *,
+        expiring_within: timedelta = timedelta(seconds=30),
+        workers_within: timedelta = timedelta(minutes=5),
+    ) -> StoreStatus:
+        """The store at a glance, now: runs by workflow and status, due jobs, leases, workers.
+
+        Leases ending within ``expiring_within`` count as expiring; workers seen
+        within ``workers_within`` are listed, most recent first.
+        """
+        return await store_status(
+            self.store, self.clock, expiring_within=expiring_within, workers_within=workers_within
+        )
+
+    async def prune_runs(
+        self,
+        *,
+        older_than: timedelta,
+        statuses: Collection[RunStatus | str] | None = None,
+        batch_size: int = 500,
+        dry_run: bool = False,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> Result[PruneReport, InvalidOption]:
+        """Delete finished runs last updated more than ``older_than`` ago, with their history.
+
+        ``statuses`` defaults to ``completed``, ``cancelled`` and ``failed``
+        (``compensation_failed`` runs wait for a person unless named); any status
+        that is not finished is refused. The newest run of each cron trigger of
+        the registered workflows is kept, and so is every run that still has
+        jobs. Deletes in transactions of at most ``batch_size`` runs, oldest
+        first, calling ``on_batch`` with each batch's count; ``dry_run`` only
+        counts. Refusals: ``InvalidOption`` (see ``_maintenance``).
+        """
+        return await prune_runs(
+            self.store,
+            self.clock,
+            self.registry.as_dict().values(),
+            older_than=older_than,
+            statuses=statuses,
+            batch_size=batch_size,
+            dry_run=dry_run,
+            on_batch=on_batch,
+        )
 
     async def _existing(
         self, run_id: str

@@ -151,6 +151,8 @@ class Runtime:
     send_signal = _forwarded(Client.send_signal)
     replay_run = _forwarded(Client.replay_run)
     wait_for = _forwarded(Client.wait_for)
+    store_status = _forwarded(Client.store_status)
+    prune_runs = _forwarded(Client.prune_runs)
 
     def sync(self) -> SyncRuntime:
         """A blocking facade running this runtime on a private event loop thread."""
@@ -206,3 +208,5 @@ class SyncRuntime:
     send_signal = _blocking(Client.send_signal)
     replay_run = _blocking(Client.replay_run)
     wait_for = _blocking(Client.wait_for)
+    store_status = _blocking(Client.store_status)
+    prune_runs = _blocking(Client.prune_runs)

@@ -8,8 +8,10 @@ worker and the client beside it share one ledger, registry and doorbell.
 
 Lifecycle: ``start`` opens the store, starts the executor (which rings the
 doorbell when a slot frees), the dispatcher, the store's ``watch`` and the cron
-loop; ``stop`` stops claiming, lets running steps finish within the shutdown
-timeout and releases the leases of those that did not.
+loop, and reports the worker to the store (again every ``heartbeat_every``, see
+``_presence``); ``stop`` stops claiming, lets running steps finish within the
+shutdown timeout, releases the leases of those that did not and reports the
+worker stopped.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from squidmesh_backends.errors import ConfigurationError
 from squidmesh_backends.logs import get_logger
 from squidmesh_backends.probe import NO_PROBE, Probe
 from squidmesh_backends.runtime._delivery import Delivery, JobOutcome, OnNext
+from squidmesh_backends.runtime._presence import Presence, worker_details
 from squidmesh_backends.runtime._refusals import Refusals
 from squidmesh_backends.runtime.client import Client
 from squidmesh_backends.runtime.cron import CronLoop, active_schedules
@@ -88,6 +91,14 @@ class Worker:
                 misfire_window=self.settings.cron_misfire_window,
                 poll=self.settings.poll_interval,
             )
+        self.presence = Presence(
+            store=client.store,
+            clock=client.clock,
+            name=self.settings.owner,
+            every=self.settings.heartbeat_every.total_seconds(),
+            details=worker_details(executor, list(client.workflows)),
+        )
+        """This worker's row in the store (written at start, while running, at stop)."""
         self._tasks: list[asyncio.Task[None]] = []
         self._holding: dict[tuple[JobId, LeaseToken], tuple[JobId, LeaseToken]] = {}
         """For a delivery that went on inline: the lease it holds now."""
@@ -141,7 +152,7 @@ class Worker:
             self._holding.pop(key, None)
 
     async def start(self) -> None:
-        """Start executing: open the store, accept jobs, claim them, listen, run cron."""
+        """Start executing: open the store, accept jobs, claim them, listen, run cron, report."""
         if self._tasks:
             return
         await self.store.open()  # a store closed by an earlier stop is opened again
@@ -158,16 +169,21 @@ class Worker:
             watching.close()
             raise
         self.dispatcher.reset()
+        await self.presence.report()  # never raises: an outage is logged
         self._tasks = [
             asyncio.create_task(self.dispatcher.run(), name="squidmesh-dispatcher"),
             asyncio.create_task(watching, name="squidmesh-wakeups"),
+            asyncio.create_task(self.presence.run(), name="squidmesh-presence"),
         ]
         if self.cron_loop is not None:
             self.cron_loop.activated_at = self.client.clock.now()
             self._tasks.append(asyncio.create_task(self.cron_loop.run(), name="squidmesh-cron"))
 
     async def stop(self) -> None:
-        """Stop claiming, let running steps finish within the shutdown timeout, release the rest."""
+        """Stop claiming, let running steps finish in the shutdown timeout, release the rest.
+
+        Then the worker is reported stopped.
+        """
         if not self._tasks:
             return
         dispatcher, *background = self._tasks
@@ -182,3 +198,4 @@ class Worker:
             job_id, token = self._holding.pop(delivered, delivered)
             released = await self.store.release(job_id, token)
             LOG.warning("released %s on shutdown (held: %s)", job_id, released)
+        await self.presence.report(stopped=True)

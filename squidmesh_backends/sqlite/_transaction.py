@@ -30,7 +30,8 @@ from returns.result import Failure, Result, Success
 
 from squidmesh_backends._step_transaction import transaction_of
 from squidmesh_backends.errors import ConfigurationError
-from squidmesh_backends.sqlite.store import SqliteRunStore, _query
+from squidmesh_backends.sqlite._db import _query
+from squidmesh_backends.sqlite.store import SqliteRunStore
 from squidmesh_core.codec import encode_run
 from squidmesh_core.commands import Decision
 from squidmesh_core.context import StepContext

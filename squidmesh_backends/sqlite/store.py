@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Self, TypeVar
 
@@ -29,6 +29,8 @@ from returns.result import Failure, Result, Success
 from squidmesh_backends._aio import LoopLock
 from squidmesh_backends.errors import BackendError, BackendUnavailableError, MigrationRequiredError
 from squidmesh_backends.probe import COMMITS, NO_PROBE, Probe
+from squidmesh_backends.sqlite._db import _query, _time, _translate, _us
+from squidmesh_backends.sqlite._operations import SqliteOperations
 from squidmesh_core.codec import decode_run, encode_run
 from squidmesh_core.commands import Decision
 from squidmesh_core.errors import CommitError, DuplicateRun, StaleLease, VersionConflict
@@ -37,14 +39,13 @@ from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
 from squidmesh_core.jobwrites import job_writes
 from squidmesh_core.jsonvalue import dump_json
 from squidmesh_core.ports import Claim, Fence
-from squidmesh_core.state import RunState, RunStatus
+from squidmesh_core.state import RunState
 
 if TYPE_CHECKING:
     from squidmesh_backends.sqlite._transaction import SqliteStepTransaction
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 T = TypeVar("T")
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _SCHEMA = """
 CREATE TABLE squidmesh_runs (
@@ -78,8 +79,41 @@ _MIGRATIONS = {
 CREATE INDEX squidmesh_jobs_leases ON squidmesh_jobs (lease_expires_us, id)
     WHERE lease_expires_us IS NOT NULL;
 """,
+    # Version 3: operator commands. Runs keep their trigger and last update in
+    # columns (pruning by age keeps the newest run of each cron trigger; filled
+    # in from the bodies by ``_backfill_3``), and workers report themselves.
+    3: """
+ALTER TABLE squidmesh_runs ADD COLUMN trigger TEXT;
+ALTER TABLE squidmesh_runs ADD COLUMN updated_us INTEGER;
+CREATE INDEX squidmesh_runs_by_status ON squidmesh_runs (status, created_us, id);
+CREATE INDEX squidmesh_runs_by_trigger ON squidmesh_runs (workflow, trigger, created_us DESC, id DESC);
+CREATE TABLE squidmesh_workers (
+    name TEXT PRIMARY KEY,
+    first_seen_us INTEGER NOT NULL,
+    last_seen_us INTEGER NOT NULL,
+    stopped_us INTEGER,
+    details TEXT NOT NULL
+);
+CREATE INDEX squidmesh_workers_seen ON squidmesh_workers (last_seen_us);
+""",
 }
 """The statements that bring a file from the version before each key to that key."""
+
+
+def _backfill_3(conn: sqlite3.Connection) -> None:
+    """Fill the trigger and last-update columns of version 3 from the runs' bodies."""
+    rows = conn.execute("SELECT id, body FROM squidmesh_runs").fetchall()
+    for run_id, body in rows:
+        data = json.loads(body)
+        updated = datetime.fromisoformat(data["updated_at"])
+        conn.execute(
+            "UPDATE squidmesh_runs SET trigger = ?, updated_us = ? WHERE id = ?",
+            (data["trigger"], _us(updated), run_id),
+        )
+
+
+_BACKFILLS: dict[int, Callable[[sqlite3.Connection], None]] = {3: _backfill_3}
+"""Data changes a version needs after its statements, by version."""
 
 
 def _too_new(path: str, version: int) -> MigrationRequiredError:
@@ -89,16 +123,7 @@ def _too_new(path: str, version: int) -> MigrationRequiredError:
     )
 
 
-def _us(moment: datetime) -> int:
-    delta = moment - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _time(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=us)
-
-
-class SqliteRunStore:
+class SqliteRunStore(SqliteOperations):
     """A RunStore in one SQLite file. It passes ``RunStoreContract``."""
 
     def __init__(
@@ -177,6 +202,8 @@ class SqliteRunStore:
                 for step in range(version + 1, SCHEMA_VERSION + 1):
                     for statement in filter(str.strip, _MIGRATIONS[step].split(";")):
                         conn.execute(statement)
+                    if step in _BACKFILLS:
+                        _BACKFILLS[step](conn)
                 if version < SCHEMA_VERSION:
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
@@ -323,14 +350,16 @@ class SqliteRunStore:
                     return DuplicateRun(run_id=state.id, existing_run_id=row[0])
             _query(
                 conn,
-                "INSERT INTO squidmesh_runs (id, workflow, status, version, created_us, idempotency_key, body)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO squidmesh_runs (id, workflow, trigger, status, version, created_us,"
+                " updated_us, idempotency_key, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     state.id,
                     state.workflow,
+                    state.trigger,
                     state.status.value,
                     state.version,
                     _us(state.created_at),
+                    _us(state.updated_at),
                     state.idempotency_key,
                     body,
                 ),
@@ -338,8 +367,16 @@ class SqliteRunStore:
         else:
             updated = _query(
                 conn,
-                "UPDATE squidmesh_runs SET status = ?, version = ?, body = ? WHERE id = ? AND version = ?",
-                (state.status.value, state.version, body, state.id, expected),
+                "UPDATE squidmesh_runs SET status = ?, version = ?, updated_us = ?, body = ?"
+                " WHERE id = ? AND version = ?",
+                (
+                    state.status.value,
+                    state.version,
+                    _us(state.updated_at),
+                    body,
+                    state.id,
+                    expected,
+                ),
             )
             if updated.rowcount != 1:
                 return VersionConflict(run_id=state.id, expected=expected)
@@ -502,45 +539,8 @@ class SqliteRunStore:
 
         return await self._run(work)
 
-    async def list_runs(
-        self, *, workflow: str | None, status: RunStatus | None, limit: int
-    ) -> Sequence[RunState]:
-        def work(conn: sqlite3.Connection) -> list[RunState]:
-            rows = _query(
-                conn,
-                "SELECT id, body FROM squidmesh_runs"
-                " WHERE (? IS NULL OR workflow = ?) AND (? IS NULL OR status = ?)"
-                " ORDER BY created_us DESC, id DESC LIMIT ?",
-                (
-                    workflow,
-                    workflow,
-                    None if status is None else status.value,
-                    None if status is None else status.value,
-                    max(limit, 0),
-                ),
-            ).fetchall()
-            return [self._decode(body, run_id) for run_id, body in rows]
-
-        return await self._run(work)
-
 
 class _Refused(Exception):
     def __init__(self, error: CommitError) -> None:
         super().__init__(error)
         self.error = error
-
-
-def _query(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> sqlite3.Cursor:
-    try:
-        return conn.execute(sql, params)
-    except sqlite3.Error as exc:
-        raise _translate(exc) from exc
-    except (UnicodeEncodeError, OverflowError) as exc:
-        raise BackendError(f"SQLite store cannot hold a value: {exc}") from exc
-
-
-def _translate(exc: sqlite3.Error) -> BackendError:
-    """The one place sqlite3 errors become SquidMesh exceptions."""
-    if isinstance(exc, sqlite3.OperationalError):
-        return BackendUnavailableError(f"SQLite store unavailable: {exc}")
-    return BackendError(f"SQLite store failed: {exc}")

@@ -263,7 +263,8 @@ def event_for(draw: st.DrawFn, state: RunState, token_seed: int) -> Event:
     for job in state.jobs:
         token = LeaseToken(f"lease-{token_seed}")
         if job.status is JobStatus.SCHEDULED:
-            choices.append(JobDelivered(job_id=job.id, lease_token=token))
+            worker = f"worker-{token_seed % 3}" if token_seed % 4 else None
+            choices.append(JobDelivered(job_id=job.id, lease_token=token, worker=worker))
         elif job.lease_token is not None:
             held = job.lease_token
             choices.extend(

@@ -2,15 +2,20 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from squidmesh_backends.errors import MigrationRequiredError
 from squidmesh_backends.sqlite import SqliteRunStore
+from squidmesh_backends.sqlite._db import _us
 from squidmesh_backends.sqlite.store import _MIGRATIONS, SCHEMA_VERSION
+from squidmesh_core.codec import encode_run
+from squidmesh_core.jsonvalue import dump_json
 from squidmesh_core.testing.contracts import RunStoreContract
-from squidmesh_core.testing.contracts.run_store import committed, new_run, run_id
+from squidmesh_core.testing.contracts.operations import cancelled
+from squidmesh_core.testing.contracts.run_store import T0, committed, new_run, run_id
 
 
 @pytest.fixture
@@ -62,5 +67,56 @@ async def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     indexes = {row[1] for row in conn.execute("PRAGMA index_list(squidmesh_jobs)")}
     conn.close()
-    assert version == SCHEMA_VERSION == 2
+    assert version == SCHEMA_VERSION == 3
     assert "squidmesh_jobs_leases" in indexes
+
+
+async def test_a_version_2_file_is_migrated_with_its_runs_trigger_and_update_time(
+    tmp_path: Path,
+) -> None:
+    # given: a file of version 2 holding a finished run (its body of run schema version 3)
+    path = tmp_path / "v2.db"
+    async with SqliteRunStore(tmp_path / "scratch.db") as scratch:
+        state = await cancelled(scratch, 1, T0)
+    body = encode_run(state)
+    body["schema_version"] = 3
+    conn = sqlite3.connect(path)
+    for version in (1, 2):
+        for statement in filter(str.strip, _MIGRATIONS[version].split(";")):
+            conn.execute(statement)
+    conn.execute(
+        "INSERT INTO squidmesh_runs (id, workflow, status, version, created_us, body)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (state.id, state.workflow, state.status.value, state.version, _us(T0), dump_json(body)),
+    )
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    # when
+    async with SqliteRunStore(path) as store:
+        # then: it loads, and pruning finds it by its trigger and last update
+        assert await store.load(state.id) == state
+        assert (
+            await store.operations_status(now=T0, expiring_within=timedelta(0), workers_since=T0)
+        ).schema_version == 3
+        keep = {(state.workflow, "manual")}
+        assert (
+            await store.prune_runs(
+                finished_before=T0 + timedelta(seconds=1),
+                statuses={state.status},
+                keep=keep,
+                limit=None,
+                dry_run=True,
+            )
+            == 0
+        )
+        assert (
+            await store.prune_runs(
+                finished_before=T0 + timedelta(seconds=1),
+                statuses={state.status},
+                keep=set(),
+                limit=None,
+                dry_run=False,
+            )
+            == 1
+        )

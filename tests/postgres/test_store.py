@@ -66,6 +66,7 @@ async def test_migrate_creates_the_tables_and_records_the_version(
         "squidmesh_step_runs",
         "squidmesh_attempts",
         "squidmesh_jobs",
+        "squidmesh_workers",
     }
     assert await migrate(pg_dsn, schema=fresh_schema) == ()
 

@@ -85,10 +85,11 @@ class Driver:
         assert job is not None and job.lease_token is not None
         return job.lease_token
 
-    def deliver(self, step: str | None = None) -> JobId:
+    def deliver(self, step: str | None = None, *, worker: str | None = None) -> JobId:
         job_id = self.job(step)
         self.tokens += 1
-        self.accept(JobDelivered(job_id=job_id, lease_token=LeaseToken(f"t{self.tokens}")))
+        token = LeaseToken(f"t{self.tokens}")
+        self.accept(JobDelivered(job_id=job_id, lease_token=token, worker=worker))
         return job_id
 
     def succeed(self, step: str | None = None, output: object = None) -> Decision:

@@ -26,10 +26,15 @@ def sample() -> Driver:
         transitions=chain("a", COMPLETE),
     )
     d = Driver(wf, idempotency_key="k")
-    d.deliver()
+    d.deliver(worker="host-a:41")
     d.fail(failure=StepFailure(kind="http", message="503", retry_after=timedelta(seconds=2)))
     d.deliver()
     return d
+
+
+def test_each_attempt_keeps_the_worker_it_was_delivered_to() -> None:
+    [a] = sample().state.steps
+    assert [attempt.worker for attempt in a.attempts] == ["host-a:41", None]
 
 
 def test_run_round_trips() -> None:
@@ -90,6 +95,14 @@ def test_bad_records_are_reported_with_their_path(
     path: list[str | int], value: object, where: str, why: str
 ) -> None:
     assert decode_run(mutate(path, value)) == Failure(UndecodableRecord(path=where, reason=why))
+
+
+def test_an_attempt_written_before_workers_were_recorded_has_none() -> None:
+    encoded = mutate(["schema_version"], 3)
+    for attempt in encoded["steps"][0]["attempts"]:  # type: ignore[index]
+        del attempt["worker"]
+    decoded = decode_run(encoded).unwrap()
+    assert [a.worker for a in decoded.steps[0].attempts] == [None, None]
 
 
 def test_missing_key_is_reported() -> None:

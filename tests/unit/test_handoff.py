@@ -56,6 +56,22 @@ class TestDelivery:
         assert started.started_at == T0
         assert not decision.unwrap().reclaimed
 
+    def test_the_started_attempt_records_the_worker_it_reached(self) -> None:
+        created = new_run(1).state
+        first = JobId(f"{created.id}/first/1")
+        started = decide_delivery(
+            FLOW, created, job_id=first, lease_token=LeaseToken("t1"), now=T0, worker="host:1"
+        ).unwrap()
+        step = started.state.step_run("first")
+        assert step is not None and [a.worker for a in step.attempts] == ["host:1"]
+
+    def test_a_step_handed_on_is_run_by_the_leases_owner(self) -> None:
+        state, first = _first_running()
+        succeeded = StepSucceeded(job_id=first, lease_token=LeaseToken("t1"), output={})
+        both = decide_outcome(FLOW, state, succeeded, now=T0, next_lease=LEASE).unwrap()
+        step = both.state.step_run("pause")
+        assert step is not None and [a.worker for a in step.attempts] == ["w"]
+
     def test_the_same_token_again_is_a_duplicate(self) -> None:
         state, first = _first_running()
         again = decide_delivery(FLOW, state, job_id=first, lease_token=LeaseToken("t1"), now=T0)

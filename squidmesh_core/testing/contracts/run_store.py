@@ -3,145 +3,57 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from pydantic import BaseModel
 from returns.result import Failure, Success
 
 from squidmesh_core.commands import Decision, Lease
 from squidmesh_core.decide import decide
-from squidmesh_core.definition import COMPLETE, WorkflowDefinition
-from squidmesh_core.dsl import (
-    approval,
-    chain,
-    error,
-    manual,
-    step,
-    wait,
-    wait_for_signal,
-    workflow,
-)
 from squidmesh_core.errors import DuplicateRun, StaleLease, VersionConflict
 from squidmesh_core.events import (
     ApproveRequested,
     CancelRequested,
     JobDelivered,
     Operator,
-    RunRequested,
     SignalSent,
     StepSucceeded,
 )
 from squidmesh_core.handoff import decide_outcome
-from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
-from squidmesh_core.jsonvalue import JsonObject
+from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken
 from squidmesh_core.ports import Fence, RunStore
 from squidmesh_core.state import RunState, RunStatus
-
-T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
-LEASE = timedelta(seconds=30)
-
-
-def _noop(data: object, ctx: object) -> dict[str, object]:
-    return {}
-
-
-FLOW: WorkflowDefinition = workflow(
-    "contract.flow",
-    triggers=[manual()],
-    steps=[step("first", _noop), wait("pause", timedelta(minutes=5)), step("last", _noop)],
-    transitions=chain("first", "pause", "last", COMPLETE),
+from squidmesh_core.testing.contracts._kit import (
+    FLOW,
+    LEASE,
+    OTHER,
+    PEOPLE,
+    T0,
+    Tokens,
+    claim,
+    committed,
+    deliver,
+    first_succeeded,
+    new_run,
+    run_id,
 )
+from squidmesh_core.testing.contracts.operations import OperationsContract
 
-
-class _Go(BaseModel):
-    code: str
-    weight: float = 0.0
-
-
-PEOPLE: WorkflowDefinition = workflow(
-    "contract.people",
-    triggers=[manual()],
-    steps=[
-        approval("review"),
-        wait_for_signal("go", "go", payload=_Go, timeout=timedelta(hours=1)),
-        step("last", _noop),
-    ],
-    transitions=[*chain("review", "go", "last", COMPLETE), error("review", COMPLETE)],
-)
-OTHER: WorkflowDefinition = workflow(
-    "contract.other",
-    triggers=[manual()],
-    steps=[step("only", _noop)],
-    transitions=chain("only", COMPLETE),
-)
-
-
-def run_id(n: int) -> RunId:
-    return RunId(f"00000000-0000-4000-8000-{n:012d}")
-
-
-def new_run(
-    n: int, *, at: datetime = T0, key: str | None = None, definition: WorkflowDefinition = FLOW
-) -> Decision:
-    return decide(
-        definition,
-        None,
-        RunRequested(
-            run_id=run_id(n),
-            payload={},
-            idempotency_key=None if key is None else IdempotencyKey(key),
-        ),
-        now=at,
-    ).unwrap()
-
-
-class Tokens:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def __call__(self) -> LeaseToken:
-        self.n += 1
-        return LeaseToken(f"token-{self.n}")
-
-
-async def claim(
-    store: RunStore, at: datetime, limit: int = 10, mint: Callable[[], LeaseToken] | None = None
-) -> list[JobId]:
-    claims = await store.claim_due(
-        now=at, limit=limit, lease_for=LEASE, owner="contract", mint=mint or Tokens()
-    )
-    return [c.job_id for c in claims]
-
-
-async def committed(store: RunStore, decision: Decision, fence: Fence | None = None) -> RunState:
-    result = await store.commit(decision, fence=fence)
-    assert result == Success(None), result
-    return decision.state
-
-
-async def deliver(store: RunStore, state: RunState, at: datetime) -> tuple[RunState, LeaseToken]:
-    claims = await store.claim_due(
-        now=at, limit=1, lease_for=LEASE, owner="contract", mint=Tokens()
-    )
-    assert len(claims) == 1
-    token = claims[0].lease_token
-    decision = decide(
-        FLOW, state, JobDelivered(job_id=claims[0].job_id, lease_token=token), now=at
-    ).unwrap()
-    fence = Fence(job_id=claims[0].job_id, lease_token=token)
-    return await committed(store, decision, fence), token
-
-
-async def first_succeeded(store: RunStore, output: JsonObject | None = None) -> RunState:
-    """Run 1 created, its ``first`` step delivered and succeeded at T0: ``pause`` is due."""
-    state = await committed(store, new_run(1))
-    state, token = await deliver(store, state, T0)
-    first = JobId(f"{state.id}/first/1")
-    succeeded = StepSucceeded(job_id=first, lease_token=token, output=output or {})
-    done = decide(FLOW, state, succeeded, now=T0).unwrap()
-    return await committed(store, done, Fence(job_id=first, lease_token=token))
+__all__ = [
+    "FLOW",
+    "LEASE",
+    "OTHER",
+    "PEOPLE",
+    "T0",
+    "RunStoreContract",
+    "Tokens",
+    "claim",
+    "committed",
+    "deliver",
+    "first_succeeded",
+    "new_run",
+    "run_id",
+]
 
 
 async def _success_and_next_start(
@@ -158,8 +70,12 @@ async def _success_and_next_start(
     return state, token, both, lease
 
 
-class RunStoreContract:
-    """Every RunStore passes these. Subclass and provide a ``run_store`` fixture."""
+class RunStoreContract(OperationsContract):
+    """Every RunStore passes these. Subclass and provide a ``run_store`` fixture.
+
+    The operator queries' cases (status, workers, pruning, paged listings, the
+    worker of an attempt) come from :class:`OperationsContract`.
+    """
 
     async def test_a_parked_run_with_its_audit_and_signals_loads_back_equal(
         self, run_store: RunStore
