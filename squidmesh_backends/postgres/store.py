@@ -51,7 +51,7 @@ from squidmesh_backends.postgres._plan import GUARD_STATE, Plan, guard_error, pl
 from squidmesh_backends.postgres._rows import as_datetime, decode_run_row
 from squidmesh_backends.postgres._sql import Statements, notify_channel
 from squidmesh_backends.postgres._transaction import PostgresStepTransaction, step_transaction
-from squidmesh_backends.postgres.edge import guarded, is_contention, is_disconnect
+from squidmesh_backends.postgres.edge import guarded, is_contention, is_disconnect, reach
 from squidmesh_backends.postgres.migrations import check_schema, quoted_schema
 from squidmesh_backends.probe import COMMITS, LAST_COMMIT, NO_PROBE, STATEMENTS, Probe
 from squidmesh_core.commands import Decision
@@ -188,7 +188,8 @@ class PostgresRunStore(PostgresOperations):
                 name=f"squidmesh-{self.schema}",
             )
             try:
-                await guarded("opening the pool", pool.open, retry_for=self.retry_for)
+                await guarded("connecting", lambda: reach(self.dsn), retry_for=self.retry_for)
+                await pool.open()
 
                 async def check() -> None:
                     async with pool.connection() as conn:

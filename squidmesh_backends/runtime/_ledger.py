@@ -20,6 +20,8 @@ Rules:
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -30,7 +32,7 @@ from squidmesh_backends.errors import ContentionError
 from squidmesh_backends.logs import get_logger
 from squidmesh_backends.runtime._doorbell import Doorbell
 from squidmesh_backends.runtime.settings import RuntimeSettings
-from squidmesh_core.commands import Decision, Emit
+from squidmesh_core.commands import Decision, Emit, Topic
 from squidmesh_core.errors import (
     DuplicateRun,
     NotFound,
@@ -44,6 +46,24 @@ from squidmesh_core.ports import Clock, EventSink, Fence, RunStore
 from squidmesh_core.state import RunState
 
 LOG = get_logger("squidmesh.runtime")
+INFO_TOPICS = frozenset(
+    {
+        Topic.RUN_CREATED,
+        Topic.RUN_TRANSITION,
+        Topic.STEP_STARTED,
+        Topic.STEP_COMPLETED,
+        Topic.STEP_FAILED,
+        Topic.STEP_RETRY_SCHEDULED,
+        Topic.STEP_DEFERRED,
+        Topic.STEP_CANCELLED,
+        Topic.STEP_PARKED,
+        Topic.COMPENSATION_STARTED,
+        Topic.COMPENSATION_FINISHED,
+        Topic.COMPENSATION_GAVE_UP,
+        Topic.LEASE_RECLAIMED,
+    }
+)
+"""Events logged at INFO (a run's and its steps' lifecycle); the rest at DEBUG."""
 
 DecideOn = Callable[[RunState, datetime], Result[Decision, Rejected]]
 """A fact to decide on a run's state at a time (see rule 2)."""
@@ -58,10 +78,13 @@ class Publisher:
     def publish(self, event: Emit) -> None:
         """Hand one event to every sink (after whatever commit it reports)."""
         job_id = event.attributes.get("job_id")
-        LOG.debug(
-            "%s %s",
+        where = f" {event.step}#{event.attempt}" if event.step and event.attempt else ""
+        LOG.log(
+            logging.INFO if event.topic in INFO_TOPICS else logging.DEBUG,
+            "%s%s %s",
             event.topic,
-            dict(event.attributes),
+            where,
+            json.dumps(dict(event.attributes), sort_keys=True, default=str),
             extra={  # the event's own run, not whatever delivery publishes it
                 "run_id": event.run_id,
                 "workflow": event.workflow,

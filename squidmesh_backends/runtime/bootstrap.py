@@ -7,9 +7,13 @@ memory or SQLite runtime imports neither.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from squidmesh_backends.errors import ConfigurationError
 from squidmesh_backends.memory import MemoryRunStore
@@ -35,6 +39,7 @@ def compose(
     sinks: Sequence[EventSink] = (),
     cron: Iterable[str | WorkflowDefinition] = (),
     probe: Probe = NO_PROBE,
+    namespace: str | None = None,
 ) -> Runtime:
     """Build a :class:`Runtime`.
 
@@ -52,6 +57,10 @@ def compose(
         cron: the workflows (names or definitions) whose cron triggers this runtime
             starts while it runs; a workflow not listed is never started by cron.
         probe: receives counts for tests and benchmarks (see ``squidmesh_backends.probe``).
+        namespace: names this application's stream and consumer group on a broker
+            given by name, so applications sharing one Redis database never take
+            each other's messages. Default: derived from the store (its database
+            and schema, or its file), so runtimes on one store share one.
 
     Raises:
         ConfigurationError: an unknown store or executor name.
@@ -62,8 +71,11 @@ def compose(
     if broker is not None:
         from squidmesh_backends.taskiq import TaskiqExecutor, open_broker  # noqa: PLC0415
 
+        named = namespace or default_namespace(store)
         chosen_broker = (
-            open_broker(broker, lease=chosen.lease) if isinstance(broker, str) else broker
+            open_broker(broker, lease=chosen.lease, namespace=named)
+            if isinstance(broker, str)
+            else broker
         )
         runner = TaskiqExecutor(chosen_broker, concurrency=chosen.concurrency)
     elif isinstance(executor, str):
@@ -104,7 +116,8 @@ def open_store(spec: str, *, probe: Probe = NO_PROBE) -> RunStore:
     tables (default ``public``), which ``squidmesh migrate`` must have prepared.
 
     Raises:
-        ConfigurationError: the name is not one of these.
+        ConfigurationError: the name is not one of these, or a SQLite file's
+            folder does not exist (it is not made silently).
     """
     if spec == "memory":
         return MemoryRunStore(probe=probe)
@@ -112,6 +125,11 @@ def open_store(spec: str, *, probe: Probe = NO_PROBE) -> RunStore:
         path = spec.removeprefix("sqlite:").removeprefix("//")
         if not path:
             raise ConfigurationError("sqlite store needs a path: 'sqlite:PATH'")
+        folder = Path(path).parent
+        if path != ":memory:" and not folder.is_dir():
+            raise ConfigurationError(
+                f"sqlite store {path!r}: the folder {str(folder)!r} does not exist; create it first"
+            )
         return SqliteRunStore(path, probe=probe)
     if spec.startswith(("postgresql://", "postgres://")):
         from squidmesh_backends.postgres import PostgresRunStore  # noqa: PLC0415
@@ -121,6 +139,49 @@ def open_store(spec: str, *, probe: Probe = NO_PROBE) -> RunStore:
     raise ConfigurationError(
         f"unknown store {spec!r} (use 'memory', 'sqlite:PATH' or 'postgresql://...')"
     )
+
+
+def default_namespace(store: str | RunStore) -> str:
+    """A namespace naming the store: ``test.public-1a2b3c4d`` for a PostgreSQL schema.
+
+    Readable (database and schema, or the file's name) and unique (a hash of the
+    server, database and schema, or of the file's absolute path). The memory
+    store, private to its process, is ``memory``.
+    """
+    if isinstance(store, str):
+        if store.startswith(("postgresql://", "postgres://")):
+            dsn, schema = split_schema(store)
+            return _pg_namespace(dsn, schema)
+        if store.startswith("sqlite:"):
+            return _file_namespace(store.removeprefix("sqlite:").removeprefix("//"))
+        return "memory"
+    found = {name: getattr(store, name, None) for name in ("dsn", "schema", "path")}
+    if isinstance(found["dsn"], str) and isinstance(found["schema"], str):
+        return _pg_namespace(found["dsn"], found["schema"])
+    if isinstance(found["path"], str):
+        return _file_namespace(found["path"])
+    return type(store).__name__.lower()
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _pg_namespace(dsn: str, schema: str) -> str:
+    parsed = urlsplit(dsn)
+    if parsed.scheme:
+        where = f"{parsed.hostname or ''}:{parsed.port or 5432}"
+        database = unquote(parsed.path.lstrip("/")) or (parsed.username or "postgres")
+    else:  # a libpq keyword string: name it by its text
+        where, database = dsn, "db"
+    label = re.sub(r"[^A-Za-z0-9._-]", "_", f"{database}.{schema}")[:40].lstrip("._-")
+    return f"{label or 'pg'}-{_digest(f'{where}/{database}/{schema}')}"
+
+
+def _file_namespace(path: str) -> str:
+    absolute = os.path.abspath(path)
+    label = re.sub(r"[^A-Za-z0-9._-]", "_", Path(absolute).stem)[:40].lstrip("._-")
+    return f"{label or 'sqlite'}-{_digest(absolute)}"
 
 
 def split_schema(url: str) -> tuple[str, str]:

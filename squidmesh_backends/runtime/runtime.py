@@ -132,7 +132,11 @@ class Runtime:
             await self.store.close()
 
     async def __aenter__(self) -> Self:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:  # a store left open would keep its pool connecting
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

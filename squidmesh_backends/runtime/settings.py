@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from squidmesh_backends.errors import ConfigurationError
@@ -28,8 +30,9 @@ class RuntimeSettings:
     Taskiq executor's when ``compose`` builds one for a broker)."""
     max_conflict_retries: int = 50
     """How often a decision is re-made after a version conflict before giving up."""
-    owner: str = "squidmesh"
-    """Name recorded on claims (host and process, for operators)."""
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    """This worker's name, recorded on its leases and on each attempt it runs
+    (default: ``host:pid``, so operators can tell which process ran what)."""
     inline_next_step: bool = True
     """After a step succeeds, run the next step at once in the same worker when it is
     due now (leased and fenced like any delivery) instead of going through the

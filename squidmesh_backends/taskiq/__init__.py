@@ -2,7 +2,10 @@
 
 from squidmesh_backends.taskiq.brokers import (
     SquidMeshStreamBroker,
+    describe_broker,
+    namespaced_queue,
     open_broker,
+    reach_broker,
     redis_stream_broker,
 )
 from squidmesh_backends.taskiq.executor import TASK_NAME, TaskiqExecutor
@@ -11,6 +14,9 @@ __all__ = [
     "TASK_NAME",
     "SquidMeshStreamBroker",
     "TaskiqExecutor",
+    "describe_broker",
+    "namespaced_queue",
     "open_broker",
+    "reach_broker",
     "redis_stream_broker",
 ]

@@ -12,6 +12,7 @@ retries: those are decisions persisted in the store.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -26,6 +27,8 @@ from squidmesh_backends.outage import describe
 
 QUEUE = "squidmesh"
 GROUP = "squidmesh"
+NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""What a namespace may look like: it becomes part of Redis key names."""
 
 
 class SquidMeshStreamBroker(RedisStreamBroker):
@@ -95,10 +98,17 @@ def redis_stream_broker(
     *,
     lease: timedelta,
     queue: str = QUEUE,
+    group: str | None = None,
     maxlen: int = 100_000,
     broker_class: type[RedisStreamBroker] = SquidMeshStreamBroker,
 ) -> RedisStreamBroker:
     """A Redis streams broker set up for SquidMesh (a :class:`SquidMeshStreamBroker`).
+
+    * ``queue`` names the stream and ``group`` its consumer group (default
+      ``squidmesh``): runtimes that share a Redis database need a stream each
+      (see :func:`namespaced_queue`), or they take each other's messages.
+    * ``socket_connect_timeout`` of three seconds: an unreachable Redis is
+      reported at once instead of hanging a worker's start.
 
     * ``consumer_id="0"``: the consumer group starts at the beginning of the
       stream, so a message published before any worker created the group is
@@ -116,18 +126,66 @@ def redis_stream_broker(
     return broker_class(
         url,
         queue_name=queue,
-        consumer_group_name=GROUP,
+        consumer_group_name=group or GROUP,
         consumer_id="0",
         maxlen=maxlen,
         approximate=True,
         idle_timeout=int(idle.total_seconds() * 1000),
         xread_block=1000,
         xread_count=1,
+        socket_connect_timeout=3,
     )
 
 
-def open_broker(spec: str, *, lease: timedelta) -> AsyncBroker:
+def namespaced_queue(namespace: str) -> str:
+    """The stream (and consumer group) of a namespace: ``squidmesh.<namespace>``.
+
+    Raises:
+        ConfigurationError: the namespace is empty, too long, or not made of
+            letters, digits, ``.``, ``_`` and ``-``.
+    """
+    if not NAMESPACE.fullmatch(namespace):
+        raise ConfigurationError(
+            f"namespace {namespace!r} must be 1-64 letters, digits, '.', '_' or '-'"
+            " (starting with a letter or digit)"
+        )
+    return f"{QUEUE}.{namespace}"
+
+
+def describe_broker(broker: AsyncBroker) -> str:
+    """Where a broker is, for people: ``Redis at 127.0.0.1:6379/0 (stream squidmesh.x)``.
+
+    Credentials are never shown.
+    """
+    if isinstance(broker, RedisStreamBroker):
+        kwargs = broker.connection_pool.connection_kwargs
+        where = kwargs.get("path") or f"{kwargs.get('host', '?')}:{kwargs.get('port', 6379)}"
+        return f"Redis at {where}/{kwargs.get('db', 0)} (stream {broker.queue_name})"
+    return type(broker).__name__
+
+
+async def reach_broker(broker: AsyncBroker) -> None:
+    """Check that the broker answers (a Redis ``PING``); other brokers are trusted.
+
+    Raises:
+        BackendUnavailableError: the broker cannot be reached, naming where it is.
+    """
+    if not isinstance(broker, RedisStreamBroker):
+        return
+    try:
+        async with Redis(connection_pool=broker.connection_pool) as conn:
+            await conn.ping()
+    except (RedisError, OSError) as exc:
+        raise BackendUnavailableError(
+            f"cannot reach {describe_broker(broker)}: {describe(exc)}"
+        ) from exc
+
+
+def open_broker(spec: str, *, lease: timedelta, namespace: str | None = None) -> AsyncBroker:
     """A broker from its name: ``memory`` (in-process, for tests) or ``redis://...``.
+
+    A Redis broker reads and writes the namespace's stream (:func:`namespaced_queue`),
+    or ``squidmesh`` without one.
 
     Raises:
         ConfigurationError: any other name.
@@ -135,5 +193,8 @@ def open_broker(spec: str, *, lease: timedelta) -> AsyncBroker:
     if spec == "memory":
         return InMemoryBroker()
     if spec.startswith(("redis://", "rediss://", "unix://")):
-        return redis_stream_broker(spec, lease=lease)
+        if namespace is None:
+            return redis_stream_broker(spec, lease=lease)
+        queue = namespaced_queue(namespace)
+        return redis_stream_broker(spec, lease=lease, queue=queue, group=queue)
     raise ConfigurationError(f"unknown broker {spec!r} (use 'memory' or 'redis://...')")

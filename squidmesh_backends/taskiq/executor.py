@@ -38,6 +38,7 @@ from squidmesh_backends.errors import BackendUnavailableError
 from squidmesh_backends.logs import get_logger
 from squidmesh_backends.outage import Outage, describe, log_failure
 from squidmesh_backends.taskiq._receiver import cancellable_listen, open_envelope
+from squidmesh_backends.taskiq.brokers import describe_broker
 from squidmesh_core.ids import JobId, LeaseToken
 from squidmesh_core.ports import JobHandler, RefusalReason, Refused, ignore_refusal
 
@@ -132,7 +133,12 @@ class TaskiqExecutor:
         self._refused = refused
         self._slots = asyncio.Semaphore(self.concurrency)
         self.broker.is_worker_process = True
-        await self.broker.startup()
+        try:
+            await self.broker.startup()
+        except Exception as exc:  # the driver's fault, in SquidMesh's terms, naming where
+            raise BackendUnavailableError(
+                f"cannot reach {describe_broker(self.broker)}: {describe(exc)}"
+            ) from exc
         self._accepting = True
         if not isinstance(self.broker, InMemoryBroker):
             self._receiver = asyncio.create_task(
