@@ -40,17 +40,17 @@ def add_operator_commands(
     explain = with_app(
         actions.add_parser("explain", help="why a run is where it is and what can be done next")
     )
-    explain.add_argument("run_id")
+    explain.add_argument("run_id", help="the run's id")
     for name, text in (
         ("unblock", "let a run paused at a pause step go on"),
         ("approve", "approve a run waiting at an approval step"),
         ("reject", "reject a run waiting at an approval step"),
     ):
         parser = with_app(actions.add_parser(name, help=text))
-        parser.add_argument("run_id")
+        parser.add_argument("run_id", help="the run's id")
         add_who(parser, actor_required=True)
     signal = with_app(actions.add_parser("signal", help="send a signal to a run"))
-    signal.add_argument("run_id")
+    signal.add_argument("run_id", help="the run's id")
     signal.add_argument("name", help="the signal's name")
     signal.add_argument(
         "--payload", default="{}", help="the signal's payload as a JSON object (default: {})"

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
 
 from squidmesh_core.codec import (
     encode_audit,
@@ -39,6 +44,7 @@ def step_json(step: StepRunState) -> dict[str, JsonValue]:
                 "started_at": _time(a.started_at),
                 "finished_at": _time(a.finished_at),
                 "error": encode_failure(a.error),
+                "worker": a.worker,
             }
             for a in step.attempts
         ],
@@ -165,7 +171,7 @@ _WAITING = {
 }
 
 
-def _parked_row(run: Run, step: StepRunState) -> tuple[str, str, str, str, str, str]:
+def _parked_row(run: Run, step: StepRunState) -> tuple[str, str, str, str, str, str, str]:
     parked = step.parked
     assert parked is not None
     started = (parked.since - run.created_at).total_seconds()
@@ -184,17 +190,17 @@ def _parked_row(run: Run, step: StepRunState) -> tuple[str, str, str, str, str, 
         }[parked.kind]
     elif step.status is StepStatus.CANCELLED:
         note = "cancelled while " + _WAITING[parked.kind]
-    return (step.step, "-", f"+{started:.3f}s", took, step.status.value, note)
+    return (step.step, "-", f"+{started:.3f}s", took, step.status.value, "-", note)
 
 
-def timeline(run: Run) -> str:
-    """Every attempt of every step, with start offset, duration and outcome."""
-    rows = [("step", "attempt", "started", "took", "status", "note")]
+def timeline(run: Run) -> RenderableType:
+    """Every attempt of every step: start offset, duration, outcome, and the worker that ran it."""
+    rows = [("step", "attempt", "started", "took", "status", "worker", "note")]
     for step in run.history or ():
         if step.parked is not None:
             rows.append(_parked_row(run, step))
         elif not step.attempts:
-            rows.append((step.step, "-", "-", "-", step.status.value, ""))
+            rows.append((step.step, "-", "-", "-", step.status.value, "-", ""))
         for attempt in step.attempts:
             started = (attempt.started_at - run.created_at).total_seconds()
             took = (
@@ -210,13 +216,15 @@ def timeline(run: Run) -> str:
                     f"+{started:.3f}s",
                     took,
                     attempt.status.value,
+                    attempt.worker or "-",
                     note,
                 )
             )
-    text = table(rows)
-    if run.audit:
-        text += "\n  audit trail:\n" + "\n".join(f"    {_entry_text(e)}" for e in run.audit)
-    return text
+    shown = table(rows, status_column=4)
+    if not run.audit:
+        return shown
+    trail = "  audit trail:\n" + "\n".join(f"    {_entry_text(e)}" for e in run.audit)
+    return Group(shown, Text(trail))
 
 
 def with_app(command: str | None, app: str | None) -> str | None:
@@ -263,15 +271,35 @@ def explanation_text(e: Explanation, app: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
-        for row in rows
-    )
+STATUS_STYLES = {
+    "completed": "green",
+    "succeeded": "green",
+    "failed": "red",
+    "compensation_failed": "bold red",
+    "cancelled": "yellow",
+    "cancelling": "yellow",
+    "compensating": "yellow",
+    "paused": "cyan",
+    "parked": "cyan",
+    "running": "blue",
+}
+"""Colours of statuses in tables (shown only on a terminal)."""
 
 
-def runs_table(runs: Sequence[Run]) -> str:
+def table(rows: Sequence[Sequence[str]], *, status_column: int | None = None) -> Table:
+    """A borderless table: the first row is the header; cells are text, never markup."""
+    shown = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for name in rows[0]:
+        shown.add_column(name, overflow="fold")
+    for row in rows[1:]:
+        cells = [Text(_escaped(cell)) for cell in row]
+        if status_column is not None:
+            cells[status_column].stylize(STATUS_STYLES.get(row[status_column], ""))
+        shown.add_row(*cells)
+    return shown
+
+
+def runs_table(runs: Sequence[Run]) -> Table:
     rows = [("id", "workflow", "status", "created", "current")]
     rows.extend(
         (
@@ -283,4 +311,32 @@ def runs_table(runs: Sequence[Run]) -> str:
         )
         for r in runs
     )
-    return table(rows)
+    return table(rows, status_column=2)
+
+
+LIMIT = 200
+"""Characters of a JSON value ``run show`` prints before it cuts the rest (``--full``)."""
+
+
+def compact(value: object, *, full: bool) -> str:
+    """``value`` as one line of JSON, cut at :data:`LIMIT` characters unless ``full``."""
+    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    if full or len(text) <= LIMIT:
+        return text
+    return f"{text[:LIMIT]}... ({len(text) - LIMIT} more characters; --full shows all)"
+
+
+def data_section(run: Run, *, full: bool) -> str:
+    """Payload, context and each step's output, one line each (cut unless ``full``)."""
+    lines = [
+        f"  payload   {_escaped(compact(dict(run.payload), full=full))}",
+        f"  context   {_escaped(compact(dict(run.context), full=full))}",
+    ]
+    outputs = [s for s in run.history or () if s.output is not None]
+    if outputs:
+        lines.append("  outputs:")
+        lines.extend(
+            f"    {_escaped(s.step)}: {_escaped(compact(dict(s.output or {}), full=full))}"
+            for s in outputs
+        )
+    return "\n".join(lines)

@@ -17,6 +17,7 @@ import redis
 import redis.asyncio
 from returns.result import Failure
 
+from squidmesh_backends.cli.console import plain
 from squidmesh_backends.cli.gateway import GatewayStub
 from squidmesh_backends.cli.render import summary, timeline
 from squidmesh_backends.cli.smoke_app import SETTINGS
@@ -28,6 +29,7 @@ from squidmesh_backends.examples.payment_recovery import payment_recovery
 from squidmesh_backends.postgres import migrate
 from squidmesh_backends.runtime import Runtime, compose
 from squidmesh_backends.runtime.bootstrap import split_schema
+from squidmesh_backends.taskiq import reach_broker, redis_stream_broker
 from squidmesh_core.commands import Emit
 from squidmesh_core.state import AttemptStatus, OperatorCommand, RunStatus
 from squidmesh_core.views import Run
@@ -132,13 +134,13 @@ async def run_smoke(
     if worker is not None:
         print(f"worker process {worker.pid} stopped with exit code {worker.returncode}", file=out)
     print(summary(done), file=out)
-    print(timeline(done), file=out)
+    print(plain(timeline(done)), file=out)
     problems = check(done, len(gateway.requests))
     print(summary(approved), file=out)
-    print(timeline(approved), file=out)
+    print(plain(timeline(approved)), file=out)
     problems += check_approval(approved)
     print(summary(undone), file=out)
-    print(timeline(undone), file=out)
+    print(plain(timeline(undone)), file=out)
     problems += check_saga(undone)
     if worker is not None and worker.returncode != 0:
         problems.append(f"the worker process exited with {worker.returncode} on SIGTERM")
@@ -233,6 +235,7 @@ async def _worker_process(
         yield None
         return
     queue = f"squidmesh_smoke_{secrets.token_hex(4)}"
+    await reach_broker(redis_stream_broker(broker, lease=SETTINGS.lease, queue=queue))
     env = {
         **os.environ,
         "SQUIDMESH_SMOKE_STORE": store,
@@ -253,10 +256,12 @@ async def _worker_process(
     assert proc.stdout is not None
     drain: asyncio.Task[bytes] | None = None
     try:
-        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        seen: list[bytes] = []
+        async with asyncio.timeout(30):
+            while (line := await proc.stdout.readline()) and READY not in line.decode():
+                seen.append(line)  # the worker's log lines before it is ready
         if READY not in line.decode():
-            rest = await proc.stdout.read()
-            raise ConfigurationError(f"the worker did not start: {(line + rest).decode()}")
+            raise ConfigurationError(f"the worker did not start: {b''.join(seen).decode()}")
         print(line.decode().strip(), file=out, flush=True)
         # Keep reading the worker's output so a chatty worker never blocks on a full pipe.
         drain = asyncio.create_task(proc.stdout.read())

@@ -5,23 +5,71 @@ broker=...)``) for the work to spread over processes; any runtime works. The
 worker runs until SIGTERM or SIGINT, then stops claiming, lets running steps
 finish within the runtime's ``shutdown_timeout``, releases the leases of those
 that did not, and exits. A second signal exits at once (leases then expire).
+
+Its first line on stdout says what is active: the store (credentials
+redacted) and schema, the broker and its namespace's stream, the workflows,
+the cron triggers started here, and the concurrency.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from typing import TextIO
+from urllib.parse import urlsplit, urlunsplit
 
 from squidmesh_backends.cli.app import load_runtime
 from squidmesh_backends.logs import get_logger
 from squidmesh_backends.runtime.inprocess import InProcessExecutor
-from squidmesh_backends.taskiq import TaskiqExecutor
+from squidmesh_backends.runtime.runtime import Runtime
+from squidmesh_backends.taskiq import TaskiqExecutor, describe_broker
 
 LOG = get_logger("squidmesh.worker")
 READY = "squidmesh worker ready"
+
+
+def redacted(dsn: str) -> str:
+    """A connection string without its password (URL or libpq keywords)."""
+    parts = urlsplit(dsn)
+    if parts.scheme and parts.password is not None:
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        user = f"{parts.username}:***@" if parts.username else "***@"
+        return urlunsplit(parts._replace(netloc=f"{user}{host}{port}"))
+    return re.sub(r"(password\s*=\s*)(\S+)", r"\1***", dsn)
+
+
+def describe_store(runtime: Runtime) -> str:
+    """``PostgreSQL postgresql://app:***@db/prod schema public``, ``SQLite ./x.db``, ``memory``."""
+    store = runtime.store
+    dsn, schema, path = (getattr(store, name, None) for name in ("dsn", "schema", "path"))
+    if isinstance(dsn, str):
+        return f"PostgreSQL {redacted(dsn)} schema {schema}"
+    if isinstance(path, str):
+        return f"SQLite {path}"
+    return type(store).__name__
+
+
+def ready_line(runtime: Runtime) -> str:
+    """What this worker serves, on one line."""
+    executor = runtime.worker.executor
+    broker = (
+        describe_broker(executor.broker)
+        if isinstance(executor, TaskiqExecutor)
+        else "none (steps run in this process)"
+    )
+    cron = runtime.worker.cron_loop
+    triggers = ", ".join(f"{a.definition.name}/{a.trigger}" for a in cron.schedules) if cron else ""
+    return (
+        f"{READY}: pid {os.getpid()}; store {describe_store(runtime)}; broker {broker};"
+        f" workflows {', '.join(sorted(runtime.workflows)) or 'none'};"
+        f" cron {triggers or 'none'};"
+        f" concurrency {getattr(executor, 'concurrency', '?')}"
+        f" ({type(executor).__name__})"
+    )
 
 
 async def run_worker(app: str, *, concurrency: int | None, out: TextIO = sys.stdout) -> int:
@@ -44,13 +92,7 @@ async def run_worker(app: str, *, concurrency: int | None, out: TextIO = sys.std
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         async with runtime:
-            kind = type(executor).__name__
-            print(
-                f"{READY}: pid {os.getpid()}, {kind}, concurrency "
-                f"{getattr(executor, 'concurrency', '?')}",
-                file=out,
-                flush=True,
-            )
+            print(ready_line(runtime), file=out, flush=True)
             await stopping.wait()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -1,4 +1,9 @@
-"""The CLI tests' host application: the shipped hello example, on a store chosen per test."""
+"""The CLI tests' host application: the shipped hello example, on a store chosen per test.
+
+``SQUIDMESH_TEST_CLI_STORE`` (default ``memory``), ``SQUIDMESH_TEST_CLI_BROKER``
+(none: steps run in the worker process), ``SQUIDMESH_TEST_CLI_NAMESPACE`` and
+``SQUIDMESH_TEST_CLI_WORKFLOWS`` (comma-separated names: register only these).
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,23 @@ SETTINGS = RuntimeSettings(poll_interval=timedelta(milliseconds=50))
 
 
 def make_runtime() -> Runtime:
+    only = os.environ.get("SQUIDMESH_TEST_CLI_WORKFLOWS")
+    chosen = [w for w in (hello, ORDER_APPROVAL) if only is None or w.name in only.split(",")]
     return compose(
-        workflows=[hello, ORDER_APPROVAL],
+        workflows=chosen,
         store=os.environ.get("SQUIDMESH_TEST_CLI_STORE", "memory"),
+        broker=os.environ.get("SQUIDMESH_TEST_CLI_BROKER") or None,
+        namespace=os.environ.get("SQUIDMESH_TEST_CLI_NAMESPACE") or None,
         settings=SETTINGS,
     )
+
+
+async def async_factory() -> Runtime:  # a mistake the CLI names
+    return make_runtime()
+
+
+def needs_arguments(store: str) -> Runtime:  # a mistake the CLI names
+    return make_runtime()
 
 
 runtime = make_runtime()

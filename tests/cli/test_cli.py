@@ -1,38 +1,16 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
+import re
 from pathlib import Path
 
 import pytest
 
 from squidmesh_backends.cli.main import END_MARK, START_MARK, main, render_tables_into
 from squidmesh_core._table import markdown_tables
+from tests.cli.harness import APP, ROOT, squidmesh, worker
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[2]
-APP = "tests.cli.sample_app:runtime"
-
-
-def squidmesh(
-    *args: str, cwd: Path = ROOT, stdin: str | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    script = shutil.which("squidmesh", path=str(Path(sys.executable).parent))
-    assert script is not None, "the console script is installed with the package"
-    return subprocess.run(
-        [script, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        input=stdin,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_smoke_runs_the_example_end_to_end(tmp_path: Path) -> None:
@@ -40,8 +18,8 @@ def test_smoke_runs_the_example_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "status    completed" in out
-    assert "check_gateway        1" in out and "http: gateway answered 503" in out
-    assert "check_gateway        2" in out
+    assert re.search(r"check_gateway +1 .*http: gateway answered 503", out)
+    assert re.search(r"check_gateway +2 ", out)
     assert out.rstrip().endswith("smoke: all checks passed")
 
 
@@ -52,24 +30,39 @@ def test_smoke_verbose_prints_events_as_they_happen(tmp_path: Path) -> None:
     assert "event run.transition {'from': 'running', 'to': 'completed'}" in result.stdout
 
 
-def test_run_start_and_wait_prints_the_finished_run_as_json() -> None:
-    result = squidmesh(
-        "run", "start", "--app", APP, "demo.hello", '{"name": "ada"}', "--wait", "--json"
-    )
+def test_run_start_and_wait_watches_a_worker_run_it(tmp_path: Path) -> None:
+    env = {"SQUIDMESH_TEST_CLI_STORE": f"sqlite:{tmp_path}/wait.db"}
+    with worker(env=env):
+        result = squidmesh(
+            "run",
+            "start",
+            "--app",
+            APP,
+            "demo.hello",
+            '{"name": "ada"}',
+            "--wait",
+            "--json",
+            env=env,
+        )
+        from_stdin = squidmesh(
+            "run",
+            "start",
+            "--app",
+            APP,
+            "demo.hello",
+            "-",
+            "--wait",
+            stdin='{"name": "bo"}',
+            env=env,
+        )
     assert result.returncode == 0, result.stderr
     run = json.loads(result.stdout)
     assert run["status"] == "completed"
     assert run["context"] == {"greeting": "hello ada"}
     assert [s["step"] for s in run["history"]] == ["greet", "linger"]
-
-
-def test_run_start_reads_the_payload_from_stdin() -> None:
-    result = squidmesh(
-        "run", "start", "--app", APP, "demo.hello", "-", "--wait", stdin='{"name": "bo"}'
-    )
-    assert result.returncode == 0, result.stderr
-    assert "status    completed" in result.stdout
-    assert "greet" in result.stdout and "linger" in result.stdout
+    assert from_stdin.returncode == 0, from_stdin.stderr
+    assert "status    completed" in from_stdin.stdout
+    assert "greet" in from_stdin.stdout and "linger" in from_stdin.stdout
 
 
 def test_invalid_payload_is_refused_with_its_code() -> None:
@@ -116,10 +109,10 @@ def test_version() -> None:
     assert shown.returncode == 0 and shown.stdout.startswith("squidmesh ")
 
 
-def test_list_with_bad_status_is_refused() -> None:
+def test_list_with_bad_status_is_a_usage_error_listing_the_choices() -> None:
     result = squidmesh("run", "list", "--app", APP, "--status", "asleep")
-    assert result.returncode == 1
-    assert "error: invalid_option" in result.stderr
+    assert result.returncode == 2
+    assert "invalid choice: 'asleep'" in result.stderr and "completed" in result.stderr
 
 
 def test_bad_app_spec_is_a_configuration_error() -> None:
@@ -240,9 +233,18 @@ def test_schedule_list_prints_next_fire_times_in_the_triggers_zone(tmp_path: Pat
 def test_people_in_the_loop_from_the_cli(tmp_path: Path) -> None:
     env = {"SQUIDMESH_TEST_CLI_STORE": f"sqlite:{tmp_path}/people.db"}
     order = '{"order_id": "o-1", "amount": 5}'
-    started = squidmesh(
-        "run", "start", "--app", APP, "examples.order_approval", order, "--wait", "--json", env=env
-    )
+    with worker(env=env):  # runs the steps up to the approval, then stops
+        started = squidmesh(
+            "run",
+            "start",
+            "--app",
+            APP,
+            "examples.order_approval",
+            order,
+            "--wait",
+            "--json",
+            env=env,
+        )
     assert started.returncode == 0, started.stderr
     run = json.loads(started.stdout)
     assert (run["status"], run["parked_step"]) == ("paused", "review")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli import squidmesh
+from tests.cli.harness import squidmesh, worker
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -56,9 +56,18 @@ def test_run_commands_against_an_unmigrated_schema_name_the_fix(
 
 def test_run_commands_work_on_postgres(pg_dsn: str, pg_schema: str) -> None:
     env = {"SQUIDMESH_TEST_APP_STORE": f"{pg_dsn}?schema={pg_schema}"}
-    started = squidmesh(
-        "run", "start", "--app", APP, "demo.hello", '{"name": "ada"}', "--wait", "--json", env=env
-    )
+    with worker(app=APP, env=env):
+        started = squidmesh(
+            "run",
+            "start",
+            "--app",
+            APP,
+            "demo.hello",
+            '{"name": "ada"}',
+            "--wait",
+            "--json",
+            env=env,
+        )
     assert started.returncode == 0, started.stdout + started.stderr
     run = json.loads(started.stdout)
     assert run["status"] == "completed"

@@ -14,7 +14,7 @@ from squidmesh_backends.postgres import PostgresRunStore
 from squidmesh_backends.runtime import Runtime, RuntimeSettings
 from squidmesh_core import RunStatus, StepStatus
 from squidmesh_core.state import OperatorCommand, RunState
-from tests.cli.test_cli import squidmesh
+from tests.cli.harness import squidmesh
 from tests.taskiq.conftest import Workers
 from tests.taskiq.processes import APP
 

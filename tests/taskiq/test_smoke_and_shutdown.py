@@ -21,7 +21,7 @@ from squidmesh_core import (
     step,
     workflow,
 )
-from tests.cli.test_cli import squidmesh
+from tests.cli.harness import squidmesh
 from tests.taskiq.conftest import Workers, producer, wait_all
 from tests.taskiq.worker_app import crashable
 
