@@ -25,8 +25,12 @@ def console(stream: TextIO | None = None) -> Console:
 def show(renderable: RenderableType, *, err: bool = False) -> None:
     """Print a table or group on stdout (or stderr): Rich on a terminal, else plain lines."""
     stream = sys.stderr if err else sys.stdout
-    if stream.isatty():
-        console(stream).print(renderable)
+    if stream.isatty():  # as wide as the table needs: the terminal wraps, cells never fold
+        terminal = console(stream)
+        wanted = terminal.measure(renderable, options=terminal.options.update_width(1000))
+        Console(
+            file=stream, highlight=False, width=max(terminal.width, wanted.maximum)
+        ).print(renderable)
     else:
         print(plain(renderable), file=stream)
 

@@ -286,11 +286,14 @@ STATUS_STYLES = {
 """Colours of statuses in tables (shown only on a terminal)."""
 
 
+UNBROKEN = frozenset({"id", "created", "name", "started", "worker"})
+
+
 def table(rows: Sequence[Sequence[str]], *, status_column: int | None = None) -> Table:
     """A borderless table: the first row is the header; cells are text, never markup."""
     shown = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    for name in rows[0]:
-        shown.add_column(name, overflow="fold")
+    for name in rows[0]:  # ids and times stay whole, to be copied; the rest may fold
+        shown.add_column(name, overflow="fold", no_wrap=name in UNBROKEN)
     for row in rows[1:]:
         cells = [Text(_escaped(cell)) for cell in row]
         if status_column is not None:
