@@ -28,9 +28,9 @@ def show(renderable: RenderableType, *, err: bool = False) -> None:
     if stream.isatty():  # as wide as the table needs: the terminal wraps, cells never fold
         terminal = console(stream)
         wanted = terminal.measure(renderable, options=terminal.options.update_width(1000))
-        Console(
-            file=stream, highlight=False, width=max(terminal.width, wanted.maximum)
-        ).print(renderable)
+        Console(file=stream, highlight=False, width=max(terminal.width, wanted.maximum)).print(
+            renderable
+        )
     else:
         print(plain(renderable), file=stream)
 

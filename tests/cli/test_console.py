@@ -22,7 +22,7 @@ HOSTILE = ("[bold red]forged[/bold red]", "line\x1b[2Jwiped", "a\nb")
 def test_tables_keep_ids_whole_and_show_run_data_as_text(
     stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(console.sys, "stdout", stream)
+    monkeypatch.setattr("sys.stdout", stream)
     monkeypatch.setenv("COLUMNS", "40")
     long_id = "544d9bf7-5273-40d5-bb52-fdde07eca9fb"
     console.show(
