@@ -5,7 +5,8 @@ Rules:
 1. At least one filter (``--workflow``, ``--status``, ``--created-after``,
    ``--created-before``) is needed: nothing acts on every run by accident.
 2. The runs are selected once, before anything changes (so the runs a replay
-   creates are never selected again), newest first, at most :data:`MOST`.
+   creates are never selected again), newest first, at most :data:`MOST`;
+   reaching that many is said (narrow the filters, or repeat the action).
 3. Without ``--yes`` nothing changes: the command prints how many runs match
    and the first of them.
 4. With ``--yes`` each run gets its own command through the same audited call
@@ -23,14 +24,14 @@ import json
 from returns.result import Failure
 
 from squidmesh_backends.cli.console import print_text, show
-from squidmesh_backends.cli.render import runs_table
+from squidmesh_backends.cli.render import escaped, runs_table
 from squidmesh_backends.cli.runs import cancel_or_replay, refuse, sentence
 from squidmesh_backends.errors import ConfigurationError
 from squidmesh_backends.runtime.runtime import Runtime
 from squidmesh_core.views import Run
 
-MOST = 100_000
-"""Most runs one bulk action selects."""
+MOST = 10_000
+"""Most runs one bulk action selects (narrow the filters, or repeat, for more)."""
 PAGE = 500
 PREVIEW = 20
 
@@ -59,6 +60,25 @@ async def select(runtime: Runtime, args: argparse.Namespace) -> list[Run] | obje
     return chosen
 
 
+def _preview(selected: list[Run], verb: str, args: argparse.Namespace) -> int:
+    """Rule 3: say what would change, change nothing."""
+    if args.json:
+        print(
+            json.dumps(
+                {"matched": len(selected), "runs": [r.id for r in selected], "dry_run": True},
+                sort_keys=True,
+            )
+        )
+        return 0
+    print_text(f"{len(selected)} run(s) would be {verb}:")
+    if selected:
+        show(runs_table(selected[:PREVIEW]))
+    if len(selected) > PREVIEW:
+        print_text(f"  ... and {len(selected) - PREVIEW} more")
+    print_text("run again with --yes to do it")
+    return 0
+
+
 async def bulk(runtime: Runtime, args: argparse.Namespace) -> int:
     """Preview or act on the runs the filters select (the module's rules)."""
     filters = (args.workflow, args.status, args.created_after, args.created_before)
@@ -71,22 +91,14 @@ async def bulk(runtime: Runtime, args: argparse.Namespace) -> int:
     if not isinstance(selected, list):
         return refuse(selected, args)
     verb = {"cancel": "cancelled", "replay": "replayed"}[args.action]
+    if len(selected) >= MOST:
+        print_text(
+            f"note: only the newest {MOST} matching runs are selected; "
+            "narrow the filters or repeat the action for the rest",
+            err=True,
+        )
     if not args.yes:
-        if args.json:
-            print(
-                json.dumps(
-                    {"matched": len(selected), "runs": [r.id for r in selected], "dry_run": True},
-                    sort_keys=True,
-                )
-            )
-            return 0
-        print_text(f"{len(selected)} run(s) would be {verb}:")
-        if selected:
-            show(runs_table(selected[:PREVIEW]))
-        if len(selected) > PREVIEW:
-            print_text(f"  ... and {len(selected) - PREVIEW} more")
-        print_text("run again with --yes to do it")
-        return 0
+        return _preview(selected, verb, args)
     done: list[dict[str, object]] = []
     refused = 0
     for run in selected:
@@ -98,7 +110,7 @@ async def bulk(runtime: Runtime, args: argparse.Namespace) -> int:
             code = getattr(error, "code", "error")
             done.append({"run_id": run.id, "ok": False, "code": code, "message": sentence(error)})
             if not args.json:
-                print_text(f"refused {run.id}: {code}: {sentence(error)}", err=True)
+                print_text(f"refused {run.id}: {code}: {escaped(sentence(error))}", err=True)
             continue
         made = outcome.unwrap()
         done.append(

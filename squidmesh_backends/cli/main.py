@@ -218,7 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
         sys.stdout.flush()
     except SquidmeshError as exc:  # configuration, store, broker: a sentence, exit 2
-        print(f"error: {exc}", file=sys.stderr)
+        from squidmesh_backends.cli.render import escaped
+
+        print(f"error: {escaped(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         waiting = getattr(args, "waiting_for", None)

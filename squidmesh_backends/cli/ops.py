@@ -4,12 +4,16 @@
 when there is one, so it can gate a deploy):
 
 1. **schema**: the store's schema version is the one this SquidMesh expects.
-2. **expired leases**: no job's lease ended without a worker reclaiming it.
+2. **expired leases**: no job's lease ended longer than ``--overdue`` ago
+   without a worker reclaiming it (a lease that just ended is the next
+   claim's to take).
 3. **overdue jobs**: no job has been due for longer than ``--overdue``.
 4. **workers**: with jobs due, some worker was seen in the last five minutes.
 5. **stuck runs**: no unfinished run is explained as stuck (a lease that
    expired, a workflow this application no longer registers, a paused run
-   whose resume target is gone).
+   whose resume target is gone). The runs explained are the newest
+   ``--stuck-limit`` of each unfinished status and every run holding an
+   expired lease; a cut list is said in a note.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from squidmesh_backends.cli.console import console, print_text, show
-from squidmesh_backends.cli.render import STATUS_STYLES, table
+from squidmesh_backends.cli.render import STATUS_STYLES, escaped, table
 from squidmesh_backends.cli.runs import emit, refuse
 from squidmesh_backends.errors import MigrationRequiredError
 from squidmesh_backends.runtime.runtime import Runtime
@@ -163,26 +167,37 @@ class Problem:
     details: dict[str, JsonValue] = field(default_factory=dict)
 
 
-async def _stuck_runs(runtime: Runtime, limit: int) -> list[Problem]:
-    problems: list[Problem] = []
+async def _stuck_runs(
+    runtime: Runtime, limit: int, suspects: set[str], notes: list[str]
+) -> list[Problem]:
+    """Explain the newest ``limit`` unfinished runs of each status, and every suspect run."""
+    seen: dict[str, str] = {}
     for wanted in UNFINISHED:
-        listed = await runtime.list_runs(status=wanted, limit=limit)
-        for run in listed.value_or(()):
-            explained = await runtime.explain_run(run.id)
-            why = explained.value_or(None)
-            if why is not None and why.reason in STUCK:
-                problems.append(
-                    Problem(
-                        "stuck_run",
-                        f"run {run.id} ({run.workflow}) is stuck: {why.summary}",
-                        {"run_id": run.id, "workflow": run.workflow, "reason": why.reason.value},
-                    )
+        listed = (await runtime.list_runs(status=wanted, limit=limit)).value_or(())
+        seen.update((run.id, run.workflow) for run in listed)
+        if len(listed) == limit:
+            notes.append(
+                f"only the newest {limit} {wanted.value} runs were explained (--stuck-limit)"
+            )
+    problems: list[Problem] = []
+    for run_id in sorted(set(seen) | suspects):
+        why = (await runtime.explain_run(run_id)).value_or(None)
+        if why is not None and why.reason in STUCK:
+            workflow = seen.get(run_id, "?")
+            problems.append(
+                Problem(
+                    "stuck_run",
+                    f"run {run_id} ({workflow}) is stuck: {why.summary}",
+                    {"run_id": run_id, "workflow": workflow, "reason": why.reason.value},
                 )
+            )
     return problems
 
 
-async def diagnose(runtime: Runtime, *, overdue: timedelta, stuck_limit: int) -> list[Problem]:
-    """Every problem ``doctor`` finds (see the module's rules)."""
+async def diagnose(
+    runtime: Runtime, *, overdue: timedelta, stuck_limit: int, notes: list[str]
+) -> list[Problem]:
+    """Every problem ``doctor`` finds (see the module's rules); what it left out goes to notes."""
     snapshot = await runtime.store_status(
         expiring_within=EXPIRING_WITHIN, workers_within=WORKERS_WITHIN
     )
@@ -198,6 +213,8 @@ async def diagnose(runtime: Runtime, *, overdue: timedelta, stuck_limit: int) ->
             )
         )
     for lease in snapshot.expired_leases:
+        if now - lease.expired_at <= overdue:  # the next claim takes it: not yet a problem
+            continue
         problems.append(
             Problem(
                 "expired_lease",
@@ -225,14 +242,18 @@ async def diagnose(runtime: Runtime, *, overdue: timedelta, stuck_limit: int) ->
                 {"due_jobs": snapshot.due_jobs},
             )
         )
-    problems.extend(await _stuck_runs(runtime, stuck_limit))
+    suspects = {str(lease.run_id) for lease in snapshot.expired_leases}
+    problems.extend(await _stuck_runs(runtime, stuck_limit, suspects, notes))
     return problems
 
 
 async def doctor(runtime: Runtime, args: argparse.Namespace) -> int:
     """``squidmesh doctor``: 0 when healthy, 3 when a problem was found."""
+    notes: list[str] = []
     try:
-        problems = await diagnose(runtime, overdue=args.overdue, stuck_limit=args.stuck_limit)
+        problems = await diagnose(
+            runtime, overdue=args.overdue, stuck_limit=args.stuck_limit, notes=notes
+        )
     except MigrationRequiredError as exc:  # the store cannot even be read: rule 1 failed
         problems = [Problem("schema", f"{exc}; run `squidmesh migrate`")]
     if args.json:
@@ -240,6 +261,7 @@ async def doctor(runtime: Runtime, args: argparse.Namespace) -> int:
             json.dumps(
                 {
                     "ok": not problems,
+                    "notes": notes,
                     "problems": [
                         {"check": p.check, "message": p.message, "details": p.details}
                         for p in problems
@@ -253,9 +275,12 @@ async def doctor(runtime: Runtime, args: argparse.Namespace) -> int:
     elif problems:
         print_text(f"{len(problems)} problem(s):")
         for problem in problems:
-            print_text(f"  - [{problem.check}] {problem.message}")
+            print_text(f"  - [{problem.check}] {escaped(problem.message)}")
     else:
         print_text("no problems found (schema, leases, overdue jobs, workers, stuck runs)")
+    if not args.json:
+        for note in notes:
+            print_text(f"note: {note}")
     return 3 if problems else 0
 
 

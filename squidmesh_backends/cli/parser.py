@@ -10,6 +10,7 @@ that long ago.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from collections.abc import Callable
@@ -22,6 +23,9 @@ STATUSES = tuple(s.value for s in RunStatus)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
+LONGEST = timedelta(days=36_525)
+"""The longest duration accepted (a century): ages and cutoffs beyond it are typos."""
+
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -32,7 +36,21 @@ def duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a duration: write a number and a unit, as in 30d, 12h, 15m, 90s, 2w"
         )
-    return timedelta(seconds=float(found[1]) * _UNITS[found[2]])
+    value = float(found[1]) * _UNITS[found[2]]
+    if value > LONGEST.total_seconds():
+        raise argparse.ArgumentTypeError(f"{text!r} is longer than {LONGEST.days} days")
+    return timedelta(seconds=value)
+
+
+def seconds(text: str) -> float:
+    """A finite, positive number of seconds (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0 or value > 365 * 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
 
 
 def moment(text: str) -> datetime:
@@ -94,19 +112,25 @@ def add_filters(parser: argparse.ArgumentParser, *, status_help: str) -> None:
     )
 
 
+def _from_environ(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """An environment variable's value (any case) if it is one of ``choices``; else ``default``."""
+    value = os.environ.get(name, default).strip().lower()
+    return value if value in choices else default
+
+
 def add_logging(parser: argparse.ArgumentParser) -> None:
     """``--log-level`` and ``--log-format``."""
     parser.add_argument(
         "--log-level",
         choices=LEVELS,
-        default=os.environ.get("SQUIDMESH_LOG_LEVEL", "info"),
+        default=_from_environ("SQUIDMESH_LOG_LEVEL", "info", LEVELS),
         help="least severe records shown; info shows each step starting and finishing "
         "(default: $SQUIDMESH_LOG_LEVEL or info)",
     )
     parser.add_argument(
         "--log-format",
         choices=FORMATS,
-        default=os.environ.get("SQUIDMESH_LOG_FORMAT", "text"),
+        default=_from_environ("SQUIDMESH_LOG_FORMAT", "text", FORMATS),
         help="text lines, or one JSON object per line for log shippers "
         "(default: $SQUIDMESH_LOG_FORMAT or text)",
     )
@@ -161,7 +185,7 @@ def build_parser(handlers: dict[str, Handler], version: str) -> argparse.Argumen
     )
     migrate.add_argument(
         "--wait",
-        type=float,
+        type=seconds,
         default=10.0,
         metavar="SECONDS",
         help="keep retrying an unreachable server this long (default: 10)",
@@ -195,7 +219,7 @@ def build_parser(handlers: dict[str, Handler], version: str) -> argparse.Argumen
     )
     start.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=300.0,
         metavar="SECONDS",
         help="longest --wait (default: 300)",

@@ -104,15 +104,15 @@ def receipt_line(receipt: Receipt) -> str:
     return f"  command   {_entry_text(entry)}: {change}{repeat}"
 
 
-def _escaped(text: str) -> str:
+def escaped(text: str) -> str:
     """``text`` with control characters escaped, so it cannot forge or recolour lines."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _entry_text(entry: AuditEntry) -> str:
-    who = f" by {_escaped(entry.actor)}" if entry.actor else ""
-    key = f" [key {_escaped(entry.idempotency_key)}]" if entry.idempotency_key else ""
-    note = f" ({_escaped(entry.note)})" if entry.note else ""
+    who = f" by {escaped(entry.actor)}" if entry.actor else ""
+    key = f" [key {escaped(entry.idempotency_key)}]" if entry.idempotency_key else ""
+    note = f" ({escaped(entry.note)})" if entry.note else ""
     return f"{entry.command.value}{who} at {entry.at.isoformat()}{note}{key}"
 
 
@@ -144,7 +144,7 @@ def summary(run: Run, *, now: datetime | None = None) -> str:
         lines.append(f"  error     {run.last_error.kind}: {run.last_error.message}")
     if run.receipt is not None:
         lines.append(receipt_line(run.receipt))
-    return "\n".join(lines)
+    return "\n".join(escaped(line) for line in lines)  # run data cannot add or restyle lines
 
 
 def _compensation_line(run: Run) -> str:
@@ -268,7 +268,7 @@ def explanation_text(e: Explanation, app: str | None = None) -> str:
         for action in e.next_actions:
             how = f"   $ {with_app(action.command, app)}" if action.command else ""
             lines.append(f"    - {action.description}{how}")
-    return "\n".join(lines)
+    return "\n".join(escaped(line) for line in lines)
 
 
 STATUS_STYLES = {
@@ -295,7 +295,7 @@ def table(rows: Sequence[Sequence[str]], *, status_column: int | None = None) ->
     for name in rows[0]:  # ids and times stay whole, to be copied; the rest may fold
         shown.add_column(name, overflow="fold", no_wrap=name in UNBROKEN)
     for row in rows[1:]:
-        cells = [Text(_escaped(cell)) for cell in row]
+        cells = [Text(escaped(cell)) for cell in row]
         if status_column is not None:
             cells[status_column].stylize(STATUS_STYLES.get(row[status_column], ""))
         shown.add_row(*cells)
@@ -332,14 +332,14 @@ def compact(value: object, *, full: bool) -> str:
 def data_section(run: Run, *, full: bool) -> str:
     """Payload, context and each step's output, one line each (cut unless ``full``)."""
     lines = [
-        f"  payload   {_escaped(compact(dict(run.payload), full=full))}",
-        f"  context   {_escaped(compact(dict(run.context), full=full))}",
+        f"  payload   {escaped(compact(dict(run.payload), full=full))}",
+        f"  context   {escaped(compact(dict(run.context), full=full))}",
     ]
     outputs = [s for s in run.history or () if s.output is not None]
     if outputs:
         lines.append("  outputs:")
         lines.extend(
-            f"    {_escaped(s.step)}: {_escaped(compact(dict(s.output or {}), full=full))}"
+            f"    {escaped(s.step)}: {escaped(compact(dict(s.output or {}), full=full))}"
             for s in outputs
         )
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from returns.result import Failure, Result
 
 from squidmesh_backends.cli.console import print_text, show
+from squidmesh_backends.cli.render import escaped
 from squidmesh_backends.errors import ConfigurationError
 from squidmesh_backends.runtime.runtime import Runtime
 from squidmesh_core.errors import UnknownWorkflow
@@ -49,7 +50,9 @@ def refuse(error: object, args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
         print(json.dumps({"error": error_json(error)}, default=str, sort_keys=True))
     else:
-        print_text(f"error: {getattr(error, 'code', 'error')}: {sentence(error)}", err=True)
+        print_text(
+            f"error: {getattr(error, 'code', 'error')}: {escaped(sentence(error))}", err=True
+        )
     return 1
 
 

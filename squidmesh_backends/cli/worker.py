@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import sys
 from typing import TextIO
-from urllib.parse import urlsplit, urlunsplit
 
 from squidmesh_backends.cli.app import load_runtime
 from squidmesh_backends.logs import get_logger
@@ -31,23 +29,14 @@ LOG = get_logger("squidmesh.worker")
 READY = "squidmesh worker ready"
 
 
-def redacted(dsn: str) -> str:
-    """A connection string without its password (URL or libpq keywords)."""
-    parts = urlsplit(dsn)
-    if parts.scheme and parts.password is not None:
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        user = f"{parts.username}:***@" if parts.username else "***@"
-        return urlunsplit(parts._replace(netloc=f"{user}{host}{port}"))
-    return re.sub(r"(password\s*=\s*)(\S+)", r"\1***", dsn)
-
-
 def describe_store(runtime: Runtime) -> str:
-    """``PostgreSQL postgresql://app:***@db/prod schema public``, ``SQLite ./x.db``, ``memory``."""
+    """``PostgreSQL app@db:5432/prod schema public`` (no password), ``SQLite x.db``, ``memory``."""
     store = runtime.store
     dsn, schema, path = (getattr(store, name, None) for name in ("dsn", "schema", "path"))
     if isinstance(dsn, str):
-        return f"PostgreSQL {redacted(dsn)} schema {schema}"
+        from squidmesh_backends.postgres._identity import describe_dsn
+
+        return f"PostgreSQL {describe_dsn(dsn)} schema {schema}"
     if isinstance(path, str):
         return f"SQLite {path}"
     return type(store).__name__

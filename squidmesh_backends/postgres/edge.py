@@ -40,6 +40,10 @@ _REFUSED = (
     "not permitted to log in",
     "invalid dsn",
     "invalid connection option",
+    "pg_hba.conf rejects",
+    "certificate",
+    "ssl is not enabled",
+    "server does not support ssl",
 )
 
 

@@ -77,10 +77,21 @@ class Publisher:
 
     def publish(self, event: Emit) -> None:
         """Hand one event to every sink (after whatever commit it reports)."""
+        level = logging.INFO if event.topic in INFO_TOPICS else logging.DEBUG
+        if LOG.isEnabledFor(level):
+            self._log(event, level)
+        for sink in self.sinks:
+            try:
+                sink.publish(event)
+            except Exception:  # a failing subscriber must never break the runtime
+                LOG.exception("event sink %r failed on %s", sink, event.topic)
+
+    @staticmethod
+    def _log(event: Emit, level: int) -> None:
         job_id = event.attributes.get("job_id")
         where = f" {event.step}#{event.attempt}" if event.step and event.attempt else ""
         LOG.log(
-            logging.INFO if event.topic in INFO_TOPICS else logging.DEBUG,
+            level,
             "%s%s %s",
             event.topic,
             where,
@@ -93,11 +104,6 @@ class Publisher:
                 "job_id": job_id if isinstance(job_id, str) else None,
             },
         )
-        for sink in self.sinks:
-            try:
-                sink.publish(event)
-            except Exception:  # a failing subscriber must never break the runtime
-                LOG.exception("event sink %r failed on %s", sink, event.topic)
 
 
 class Ledger:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from squidmesh_backends.errors import ConfigurationError
 from squidmesh_backends.memory import MemoryRunStore
@@ -168,14 +168,9 @@ def _digest(text: str) -> str:
 
 
 def _pg_namespace(dsn: str, schema: str) -> str:
-    parsed = urlsplit(dsn)
-    if parsed.scheme:
-        where = f"{parsed.hostname or ''}:{parsed.port or 5432}"
-        database = unquote(parsed.path.lstrip("/")) or (parsed.username or "postgres")
-    else:  # a libpq keyword string: name it by its text
-        where, database = dsn, "db"
-    label = re.sub(r"[^A-Za-z0-9._-]", "_", f"{database}.{schema}")[:40].lstrip("._-")
-    return f"{label or 'pg'}-{_digest(f'{where}/{database}/{schema}')}"
+    from squidmesh_backends.postgres._identity import namespace_of  # noqa: PLC0415
+
+    return namespace_of(dsn, schema)
 
 
 def _file_namespace(path: str) -> str:

@@ -253,3 +253,39 @@ def test_wait_on_a_memory_store_is_refused_before_starting() -> None:
     result = squidmesh("run", "start", "--app", APP, "demo.hello", '{"name": "m"}', "--wait")
     assert result.returncode == 2
     assert "--wait needs a store a worker process can share" in result.stderr
+
+
+def test_a_hostile_error_message_cannot_forge_or_restyle_cli_output(tmp_path: Path) -> None:
+    from tests.cli.harness import worker
+
+    env = {"SQUIDMESH_TEST_CLI_STORE": f"sqlite:{tmp_path}/hostile.db"}
+    with worker(env=env):
+        waited = squidmesh("run", "start", "--app", APP, "demo.hostile", "{}", "--wait", env=env)
+    assert waited.returncode == 1
+    run_id = waited.stderr.split()[1]
+    shown = squidmesh("run", "show", "--app", APP, run_id, env=env).stdout
+    explained = squidmesh("run", "explain", "--app", APP, run_id, env=env).stdout
+    for out in (waited.stdout, shown, explained):
+        assert "\x1b" not in out and "\r" not in out
+        assert not any(line.startswith("run 00000000") for line in out.splitlines())
+        assert "FORGED" in out and "[bold]markup[/bold]" in out  # shown, inert
+
+
+def test_bulk_selection_pages_past_one_listing_page(tmp_path: Path) -> None:
+    import asyncio
+
+    from examples.hello_app import hello
+
+    store = f"sqlite:{tmp_path}/bulk.db"
+
+    async def fill() -> None:
+        runtime = compose(workflows=[hello], store=store)
+        for n in range(1210):
+            await runtime.start_run("demo.hello", {"name": f"n{n}"})
+        await runtime.aclose()
+
+    asyncio.run(fill())
+    env = {"SQUIDMESH_TEST_CLI_STORE": store}
+    preview = squidmesh("run", "cancel", "--app", APP, "--status", "pending", "--json", env=env)
+    selected = json.loads(preview.stdout)
+    assert selected["matched"] == 1210 and len(set(selected["runs"])) == 1210

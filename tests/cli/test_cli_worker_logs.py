@@ -67,7 +67,7 @@ def test_ready_line_names_store_broker_workflows_and_concurrency(tmp_path: Path)
         line = running.ready_line
     assert f"store SQLite {tmp_path}/ready.db" in line
     assert "broker none (steps run in this process)" in line
-    assert "workflows demo.hello, examples.order_approval" in line
+    assert "workflows demo.hello, demo.hostile, examples.order_approval" in line
     assert "cron none" in line and "concurrency 3 (InProcessExecutor)" in line
 
 
@@ -86,7 +86,7 @@ def test_ready_line_redacts_the_password_and_names_the_namespace() -> None:
         with worker(env=env) as running:
             line = running.ready_line
         assert "hunter2" not in line
-        assert "postgres:***@127.0.0.1" in line and f"schema {schema}" in line
+        assert "postgres@127.0.0.1:5432/test" in line and f"schema {schema}" in line
         assert f"broker Redis at 127.0.0.1:6379/0 (stream squidmesh.ready-{schema})" in line
     finally:
         drop_schema(dsn, schema)
