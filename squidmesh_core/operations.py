@@ -11,7 +11,15 @@ Vocabulary (the words the snapshot's fields use):
 * a **live lease** ends after ``now``; an **expired lease** ended at or before
   ``now`` and nobody has claimed the job again since;
 * a **worker** is a process that ran a ``Worker``: it writes a row when it
-  starts, on every ``heartbeat_every`` while it runs and when it stops.
+  starts, on every ``heartbeat_every`` while it runs and when it stops;
+* a run is **prunable** when its status is one of those pruned, it was last
+  updated before the cutoff, it has no jobs left and it is not a **kept cron
+  run**: a run whose idempotency key is the greatest key (compared bytewise,
+  as ``RunStore.latest_idempotency_key`` does) among its workflow's keys that
+  begin like it with ``cron:<trigger>:`` (:func:`cron_tick_prefix`). The cron
+  loop reads that key to know the last tick it started, so deleting the run
+  would start the tick again. The rule holds for every such key in the store,
+  whether or not the pruning application registers the workflow.
 """
 
 from __future__ import annotations
@@ -19,12 +27,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from squidmesh_core.cron import CRON_KEY_PREFIX
 from squidmesh_core.ids import JobId, RunId
 from squidmesh_core.jsonvalue import JsonObject
 from squidmesh_core.state import RunStatus
 
 EXPIRED_LEASES_SHOWN = 20
 """How many expired leases a :class:`StoreStatus` lists (the oldest ones)."""
+
+
+def cron_tick_prefix(key: str | None) -> str | None:
+    """The ``cron:<trigger>:`` a cron tick's idempotency key begins with, else ``None``.
+
+    >>> cron_tick_prefix("cron:nightly:2026-03-29T01:00:00Z")
+    'cron:nightly:'
+    >>> cron_tick_prefix("cron:nightly") is None, cron_tick_prefix("order-7") is None
+    (True, True)
+    """
+    if key is None or not key.startswith(CRON_KEY_PREFIX):
+        return None
+    end = key.find(":", len(CRON_KEY_PREFIX))
+    return None if end < 0 else key[: end + 1]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +116,16 @@ class StoreStatus:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PruneCount:
+    """What ``RunStore.count_prunable`` found: one read, no write."""
+
+    matched: int
+    """Prunable runs (see the module's vocabulary)."""
+    kept_cron: int
+    """Runs that would be prunable but are kept cron runs."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PruneReport:
     """What ``prune_runs`` did (or, on a dry run, would do)."""
 
@@ -101,7 +134,7 @@ class PruneReport:
     deleted: int
     """Runs deleted (0 on a dry run)."""
     kept_cron: int
-    """Runs that matched too but were kept as the newest run of a cron trigger."""
+    """Runs that matched too but were kept as the newest tick run of a cron trigger."""
     dry_run: bool
     batches: int
     """Transactions that deleted runs (0 on a dry run)."""

@@ -21,7 +21,7 @@ from squidmesh_core.errors import CommitError, NotFound, Rejected
 from squidmesh_core.explain import LeaseInfo
 from squidmesh_core.ids import IdempotencyKey, JobId, LeaseToken, RunId
 from squidmesh_core.jsonvalue import JsonObject
-from squidmesh_core.operations import StoreStatus
+from squidmesh_core.operations import PruneCount, StoreStatus
 from squidmesh_core.state import RunState, RunStatus
 
 
@@ -153,8 +153,10 @@ class RunStore(Protocol):
       nothing outside this process can make jobs due.
     * ``list_runs`` pages newest first: ``before`` is a keyset cursor, the
       ``(created_at, id)`` of the last run of the previous page.
-    * ``prune_runs`` deletes whole runs (every row keyed by the run goes with it)
-      and never one that still has jobs; a later ``load`` gives ``None``.
+    * ``prune_runs`` deletes whole runs (every row keyed by the run goes with it),
+      never one that still has jobs nor a cron trigger's newest tick run (the
+      run holding the key ``latest_idempotency_key`` answers); a later ``load``
+      gives ``None``.
     * Faults (database gone) raise ``BackendError`` subclasses; nothing else escapes.
     """
 
@@ -281,21 +283,36 @@ class RunStore(Protocol):
         """
         ...
 
+    async def count_prunable(
+        self, *, finished_before: datetime, statuses: Collection[RunStatus]
+    ) -> PruneCount:
+        """Count the runs ``prune_runs`` would delete without a limit, and the kept cron runs.
+
+        A run is prunable when its status is in ``statuses``, it was last
+        updated before ``finished_before``, it has no jobs and it is not a kept
+        cron run: one whose idempotency key is the greatest key of its workflow
+        beginning with the same ``cron:<trigger>:`` (bytewise, as
+        ``latest_idempotency_key`` compares). ``kept_cron`` counts the runs that
+        would be prunable but for that last rule. One read; it takes no write lock.
+        """
+        ...
+
     async def prune_runs(
         self,
         *,
         finished_before: datetime,
         statuses: Collection[RunStatus],
-        keep: Collection[tuple[str, str]],
         limit: int | None,
         dry_run: bool,
     ) -> int:
-        """Delete (with ``dry_run``, only count) runs in ``statuses`` last updated before a time.
+        """Delete (with ``dry_run``, only count) the prunable runs (see ``count_prunable``).
 
-        For each ``(workflow, trigger)`` in ``keep``, that pair's newest run
-        (creation time, then id) is never deleted; nor is a run with jobs. With
-        ``limit``, at most that many runs go, oldest first (creation time, then
-        id). One transaction. Returns how many runs were (or would be) deleted.
+        Never a kept cron run, never a run with jobs. With ``limit``, at most
+        that many runs go, oldest first (creation time, then id). A deletion is
+        one short transaction; a dry run only reads. Returns how many runs were
+        (or would be) deleted; a deletion may return fewer than ``limit`` while
+        prunable runs remain (rows locked by another transaction are skipped),
+        so callers delete until a call returns 0.
         """
         ...
 

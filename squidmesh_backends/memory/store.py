@@ -26,9 +26,11 @@ from squidmesh_core.jsonvalue import JsonObject, JsonValue
 from squidmesh_core.operations import (
     EXPIRED_LEASES_SHOWN,
     ExpiredLease,
+    PruneCount,
     RunCount,
     StoreStatus,
     WorkerSeen,
+    cron_tick_prefix,
 )
 from squidmesh_core.ports import Claim, Fence
 from squidmesh_core.state import RunState, RunStatus
@@ -67,7 +69,6 @@ class _RunRow:
     version: int
     created_at: datetime
     run_id: RunId
-    trigger: str
     updated_at: datetime
 
 
@@ -149,7 +150,6 @@ class MemoryRunStore:
             version=state.version,
             created_at=state.created_at,
             run_id=state.id,
-            trigger=state.trigger,
             updated_at=state.updated_at,
         )
         if expected == 0 and state.idempotency_key is not None:
@@ -320,33 +320,42 @@ class MemoryRunStore:
             schema_expected=None,
         )
 
+    def _prunable(
+        self, finished_before: datetime, statuses: Collection[RunStatus]
+    ) -> tuple[list[_RunRow], int]:
+        """The prunable runs oldest first, and how many more are kept cron runs."""
+        newest: dict[tuple[str, str], IdempotencyKey] = {}
+        for workflow, key in self._keys:
+            prefix = cron_tick_prefix(key)
+            if prefix is not None:
+                # str order is code point order: UTF-8 bytewise, as the SQL stores compare
+                newest[workflow, prefix] = max(newest.get((workflow, prefix), key), key)
+        kept = {self._keys[workflow, key] for (workflow, _), key in newest.items()}
+        busy = {j.run_id for j in self._jobs.values()}
+        found = [
+            r
+            for r in self._runs.values()
+            if r.status in statuses and r.updated_at < finished_before and r.run_id not in busy
+        ]
+        found.sort(key=lambda r: (r.created_at, r.run_id))
+        doomed = [r for r in found if r.run_id not in kept]
+        return doomed, len(found) - len(doomed)
+
+    async def count_prunable(
+        self, *, finished_before: datetime, statuses: Collection[RunStatus]
+    ) -> PruneCount:
+        doomed, kept = self._prunable(finished_before, statuses)
+        return PruneCount(matched=len(doomed), kept_cron=kept)
+
     async def prune_runs(
         self,
         *,
         finished_before: datetime,
         statuses: Collection[RunStatus],
-        keep: Collection[tuple[str, str]],
         limit: int | None,
         dry_run: bool,
     ) -> int:
-        pairs = set(keep)
-        newest: dict[tuple[str, str], tuple[datetime, RunId]] = {}
-        for row in self._runs.values():
-            pair, order = (row.workflow, row.trigger), (row.created_at, row.run_id)
-            if pair in pairs:
-                newest[pair] = max(newest.get(pair, order), order)
-        kept = {run for _, run in newest.values()}
-        busy = {j.run_id for j in self._jobs.values()}
-        doomed = sorted(
-            (
-                r
-                for r in self._runs.values()
-                if r.status in statuses
-                and r.updated_at < finished_before
-                and r.run_id not in busy | kept
-            ),
-            key=lambda r: (r.created_at, r.run_id),
-        )
+        doomed, _ = self._prunable(finished_before, statuses)
         if limit is not None:
             doomed = doomed[: max(limit, 0)]
         if not dry_run:

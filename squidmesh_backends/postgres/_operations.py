@@ -12,11 +12,13 @@ What each query walks, so it stays fast on a large store:
   (a scan of the runs table); the job counts walk the partial indexes
   ``squidmesh_jobs_unleased`` and ``squidmesh_jobs_leases`` only;
 * pruning: per status, ``squidmesh_runs_by_status`` oldest first, filtered by
-  ``updated_at``; the newest run of each kept pair through
-  ``squidmesh_runs_by_workflow``; runs with jobs are excluded by one hashed
-  look at the jobs table (live work only). Deleting a run row deletes its step
-  runs, attempts and jobs (``ON DELETE CASCADE``); its audit trail and signals
-  are columns of the row.
+  ``updated_at``, locking each run as it is picked (``SKIP LOCKED``); a run
+  keyed ``cron:<trigger>:...`` is kept when one backward probe of
+  ``squidmesh_runs_keys_bytewise`` finds its key the greatest with its prefix;
+  runs with jobs are excluded by one hashed look at the jobs table (live work
+  only). The picked runs are deleted by primary key. Deleting a run row
+  deletes its step runs, attempts and jobs (``ON DELETE CASCADE``); its audit
+  trail and signals are columns of the row.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from squidmesh_core.jsonvalue import JsonObject, check_json_object, dump_json
 from squidmesh_core.operations import (
     EXPIRED_LEASES_SHOWN,
     ExpiredLease,
+    PruneCount,
     RunCount,
     StoreStatus,
     WorkerSeen,
@@ -111,39 +114,51 @@ class _Statements:
             )
             DELETE FROM {s}.squidmesh_workers
              WHERE last_seen < %(forget)s AND name <> %(name)s"""
-        # The runs a prune takes: per status, oldest first, minus the newest run
-        # of each kept (workflow, trigger) pair and every run that has jobs.
-        self.prunable = f"""
-            WITH kept AS (
-                SELECT newest.id
-                  FROM unnest(%(workflows)s::text[], %(triggers)s::text[]) AS k(workflow, trigger)
-                 CROSS JOIN LATERAL (
-                       SELECT r.id FROM {s}.squidmesh_runs r
-                        WHERE r.workflow = k.workflow AND r.trigger = k.trigger
-                        ORDER BY r.created_at DESC, r.id DESC LIMIT 1) newest
-            ), busy AS (
-                SELECT DISTINCT run_id AS id FROM {s}.squidmesh_jobs
-            ), prunable AS (
+        # The runs a prune takes: per status, oldest first, minus the kept cron
+        # runs and every run that has jobs. Deleting locks them as it picks
+        # them (skipping rows another transaction holds), so a batch is short
+        # only when too few unlocked ones are left, and finds them again by key.
+        idle = f"r.updated_at < %(before)s AND r.id NOT IN (SELECT run_id FROM {s}.squidmesh_jobs)"
+        kept = _kept_cron(s)
+        self.count_prunable = f"""
+            SELECT count(*), count(*) FILTER (WHERE kept) FROM (
+                SELECT {kept} AS kept FROM {s}.squidmesh_runs r
+                 WHERE r.status = ANY(%(statuses)s::text[]) AND {idle}) c"""
+
+        def oldest(lock: str) -> str:
+            return f"""
                 SELECT c.id, c.created_at
                   FROM unnest(%(statuses)s::text[]) AS st(status)
                  CROSS JOIN LATERAL (
                        SELECT r.id, r.created_at FROM {s}.squidmesh_runs r
-                        WHERE r.status = st.status AND r.updated_at < %(before)s
-                          AND r.id NOT IN (SELECT id FROM kept)
-                          AND r.id NOT IN (SELECT id FROM busy)
-                        ORDER BY r.created_at, r.id LIMIT %(limit)s) c
-                 ORDER BY c.created_at, c.id LIMIT %(limit)s
-            )"""
-        self.count_prunable = self.prunable + " SELECT count(*) FROM prunable"
-        self.prune = (
-            self.prunable
-            + f""", doomed AS (
-                SELECT r.id FROM {s}.squidmesh_runs r
-                 WHERE r.id IN (SELECT id FROM prunable) FOR UPDATE OF r SKIP LOCKED
-            )
-            DELETE FROM {s}.squidmesh_runs r USING doomed WHERE r.id = doomed.id
+                        WHERE r.status = st.status AND {idle} AND NOT {kept}
+                        ORDER BY r.created_at, r.id LIMIT %(limit)s {lock}) c
+                 ORDER BY c.created_at, c.id LIMIT %(limit)s"""
+
+        self.count_limited = f"SELECT count(*) FROM ({oldest('')}) p"
+        self.prune = f"""
+            DELETE FROM {s}.squidmesh_runs r
+             WHERE r.id = ANY(ARRAY(SELECT p.id FROM ({oldest("FOR UPDATE SKIP LOCKED")}) p))
             RETURNING r.id"""
-        )
+
+
+def _kept_cron(s: str) -> str:
+    """Whether run ``r`` is a kept cron run: its key is the greatest with its prefix.
+
+    The prefix is ``cron:<trigger>:``; keys compare bytewise (``COLLATE "C"``), and
+    the greatest is found as ``latest_idempotency_key`` finds it: one backward
+    probe of ``squidmesh_runs_keys_bytewise`` (only for runs keyed ``cron:``).
+    """
+    key = 'r.idempotency_key COLLATE "C"'
+    other = 'n.idempotency_key COLLATE "C"'
+    prefix = "left(r.idempotency_key, 5 + strpos(substr(r.idempotency_key, 6), ':'))"
+    return f"""(r.idempotency_key IS NOT NULL AND left(r.idempotency_key, 5) = 'cron:'
+            AND strpos(substr(r.idempotency_key, 6), ':') > 0
+            AND ({key}) = (
+                SELECT {other} FROM {s}.squidmesh_runs n
+                 WHERE n.workflow = r.workflow AND n.idempotency_key IS NOT NULL
+                   AND ({other}) >= ({key}) AND ({other}) < {prefix} || chr(1114111)
+                 ORDER BY ({other}) DESC LIMIT 1))"""
 
 
 @cache
@@ -270,27 +285,37 @@ class PostgresOperations:
             schema_expected=LATEST_VERSION,
         )
 
+    async def count_prunable(
+        self: _Store, *, finished_before: datetime, statuses: Collection[RunStatus]
+    ) -> PruneCount:
+        sql = _statements(self._sql.s, self.clock).count_prunable
+        params = {"statuses": sorted({s.value for s in statuses}), "before": finished_before}
+
+        async def work(conn: Conn) -> tuple[int, int]:
+            cursor = await conn.execute(sql, params)
+            row = await cursor.fetchone()
+            return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+        found, kept = await self._do("counting prunable runs", work)
+        return PruneCount(matched=found - kept, kept_cron=kept)
+
     async def prune_runs(
         self: _Store,
         *,
         finished_before: datetime,
         statuses: Collection[RunStatus],
-        keep: Collection[tuple[str, str]],
         limit: int | None,
         dry_run: bool,
     ) -> int:
         sql = _statements(self._sql.s, self.clock)
-        pairs = sorted(set(keep))
         params = {
-            "workflows": [w for w, _ in pairs],
-            "triggers": [t for _, t in pairs],
             "statuses": sorted({s.value for s in statuses}),
             "before": finished_before,
             "limit": None if limit is None else max(limit, 0),
         }
 
         async def count(conn: Conn) -> int:
-            cursor = await conn.execute(sql.count_prunable, params)
+            cursor = await conn.execute(sql.count_limited, params)
             row = await cursor.fetchone()
             return 0 if row is None else int(row[0])
 

@@ -10,14 +10,20 @@ Rules:
    that is not terminal. By default it prunes ``completed``, ``cancelled`` and
    ``failed`` runs; ``compensation_failed`` runs are left alone unless named,
    since a person still has to look at what their compensation left behind.
-3. **The newest run of every cron trigger stays.** For each registered
-   workflow's cron triggers, the trigger's newest run (of any status) is kept:
-   the cron loop reads it to know the last tick it started, so deleting it
-   would start that tick again.
-4. **Pruning goes in batches.** Each batch is one store transaction deleting
-   at most ``batch_size`` runs, oldest first, so no transaction holds many
-   locks for long; batches run until none are left, and ``on_batch`` hears of
-   each. A dry run only counts.
+3. **The newest tick run of every cron trigger stays.** A run whose
+   idempotency key is the greatest ``cron:<trigger>:<tick>`` key of its
+   workflow (bytewise) is kept, whatever its status and whether or not this
+   application registers the workflow: the cron loop reads that key
+   (``latest_idempotency_key``) to know the last tick it started, so deleting
+   the run would start that tick again. A replay or a manual run of the
+   trigger has no such key and displaces nothing. Every run with jobs stays too.
+4. **Pruning goes in batches.** One count first (``count_prunable``: the
+   report's ``matched`` and ``kept_cron``), then batches: each is one store
+   transaction deleting at most ``batch_size`` runs, oldest first, so no
+   transaction holds many locks for long. Batches run until one deletes
+   nothing (a batch may come back short while runs remain, when another
+   transaction holds some of them), and ``on_batch`` hears of each. A dry run
+   only counts.
 5. **Listings page by keyset.** ``list_runs`` takes ``after``, the id of the
    last run of the previous page, and returns the runs after it in the
    newest-first order (creation time, then id): strictly older ones. Paging so
@@ -34,7 +40,6 @@ from typing import TypedDict
 
 from returns.result import Failure, Result, Success
 
-from squidmesh_core.definition import TriggerKind, WorkflowDefinition
 from squidmesh_core.errors import InvalidOption
 from squidmesh_core.ids import RunId, parse_run_id
 from squidmesh_core.operations import PruneReport, StoreStatus
@@ -49,16 +54,6 @@ MAX_BATCH = 10_000
 
 def _aware(value: object) -> bool:
     return isinstance(value, datetime) and value.utcoffset() is not None
-
-
-def cron_pairs(workflows: Iterable[WorkflowDefinition]) -> frozenset[tuple[str, str]]:
-    """``(workflow, trigger)`` of every cron trigger of ``workflows`` (rule 3)."""
-    return frozenset(
-        (definition.name, trigger.name)
-        for definition in workflows
-        for trigger in definition.triggers
-        if trigger.kind is TriggerKind.CRON
-    )
 
 
 async def store_status(
@@ -107,7 +102,6 @@ def prune_statuses(statuses: object) -> Result[frozenset[RunStatus], InvalidOpti
 async def prune_runs(
     store: RunStore,
     clock: Clock,
-    workflows: Iterable[WorkflowDefinition],
     *,
     older_than: object,
     statuses: object,
@@ -128,32 +122,24 @@ async def prune_runs(
     if isinstance(wanted, Failure):
         return wanted
     chosen = wanted.unwrap()
-    keep = cron_pairs(workflows)
     cutoff = clock.now() - older_than
-
-    async def prune(keep: frozenset[tuple[str, str]], limit: int | None, dry: bool) -> int:
-        return await store.prune_runs(
-            finished_before=cutoff, statuses=chosen, keep=keep, limit=limit, dry_run=dry
-        )
-
-    matched = await prune(keep, None, True)
-    kept_cron = (await prune(frozenset(), None, True)) - matched if keep else 0
+    counted = await store.count_prunable(finished_before=cutoff, statuses=chosen)
     deleted = batches = 0
     while not dry_run:
-        gone = await prune(keep, batch_size, False)
+        gone = await store.prune_runs(
+            finished_before=cutoff, statuses=chosen, limit=batch_size, dry_run=False
+        )
         if gone == 0:
             break
         deleted += gone
         batches += 1
         if on_batch is not None:
             on_batch(gone)
-        if gone < batch_size:
-            break
     return Success(
         PruneReport(
-            matched=matched,
+            matched=counted.matched,
             deleted=deleted,
-            kept_cron=max(kept_cron, 0),
+            kept_cron=counted.kept_cron,
             dry_run=dry_run,
             batches=batches,
         )

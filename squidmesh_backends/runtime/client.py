@@ -327,16 +327,17 @@ class Client:
 
         ``statuses`` defaults to ``completed``, ``cancelled`` and ``failed``
         (``compensation_failed`` runs wait for a person unless named); any status
-        that is not finished is refused. The newest run of each cron trigger of
-        the registered workflows is kept, and so is every run that still has
-        jobs. Deletes in transactions of at most ``batch_size`` runs, oldest
-        first, calling ``on_batch`` with each batch's count; ``dry_run`` only
-        counts. Refusals: ``InvalidOption`` (see ``_maintenance``).
+        that is not finished is refused. The newest tick run of each cron trigger
+        in the store (the greatest ``cron:<trigger>:`` key of its workflow) is
+        kept, and so is every run that still has jobs. Counts once, then
+        deletes in transactions of at most ``batch_size`` runs, oldest first,
+        until one deletes nothing, calling ``on_batch`` with each batch's
+        count; ``dry_run`` only counts. Refusals: ``InvalidOption`` (see
+        ``_maintenance``).
         """
         return await prune_runs(
             self.store,
             self.clock,
-            self.registry.as_dict().values(),
             older_than=older_than,
             statuses=statuses,
             batch_size=batch_size,

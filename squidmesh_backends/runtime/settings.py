@@ -11,6 +11,11 @@ from datetime import timedelta
 from squidmesh_backends.errors import ConfigurationError
 
 
+def default_owner() -> str:
+    """The worker name ``RuntimeSettings.owner`` defaults to: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RuntimeSettings:
     """How the runtime leases, heartbeats, polls and shuts down."""
@@ -30,9 +35,11 @@ class RuntimeSettings:
     Taskiq executor's when ``compose`` builds one for a broker)."""
     max_conflict_retries: int = 50
     """How often a decision is re-made after a version conflict before giving up."""
-    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    owner: str = field(default_factory=default_owner)
     """This worker's name, recorded on its leases and on each attempt it runs
-    (default: ``host:pid``, so operators can tell which process ran what)."""
+    (default: ``host:pid``, so operators can tell which process ran what). With
+    the default, a second worker running in the same process reports itself as
+    ``host:pid#2`` (and so on) in the workers' table only; see ``_presence``."""
     inline_next_step: bool = True
     """After a step succeeds, run the next step at once in the same worker when it is
     due now (leased and fenced like any delivery) instead of going through the

@@ -11,7 +11,8 @@ doorbell when a slot frees), the dispatcher, the store's ``watch`` and the cron
 loop, and reports the worker to the store (again every ``heartbeat_every``, see
 ``_presence``); ``stop`` stops claiming, lets running steps finish within the
 shutdown timeout, releases the leases of those that did not and reports the
-worker stopped.
+worker stopped (best-effort: a store that does not answer within a couple of
+seconds does not hold the shutdown up).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from squidmesh_backends.runtime._refusals import Refusals
 from squidmesh_backends.runtime.client import Client
 from squidmesh_backends.runtime.cron import CronLoop, active_schedules
 from squidmesh_backends.runtime.dispatcher import Dispatcher
+from squidmesh_backends.runtime.settings import default_owner
 from squidmesh_core.definition import WorkflowDefinition
 from squidmesh_core.ids import LEASE_TOKEN_PATTERN, JobId, LeaseToken, parse_lease_token
 from squidmesh_core.ports import Executor
@@ -97,6 +99,7 @@ class Worker:
             name=self.settings.owner,
             every=self.settings.heartbeat_every.total_seconds(),
             details=worker_details(executor, list(client.workflows)),
+            shared=self.settings.owner == default_owner(),
         )
         """This worker's row in the store (written at start, while running, at stop)."""
         self._tasks: list[asyncio.Task[None]] = []
@@ -169,7 +172,7 @@ class Worker:
             watching.close()
             raise
         self.dispatcher.reset()
-        await self.presence.report()  # never raises: an outage is logged
+        await self.presence.started()  # never raises: an outage is logged
         self._tasks = [
             asyncio.create_task(self.dispatcher.run(), name="squidmesh-dispatcher"),
             asyncio.create_task(watching, name="squidmesh-wakeups"),
@@ -198,4 +201,4 @@ class Worker:
             job_id, token = self._holding.pop(delivered, delivered)
             released = await self.store.release(job_id, token)
             LOG.warning("released %s on shutdown (held: %s)", job_id, released)
-        await self.presence.report(stopped=True)
+        await self.presence.stopped()  # best-effort, a couple of seconds at most

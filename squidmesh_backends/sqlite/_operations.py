@@ -3,14 +3,15 @@
 A mixin of :class:`~squidmesh_backends.sqlite.store.SqliteRunStore`, kept apart so
 the store itself stays about runs and jobs. Every method runs its statements
 through the store's ``_run`` (one at a time, in a worker thread); writes run in
-one ``BEGIN IMMEDIATE`` transaction.
+one ``BEGIN IMMEDIATE`` transaction, reads (the status, prune counts) as single
+statements outside any transaction, so they never hold the write lock.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
@@ -24,6 +25,7 @@ from squidmesh_core.jsonvalue import JsonObject, check_json_object, dump_json
 from squidmesh_core.operations import (
     EXPIRED_LEASES_SHOWN,
     ExpiredLease,
+    PruneCount,
     RunCount,
     StoreStatus,
     WorkerSeen,
@@ -174,55 +176,81 @@ class SqliteOperations:
 
         return await self._run(work)
 
+    async def count_prunable(
+        self: _Store, *, finished_before: datetime, statuses: Collection[RunStatus]
+    ) -> PruneCount:
+        wanted = sorted({s.value for s in statuses})
+        if not wanted:
+            return PruneCount(matched=0, kept_cron=0)
+        marks = ", ".join("?" * len(wanted))
+        sql = (
+            "SELECT count(*), coalesce(sum(kept), 0) FROM"
+            f" (SELECT {_KEPT_CRON} AS kept FROM squidmesh_runs r"
+            f" WHERE r.status IN ({marks}) AND {_OLD_AND_IDLE})"
+        )
+
+        def work(conn: sqlite3.Connection) -> PruneCount:
+            # One statement outside any transaction: a read that blocks no writer.
+            found, kept = _query(conn, sql, (*wanted, _us(finished_before))).fetchone()
+            return PruneCount(matched=found - kept, kept_cron=kept)
+
+        return await self._run(work)
+
     async def prune_runs(
         self: _Store,
         *,
         finished_before: datetime,
         statuses: Collection[RunStatus],
-        keep: Collection[tuple[str, str]],
         limit: int | None,
         dry_run: bool,
     ) -> int:
         wanted = sorted({s.value for s in statuses})
-        if not wanted:
+        if not wanted or (limit is not None and limit <= 0):
             return 0
-        pairs = sorted(set(keep))
-        marks = ", ".join("?" * len(wanted))
-        select = (
-            "SELECT r.id FROM squidmesh_runs r"
-            f" WHERE r.status IN ({marks}) AND r.updated_us < ?"
-            " AND NOT EXISTS (SELECT 1 FROM squidmesh_jobs j WHERE j.run_id = r.id)"
-            " ORDER BY r.created_us, r.id LIMIT ?"
-        )
-        newest = (
-            "SELECT id FROM squidmesh_runs WHERE workflow = ? AND trigger = ?"
-            " ORDER BY created_us DESC, id DESC LIMIT 1"
-        )
+        doomed, params = _doomed(wanted, _us(finished_before), -1 if limit is None else limit)
 
-        def work(conn: sqlite3.Connection) -> int:
-            with self._transaction(conn):
-                kept = {row[0] for pair in pairs for row in _query(conn, newest, pair)}
-                # Over-select by the kept runs, so the limit counts deletions only.
-                cap = -1 if limit is None else max(limit, 0) + len(kept)
-                found = _query(conn, select, (*wanted, _us(finished_before), cap)).fetchall()
-                doomed = [r[0] for r in found if r[0] not in kept]
-                if limit is not None:
-                    doomed = doomed[: max(limit, 0)]
-                if not dry_run:
-                    for chunk in _chunks(doomed, 500):
-                        _query(
-                            conn,
-                            f"DELETE FROM squidmesh_runs WHERE id IN ({', '.join('?' * len(chunk))})",
-                            tuple(chunk),
-                        )
-                return len(doomed)
+        def count(conn: sqlite3.Connection) -> int:
+            return int(_query(conn, f"SELECT count(*) FROM ({doomed})", params).fetchone()[0])
 
-        return await self._run(work)
+        def delete(conn: sqlite3.Connection) -> int:
+            with self._transaction(conn):  # one statement: the write lock is held briefly
+                gone = _query(conn, f"DELETE FROM squidmesh_runs WHERE id IN ({doomed})", params)
+                return gone.rowcount
+
+        return await self._run(count if dry_run else delete)
 
 
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+_OLD_AND_IDLE = (
+    "r.updated_us < ? AND NOT EXISTS (SELECT 1 FROM squidmesh_jobs j WHERE j.run_id = r.id)"
+)
+"""A run last updated before the cutoff, with no jobs (``squidmesh_jobs_by_run``)."""
+_KEPT_CRON = (
+    "(r.idempotency_key IS NOT NULL AND substr(r.idempotency_key, 1, 5) = 'cron:'"
+    " AND instr(substr(r.idempotency_key, 6), ':') > 0"
+    " AND NOT EXISTS (SELECT 1 FROM squidmesh_runs n WHERE n.workflow = r.workflow"
+    " AND n.idempotency_key > r.idempotency_key AND n.idempotency_key <"
+    " substr(r.idempotency_key, 1, 5 + instr(substr(r.idempotency_key, 6), ':')) || char(1114111)))"
+)
+"""A kept cron run: no greater key of its workflow has its ``cron:<trigger>:`` prefix.
+
+Keys compare bytewise (SQLite's ``BINARY``), as ``latest_idempotency_key`` does;
+the look for a greater key is one seek in ``squidmesh_runs_idempotency``."""
+
+
+def _doomed(statuses: list[str], before_us: int, limit: int) -> tuple[str, tuple[object, ...]]:
+    """The ids of the runs a prune takes, oldest first, and the statement's parameters.
+
+    Per status it walks ``squidmesh_runs_by_status`` in creation order and
+    stops at ``limit`` (``-1``: none), so a batch never sorts every candidate.
+    """
+    per_status = (
+        f"SELECT * FROM (SELECT r.id, r.created_us FROM squidmesh_runs r WHERE r.status = ?"
+        f" AND {_OLD_AND_IDLE} AND NOT {_KEPT_CRON} ORDER BY r.created_us, r.id LIMIT ?)"
+    )
+    union = " UNION ALL ".join([per_status] * len(statuses))
+    sql = f"SELECT id FROM ({union}) ORDER BY created_us, id LIMIT ?"
+    params = tuple(p for status in statuses for p in (status, before_us, limit))
+    return sql, (*params, limit)
 
 
 def _expired(job_id: str, run_id: str, owner: str | None, expires_us: int) -> ExpiredLease:

@@ -79,14 +79,14 @@ _MIGRATIONS = {
 CREATE INDEX squidmesh_jobs_leases ON squidmesh_jobs (lease_expires_us, id)
     WHERE lease_expires_us IS NOT NULL;
 """,
-    # Version 3: operator commands. Runs keep their trigger and last update in
-    # columns (pruning by age keeps the newest run of each cron trigger; filled
-    # in from the bodies by ``_backfill_3``), and workers report themselves.
+    # Version 3: operator commands. Runs keep their last update in a column
+    # (pruning by age; filled in from the bodies by ``_backfill_3``), jobs are
+    # found by their run (pruning skips runs with jobs, deleting a run cascades
+    # to its jobs, ``leases`` lists a run's), and workers report themselves.
     3: """
-ALTER TABLE squidmesh_runs ADD COLUMN trigger TEXT;
 ALTER TABLE squidmesh_runs ADD COLUMN updated_us INTEGER;
 CREATE INDEX squidmesh_runs_by_status ON squidmesh_runs (status, created_us, id);
-CREATE INDEX squidmesh_runs_by_trigger ON squidmesh_runs (workflow, trigger, created_us DESC, id DESC);
+CREATE INDEX squidmesh_jobs_by_run ON squidmesh_jobs (run_id);
 CREATE TABLE squidmesh_workers (
     name TEXT PRIMARY KEY,
     first_seen_us INTEGER NOT NULL,
@@ -99,17 +99,28 @@ CREATE INDEX squidmesh_workers_seen ON squidmesh_workers (last_seen_us);
 }
 """The statements that bring a file from the version before each key to that key."""
 
+_BACKFILL_CHUNK = 500
+"""Runs ``_backfill_3`` reads at a time (their bodies are never all in memory)."""
+
 
 def _backfill_3(conn: sqlite3.Connection) -> None:
-    """Fill the trigger and last-update columns of version 3 from the runs' bodies."""
-    rows = conn.execute("SELECT id, body FROM squidmesh_runs").fetchall()
-    for run_id, body in rows:
-        data = json.loads(body)
-        updated = datetime.fromisoformat(data["updated_at"])
-        conn.execute(
-            "UPDATE squidmesh_runs SET trigger = ?, updated_us = ? WHERE id = ?",
-            (data["trigger"], _us(updated), run_id),
+    """Fill the last-update column of version 3 from the runs' bodies, a chunk at a time."""
+    after = ""
+    while True:
+        rows = conn.execute(
+            "SELECT id, body FROM squidmesh_runs WHERE id > ? ORDER BY id LIMIT ?",
+            (after, _BACKFILL_CHUNK),
+        ).fetchall()
+        if not rows:
+            return
+        conn.executemany(
+            "UPDATE squidmesh_runs SET updated_us = ? WHERE id = ?",
+            [
+                (_us(datetime.fromisoformat(json.loads(body)["updated_at"])), run_id)
+                for run_id, body in rows
+            ],
         )
+        after = rows[-1][0]
 
 
 _BACKFILLS: dict[int, Callable[[sqlite3.Connection], None]] = {3: _backfill_3}
@@ -350,12 +361,11 @@ class SqliteRunStore(SqliteOperations):
                     return DuplicateRun(run_id=state.id, existing_run_id=row[0])
             _query(
                 conn,
-                "INSERT INTO squidmesh_runs (id, workflow, trigger, status, version, created_us,"
-                " updated_us, idempotency_key, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO squidmesh_runs (id, workflow, status, version, created_us,"
+                " updated_us, idempotency_key, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     state.id,
                     state.workflow,
-                    state.trigger,
                     state.status.value,
                     state.version,
                     _us(state.created_at),

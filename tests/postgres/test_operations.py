@@ -43,7 +43,6 @@ async def test_pruning_deletes_the_step_runs_and_attempts_of_a_run(
         await pg_store.prune_runs(
             finished_before=T0 + timedelta(days=1),
             statuses=[state.status],
-            keep=[],
             limit=None,
             dry_run=False,
         )
@@ -76,7 +75,6 @@ async def test_a_pruned_run_is_forgotten_by_the_store_that_knew_it(
     pruned = await pg_store.prune_runs(
         finished_before=T0 + timedelta(days=1),
         statuses=[RunStatus.CANCELLED],
-        keep=[],
         limit=10,
         dry_run=False,
     )
@@ -134,7 +132,6 @@ async def test_old_cancelled_runs_are_pruned_in_batches(pg_store: PostgresRunSto
         deleted = await pg_store.prune_runs(
             finished_before=T0 + timedelta(days=1),
             statuses=[RunStatus.CANCELLED],
-            keep=[],
             limit=3,
             dry_run=False,
         )
@@ -142,3 +139,20 @@ async def test_old_cancelled_runs_are_pruned_in_batches(pg_store: PostgresRunSto
         if deleted < 3:
             break
     assert counts == [3, 3, 1]
+
+
+async def test_the_kept_cron_look_probes_the_bytewise_key_index(
+    pg_store: PostgresRunStore,
+) -> None:
+    sql = _statements(f'"{pg_store.schema}"', "caller")
+    params = {"statuses": ["cancelled"], "before": T0, "limit": 10}
+    plans: dict[str, str] = {}
+    for name in ("count_prunable", "prune", "count_limited"):
+        async with await psycopg.AsyncConnection.connect(pg_store.dsn) as conn:
+            await conn.execute("SET enable_seqscan = off")
+            cursor = await conn.execute(f"EXPLAIN {getattr(sql, name)}", params)
+            plans[name] = " ".join(str(r[0]) for r in await cursor.fetchall())
+            await conn.rollback()
+    for name, plan in plans.items():
+        assert "squidmesh_runs_keys_bytewise" in plan, name
+    assert "squidmesh_runs_by_status" in plans["prune"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,6 +14,10 @@ from returns.result import Failure, Success
 from squidmesh_backends.errors import BackendUnavailableError
 from squidmesh_backends.memory import MemoryRunStore
 from squidmesh_backends.runtime import InProcessExecutor, Runtime, RuntimeSettings, compose
+from squidmesh_backends.runtime._presence import Presence, _claim, _release
+from squidmesh_backends.runtime.client import Client
+from squidmesh_backends.runtime.clock import FakeClock
+from squidmesh_backends.runtime.settings import default_owner
 from squidmesh_backends.runtime.testing import TimeSkippingRuntime
 from squidmesh_core import (
     COMPLETE,
@@ -28,6 +33,9 @@ from squidmesh_core import (
     workflow,
 )
 from squidmesh_core.jsonvalue import JsonObject
+from squidmesh_core.operations import PruneCount
+from squidmesh_core.testing.contracts.operations import cancelled
+from squidmesh_core.testing.contracts.run_store import T0, run_id
 
 DAY = timedelta(days=1)
 
@@ -186,6 +194,80 @@ async def test_prune_keeps_the_newest_run_of_each_cron_trigger(rt: TimeSkippingR
     assert latest == "cron:nightly:2026-01-02T03:00:00Z"  # the cron loop still knows its tick
 
 
+async def test_a_replay_of_an_older_tick_does_not_displace_the_newest_tick(
+    rt: TimeSkippingRuntime,
+) -> None:
+    # given: ticks on the 1st and 2nd, then a replay of the 1st (the same trigger, no key)
+    older = await cancelled_cron(rt, "2026-01-01T03:00:00Z")
+    rt.fake_clock.set(rt.now + timedelta(seconds=1))
+    newest = await cancelled_cron(rt, "2026-01-02T03:00:00Z")
+    rt.fake_clock.set(rt.now + timedelta(seconds=1))
+    replay = (await rt.replay_run(older)).unwrap().id
+    assert (await rt.cancel_run(replay)).unwrap().status is RunStatus.CANCELLED
+    rt.fake_clock.set(rt.now + 2 * DAY)
+    # when
+    report = (await rt.prune_runs(older_than=DAY, statuses=["cancelled"])).unwrap()
+    # then: the tick the cron loop reads stays
+    assert (report.matched, report.deleted, report.kept_cron) == (2, 2, 1)
+    assert [await exists(rt, r) for r in (older, newest, replay)] == [False, True, False]
+
+
+async def test_the_newest_tick_of_a_workflow_this_app_does_not_register_stays(
+    rt: TimeSkippingRuntime,
+) -> None:
+    # given: another application's cron runs in the same store
+    for n, hour in ((1, 1), (2, 2)):
+        await cancelled(rt.store, n, T0, key=f"cron:hourly:2026-01-01T0{hour}:00:00Z")
+    rt.fake_clock.set(T0 + 2 * DAY)
+    # when
+    report = (await rt.prune_runs(older_than=DAY)).unwrap()
+    # then
+    assert (report.matched, report.deleted, report.kept_cron) == (1, 1, 1)
+    assert [await rt.store.load(run_id(n)) is not None for n in (1, 2)] == [False, True]
+
+
+class ShortBatches(MemoryRunStore):
+    """A store whose deletions come back short, as when rows are locked elsewhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    async def count_prunable(
+        self, *, finished_before: datetime, statuses: Collection[RunStatus]
+    ) -> PruneCount:
+        self.calls.append("count")
+        return await super().count_prunable(finished_before=finished_before, statuses=statuses)
+
+    async def prune_runs(
+        self,
+        *,
+        finished_before: datetime,
+        statuses: Collection[RunStatus],
+        limit: int | None,
+        dry_run: bool,
+    ) -> int:
+        self.calls.append("dry" if dry_run else "delete")
+        return await super().prune_runs(
+            finished_before=finished_before, statuses=statuses, limit=1, dry_run=dry_run
+        )
+
+
+async def test_prune_counts_once_and_deletes_until_a_batch_deletes_nothing() -> None:
+    store = ShortBatches()
+    for n in (1, 2, 3):
+        await cancelled(store, n, T0)
+    client = Client(store=store, workflows=[FLOW, QUICK], clock=FakeClock(T0 + 2 * DAY))
+    seen: list[int] = []
+    report = (await client.prune_runs(older_than=DAY, batch_size=3, on_batch=seen.append)).unwrap()
+    assert report == PruneReport(matched=3, deleted=3, kept_cron=0, dry_run=False, batches=3)
+    assert seen == [1, 1, 1]
+    assert store.calls == ["count", "delete", "delete", "delete", "delete"]
+    store.calls.clear()
+    assert (await client.prune_runs(older_than=DAY, dry_run=True)).unwrap().matched == 0
+    assert store.calls == ["count"]
+
+
 async def test_prune_leaves_compensation_failed_runs_unless_named(
     rt: TimeSkippingRuntime,
 ) -> None:
@@ -333,3 +415,67 @@ async def test_a_worker_whose_reports_fail_keeps_working(caplog: pytest.LogCaptu
     assert store.reports >= 3  # the start, a heartbeat or more, the stop
     lost = [r for r in caplog.records if "worker reports" in r.getMessage()]
     assert len(lost) == 1  # one line for the whole outage
+
+
+async def test_two_workers_in_one_process_with_the_default_name_have_a_row_each() -> None:
+    store = MemoryRunStore()
+    fast = RuntimeSettings(
+        poll_interval=timedelta(milliseconds=20),
+        lease=timedelta(seconds=1),
+        heartbeat_every=timedelta(milliseconds=50),
+    )
+    name = default_owner()
+    first = Runtime(store=store, workflows=[QUICK], settings=fast)
+    second = Runtime(store=store, workflows=[QUICK], settings=fast)
+    async with first:
+        async with second:
+            seen = {w.name: w.stopped_at for w in (await first.store_status()).workers}
+            assert seen == {name: None, f"{name}#2": None}
+        [(gone, at)] = [
+            (w.name, w.stopped_at) for w in (await first.store_status()).workers if w.stopped_at
+        ]
+        assert gone == f"{name}#2" and at is not None
+        again = Runtime(store=store, workflows=[QUICK], settings=fast)
+        async with again:  # the number is free again
+            assert {w.name for w in (await again.store_status()).workers if not w.stopped_at} == {
+                name,
+                f"{name}#2",
+            }
+    assert all(w.stopped_at is not None for w in (await first.store_status()).workers)
+
+
+class SlowStopReports(MemoryRunStore):
+    """A store that hangs on a stop report, as PostgreSQL does while it retries an outage."""
+
+    async def record_worker(
+        self, name: str, *, at: datetime, details: JsonObject, stopped: bool = False
+    ) -> None:
+        if stopped:
+            await asyncio.sleep(60)
+        await super().record_worker(name, at=at, details=details, stopped=stopped)
+
+
+async def test_the_stop_report_gives_up_after_a_short_bound(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="squidmesh.runtime")
+    store = SlowStopReports()
+    presence = Presence(
+        store=store,
+        clock=FakeClock(T0),
+        name="w",
+        every=60,
+        details={},
+        shared=True,
+        stop_within=0.2,
+    )
+    assert await presence.started()
+    started = asyncio.get_running_loop().time()
+    assert not await presence.stopped()
+    assert asyncio.get_running_loop().time() - started < 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "worker w: its stop was not recorded within 0.2 s (the store is slow or down);"
+        " its row will show it as last seen before"
+    ]
+    assert _claim("w") == "w"  # the name was given back
+    _release("w")

@@ -69,13 +69,25 @@ async def prune(
     *,
     before: datetime = T0 + DAY,
     statuses: frozenset[RunStatus] = FINISHED,
-    keep: frozenset[tuple[str, str]] = frozenset(),
     limit: int | None = None,
     dry_run: bool = False,
 ) -> int:
     return await store.prune_runs(
-        finished_before=before, statuses=statuses, keep=keep, limit=limit, dry_run=dry_run
+        finished_before=before, statuses=statuses, limit=limit, dry_run=dry_run
     )
+
+
+async def counted(
+    store: RunStore, *, before: datetime = T0 + DAY, statuses: frozenset[RunStatus] = FINISHED
+) -> tuple[int, int]:
+    """``count_prunable`` as ``(matched, kept_cron)``."""
+    found = await store.count_prunable(finished_before=before, statuses=statuses)
+    return found.matched, found.kept_cron
+
+
+def tick(trigger: str, hour: int) -> str:
+    """The idempotency key the cron loop gives ``trigger``'s tick at ``hour`` on the first."""
+    return f"cron:{trigger}:2026-01-01T{hour:02d}:00:00Z"
 
 
 async def present(store: RunStore, *numbers: int) -> list[int]:
@@ -213,33 +225,76 @@ class OperationsContract:
         assert await present(run_store, 1, 2) == [1]
         assert await prune(run_store, statuses=frozenset()) == 0
 
-    async def test_prune_keeps_the_newest_run_of_each_kept_pair(self, run_store: RunStore) -> None:
-        for n in (1, 2, 3):
-            await cancelled(run_store, n, T0 + timedelta(seconds=n))
-        await cancelled(run_store, 4, T0, definition=OTHER)
-        await cancelled(run_store, 5, T0 + timedelta(seconds=9), definition=OTHER)
-        keep = frozenset({(FLOW.name, "manual"), (OTHER.name, "elsewhere")})
-        assert await prune(run_store, keep=keep, dry_run=True) == 4
-        assert await prune(run_store, keep=keep) == 4
-        assert await present(run_store, 1, 2, 3, 4, 5) == [3]
-
-    async def test_the_kept_run_is_the_newest_overall_even_if_still_active(
+    async def test_prune_keeps_the_newest_tick_run_of_each_cron_trigger(
         self, run_store: RunStore
     ) -> None:
-        await cancelled(run_store, 1, T0)
-        await committed(run_store, new_run(2, at=T0 + timedelta(seconds=1)))
-        assert await prune(run_store, keep=frozenset({(FLOW.name, "manual")})) == 1
+        # given: three nightly ticks, two of "night" (a prefix of "nightly"), one of
+        # another workflow, a key that only looks like a tick, and a manual run
+        for n, hour in ((1, 3), (2, 1), (3, 2)):
+            await cancelled(run_store, n, T0 + timedelta(seconds=n), key=tick("nightly", hour))
+        await cancelled(run_store, 4, T0, key=tick("night", 5))
+        await cancelled(run_store, 5, T0, key=tick("night", 4))
+        await cancelled(run_store, 6, T0, key=tick("nightly", 1), definition=OTHER)
+        await cancelled(run_store, 7, T0, key="cron:nightly")
+        await cancelled(run_store, 8, T0 + timedelta(seconds=9))
+        # then: each workflow's greatest key of each trigger stays, however created
+        assert await counted(run_store) == (5, 3)
+        assert await prune(run_store, dry_run=True) == 5
+        assert await prune(run_store) == 5
+        assert await present(run_store, *range(1, 9)) == [1, 4, 6]
+        assert await counted(run_store) == (0, 3)
+        for workflow, trigger, n in (
+            (FLOW.name, "nightly", 1),
+            (FLOW.name, "night", 4),
+            (OTHER.name, "nightly", 6),
+        ):  # the runs kept are those the cron loop reads
+            latest = await run_store.latest_idempotency_key(workflow, f"cron:{trigger}:")
+            assert latest is not None
+            kept = await run_store.find_by_idempotency_key(workflow, latest)
+            assert kept is not None and kept.id == run_id(n)
+
+    async def test_a_later_replay_of_an_older_tick_displaces_nothing(
+        self, run_store: RunStore
+    ) -> None:
+        # given: ticks at 1 and 2, then a run of tick 1 again (a replay: no cron key)
+        await cancelled(run_store, 1, T0, key=tick("nightly", 1))
+        await cancelled(run_store, 2, T0 + timedelta(seconds=1), key=tick("nightly", 2))
+        await cancelled(run_store, 3, T0 + timedelta(seconds=2))
+        # then: the tick the cron loop reads stays; the replay and the old tick go
+        assert await counted(run_store) == (2, 1)
+        assert await prune(run_store) == 2
+        assert await present(run_store, 1, 2, 3) == [2]
+
+    async def test_keys_compare_bytewise_as_the_cron_loop_reads_them(
+        self, run_store: RunStore
+    ) -> None:
+        # "a" (0x61) is after "B" (0x42) bytewise, though not in most locales' order
+        await cancelled(run_store, 1, T0, key="cron:nightly:a")
+        await cancelled(run_store, 2, T0 + timedelta(seconds=1), key="cron:nightly:B")
+        assert await run_store.latest_idempotency_key(FLOW.name, "cron:nightly:") == (
+            "cron:nightly:a"
+        )
+        assert await prune(run_store) == 1
+        assert await present(run_store, 1, 2) == [1]
+
+    async def test_the_newest_tick_run_may_be_active_and_older_ticks_go(
+        self, run_store: RunStore
+    ) -> None:
+        await cancelled(run_store, 1, T0, key=tick("nightly", 1))
+        await committed(run_store, new_run(2, at=T0 + timedelta(seconds=1), key=tick("nightly", 2)))
+        assert await counted(run_store) == (1, 0)
+        assert await prune(run_store) == 1
         assert await present(run_store, 1, 2) == [2]
 
     async def test_prune_with_a_limit_takes_the_oldest_first(self, run_store: RunStore) -> None:
         for n in (5, 3, 1, 4, 2):
-            await cancelled(run_store, n, T0 + timedelta(seconds=n))
-        keep = frozenset({(FLOW.name, "manual")})
-        assert await prune(run_store, limit=2, keep=keep) == 2
+            key = tick("nightly", 1) if n == 5 else None
+            await cancelled(run_store, n, T0 + timedelta(seconds=n), key=key)
+        assert await prune(run_store, limit=2) == 2
         assert await present(run_store, 1, 2, 3, 4, 5) == [3, 4, 5]
-        assert await prune(run_store, limit=2, keep=keep, dry_run=True) == 2
-        assert await prune(run_store, limit=2, keep=keep) == 2
-        assert await prune(run_store, limit=2, keep=keep) == 0
+        assert await prune(run_store, limit=2, dry_run=True) == 2
+        assert await prune(run_store, limit=2) == 2
+        assert await prune(run_store, limit=2) == 0
         assert await present(run_store, 1, 2, 3, 4, 5) == [5]
 
     async def test_a_dry_run_counts_and_deletes_nothing(self, run_store: RunStore) -> None:
@@ -247,6 +302,8 @@ class OperationsContract:
         await completed(run_store, 2, T0)
         assert await prune(run_store, dry_run=True) == 2
         assert await prune(run_store, dry_run=True, limit=1) == 1
+        assert await prune(run_store, dry_run=True, limit=0) == 0
+        assert await counted(run_store) == (2, 0)
         assert await present(run_store, 1, 2) == [1, 2]
 
     async def test_a_pruned_run_is_gone_with_its_key_and_its_history(
@@ -266,6 +323,7 @@ class OperationsContract:
         created = new_run(1)
         odd = replace(created, state=replace(created.state, status=RunStatus.COMPLETED))
         await committed(run_store, odd)  # a finished run whose job is still there
+        assert await counted(run_store) == (0, 0)
         assert await prune(run_store, dry_run=True) == 0
         assert await prune(run_store) == 0
         assert await present(run_store, 1) == [1]
