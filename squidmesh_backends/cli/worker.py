@@ -34,7 +34,7 @@ def describe_store(runtime: Runtime) -> str:
     store = runtime.store
     dsn, schema, path = (getattr(store, name, None) for name in ("dsn", "schema", "path"))
     if isinstance(dsn, str):
-        from squidmesh_backends.postgres._identity import describe_dsn
+        from squidmesh_backends.postgres import describe_dsn
 
         return f"PostgreSQL {describe_dsn(dsn)} schema {schema}"
     if isinstance(path, str):

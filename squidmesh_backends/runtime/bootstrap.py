@@ -168,7 +168,7 @@ def _digest(text: str) -> str:
 
 
 def _pg_namespace(dsn: str, schema: str) -> str:
-    from squidmesh_backends.postgres._identity import namespace_of  # noqa: PLC0415
+    from squidmesh_backends.postgres import namespace_of  # noqa: PLC0415
 
     return namespace_of(dsn, schema)
 
