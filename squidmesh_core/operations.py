@@ -25,13 +25,15 @@ Vocabulary (the words the snapshot's fields use):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from squidmesh_core.cron import CRON_KEY_PREFIX
 from squidmesh_core.ids import JobId, RunId
 from squidmesh_core.jsonvalue import JsonObject
 from squidmesh_core.state import RunStatus
 
+WORKERS_KEPT = timedelta(days=7)
+"""Workers not seen for this long are forgotten when another one reports (every store)."""
 EXPIRED_LEASES_SHOWN = 20
 """How many expired leases a :class:`StoreStatus` lists (the oldest ones)."""
 

@@ -25,6 +25,7 @@ from squidmesh_core.jobwrites import job_writes
 from squidmesh_core.jsonvalue import JsonObject, JsonValue
 from squidmesh_core.operations import (
     EXPIRED_LEASES_SHOWN,
+    WORKERS_KEPT,
     ExpiredLease,
     PruneCount,
     RunCount,
@@ -34,9 +35,6 @@ from squidmesh_core.operations import (
 )
 from squidmesh_core.ports import Claim, Fence
 from squidmesh_core.state import RunState, RunStatus
-
-WORKERS_KEPT = timedelta(days=7)
-"""Workers not seen for this long are forgotten when another one reports."""
 
 
 @dataclass(slots=True)

@@ -24,6 +24,7 @@ from squidmesh_core.ids import JobId, RunId, parse_job_id
 from squidmesh_core.jsonvalue import JsonObject, check_json_object, dump_json
 from squidmesh_core.operations import (
     EXPIRED_LEASES_SHOWN,
+    WORKERS_KEPT,
     ExpiredLease,
     PruneCount,
     RunCount,
@@ -33,8 +34,6 @@ from squidmesh_core.operations import (
 from squidmesh_core.state import RunState, RunStatus
 
 T = TypeVar("T")
-WORKERS_KEPT = timedelta(days=7)
-"""Workers not seen for this long are forgotten when another one reports."""
 
 
 class _Store(Protocol):
