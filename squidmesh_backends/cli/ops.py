@@ -57,6 +57,15 @@ UNFINISHED = (
 )
 
 
+def _span(length: timedelta) -> str:
+    """``30d``, ``12h``, ``90s``: a duration the way it is typed."""
+    total = length.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if total >= size and total % size == 0:
+            return f"{total / size:g}{unit}"
+    return f"{total:g}s"
+
+
 def _ago(moment: datetime | None, now: datetime) -> str:
     if moment is None:
         return "-"
@@ -309,8 +318,8 @@ async def prune(runtime: Runtime, args: argparse.Namespace) -> int:
             )
         else:
             print_text(
-                f"{report.matched} run(s) {names} older than {args.older_than} would be deleted"
-                f"{kept}; run again with --yes to delete them"
+                f"{report.matched} run(s) {names} older than {_span(args.older_than)} "
+                f"would be deleted{kept}; run again with --yes to delete them"
             )
         return 0
     out = console()

@@ -180,7 +180,7 @@ def test_prune_previews_then_deletes_in_batches(pg: tuple[str, str, dict[str, st
             (ids[:4],),
         )
     code, out, _ = run_cli("prune", "--app", APP, "--older-than", "30d", env=env)
-    assert code == 0 and "4 run(s) completed,cancelled,failed older than" in out
+    assert code == 0 and "4 run(s) completed,cancelled,failed older than 30d would be" in out
     assert "--yes" in out
     assert len(json.loads(run_cli("run", "list", "--app", APP, "--json", env=env)[1])) == 5
 
