@@ -43,6 +43,13 @@ def squidmesh(
     )
 
 
+def start_and_wait(
+    workflow: str, payload: str, *, env: dict[str, str], app: str = APP
+) -> subprocess.CompletedProcess[str]:
+    """``squidmesh run start --app APP WORKFLOW PAYLOAD --wait --json`` (a worker runs it)."""
+    return squidmesh("run", "start", "--app", app, workflow, payload, "--wait", "--json", env=env)
+
+
 class Worker:
     """A running ``squidmesh worker``: its ready line, and everything it printed so far."""
 

@@ -8,7 +8,7 @@ import pytest
 
 from squidmesh_backends.cli.main import END_MARK, START_MARK, main, render_tables_into
 from squidmesh_core._table import markdown_tables
-from tests.cli.harness import APP, ROOT, squidmesh, worker
+from tests.cli.harness import APP, ROOT, squidmesh, start_and_wait, worker
 
 pytestmark = pytest.mark.slow
 
@@ -33,17 +33,7 @@ def test_smoke_verbose_prints_events_as_they_happen(tmp_path: Path) -> None:
 def test_run_start_and_wait_watches_a_worker_run_it(tmp_path: Path) -> None:
     env = {"SQUIDMESH_TEST_CLI_STORE": f"sqlite:{tmp_path}/wait.db"}
     with worker(env=env):
-        result = squidmesh(
-            "run",
-            "start",
-            "--app",
-            APP,
-            "demo.hello",
-            '{"name": "ada"}',
-            "--wait",
-            "--json",
-            env=env,
-        )
+        result = start_and_wait("demo.hello", '{"name": "ada"}', env=env)
         from_stdin = squidmesh(
             "run",
             "start",
@@ -234,17 +224,7 @@ def test_people_in_the_loop_from_the_cli(tmp_path: Path) -> None:
     env = {"SQUIDMESH_TEST_CLI_STORE": f"sqlite:{tmp_path}/people.db"}
     order = '{"order_id": "o-1", "amount": 5}'
     with worker(env=env):  # runs the steps up to the approval, then stops
-        started = squidmesh(
-            "run",
-            "start",
-            "--app",
-            APP,
-            "examples.order_approval",
-            order,
-            "--wait",
-            "--json",
-            env=env,
-        )
+        started = start_and_wait("examples.order_approval", order, env=env)
     assert started.returncode == 0, started.stderr
     run = json.loads(started.stdout)
     assert (run["status"], run["parked_step"]) == ("paused", "review")

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from squidmesh_backends.postgres import PostgresRunStore, migrate
-from tests.cli.harness import APP, squidmesh, worker
+from tests.cli.harness import APP, squidmesh, start_and_wait, worker
 from tests.services import drop_schema, migrated_schema, new_schema_name, require_postgres
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -209,17 +209,8 @@ def test_doctor_finds_a_run_parked_in_a_workflow_no_longer_registered(
     _, _, env = pg
     order = json.dumps({"order_id": "o-9", "amount": 5})
     with worker(env=env):
-        code, out, err = run_cli(
-            "run",
-            "start",
-            "--app",
-            APP,
-            "examples.order_approval",
-            order,
-            "--wait",
-            "--json",
-            env=env,
-        )
+        started = start_and_wait("examples.order_approval", order, env=env)
+    code, out, err = started.returncode, started.stdout, started.stderr
     assert code == 0, err
     run_id = json.loads(out)["id"]
     assert run_cli("doctor", "--app", APP, "--json", env=env)[0] == 0  # it waits for a person

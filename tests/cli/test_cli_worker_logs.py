@@ -9,24 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.harness import APP, squidmesh, worker
+from tests.cli.harness import APP, squidmesh, start_and_wait, worker
 from tests.services import drop_schema, migrated_schema, require_postgres
 
 pytestmark = pytest.mark.slow
 
 
-def start_and_wait(env: dict[str, str], payload: dict[str, object]) -> dict[str, object]:
-    started = squidmesh(
-        "run",
-        "start",
-        "--app",
-        APP,
-        "demo.hello",
-        json.dumps(payload),
-        "--wait",
-        "--json",
-        env=env,
-    )
+def run_hello(env: dict[str, str], payload: dict[str, object]) -> dict[str, object]:
+    started = start_and_wait("demo.hello", json.dumps(payload), env=env)
     assert started.returncode == 0, started.stderr
     run: dict[str, object] = json.loads(started.stdout)
     return run
@@ -35,7 +25,7 @@ def start_and_wait(env: dict[str, str], payload: dict[str, object]) -> dict[str,
 def test_json_logs_carry_the_run_and_info_shows_each_step(tmp_path: Path) -> None:
     env = {"SQUIDMESH_TEST_CLI_STORE": f"sqlite:{tmp_path}/logs.db"}
     with worker("--log-format", "json", env=env) as running:
-        run = start_and_wait(env, {"name": "ada"})
+        run = run_hello(env, {"name": "ada"})
     records = [json.loads(line) for line in running.logs.splitlines() if line.strip()]
     started = [r for r in records if r["message"].startswith("step.started greet#1")]
     finished = [r for r in records if r["message"].startswith("step.completed greet#1")]
@@ -51,13 +41,13 @@ def test_json_logs_carry_the_run_and_info_shows_each_step(tmp_path: Path) -> Non
 def test_text_logs_and_warning_level_keeps_step_logs_out(tmp_path: Path) -> None:
     env = {"SQUIDMESH_TEST_CLI_STORE": f"sqlite:{tmp_path}/text.db"}
     with worker(env=env) as chatty:
-        run = start_and_wait(env, {"name": "bo"})
+        run = run_hello(env, {"name": "bo"})
     line = next(x for x in chatty.err if "step.started greet#1" in x)
     assert re.match(r"\d{4}-\d\d-\d\dT[\d:.]+Z INFO squidmesh.runtime: step.started greet#1", line)
     assert f"run_id={run['id']}" in line and "workflow=demo.hello" in line
     assert "step=greet" in line and "attempt=1" in line
     with worker("--log-level", "warning", env=env) as quiet:
-        start_and_wait(env, {"name": "cy"})
+        run_hello(env, {"name": "cy"})
     assert "step.started" not in quiet.logs
 
 
@@ -96,7 +86,7 @@ def test_run_show_prints_data_outputs_and_the_worker_of_each_attempt(tmp_path: P
     env = {"SQUIDMESH_TEST_CLI_STORE": f"sqlite:{tmp_path}/show.db"}
     long_name = "x" * 500
     with worker(env=env) as running:
-        run = start_and_wait(env, {"name": long_name})
+        run = run_hello(env, {"name": long_name})
     shown = squidmesh("run", "show", "--app", APP, str(run["id"]), env=env)
     assert shown.returncode == 0, shown.stderr
     out = shown.stdout

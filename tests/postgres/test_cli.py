@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.harness import squidmesh, worker
+from tests.cli.harness import squidmesh, start_and_wait, worker
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -57,17 +57,7 @@ def test_run_commands_against_an_unmigrated_schema_name_the_fix(
 def test_run_commands_work_on_postgres(pg_dsn: str, pg_schema: str) -> None:
     env = {"SQUIDMESH_TEST_APP_STORE": f"{pg_dsn}?schema={pg_schema}"}
     with worker(app=APP, env=env):
-        started = squidmesh(
-            "run",
-            "start",
-            "--app",
-            APP,
-            "demo.hello",
-            '{"name": "ada"}',
-            "--wait",
-            "--json",
-            env=env,
-        )
+        started = start_and_wait("demo.hello", '{"name": "ada"}', env=env, app=APP)
     assert started.returncode == 0, started.stdout + started.stderr
     run = json.loads(started.stdout)
     assert run["status"] == "completed"
